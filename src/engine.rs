@@ -1,0 +1,794 @@
+//! The engine: the one writer of machine state. It owns the in-memory index (by id and by every
+//! MAC), applies assignment rules with exact quotas, persists each change through the inventory
+//! backend and announces it on the bus.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::assign::{self, Decision};
+use crate::config::Config;
+use crate::events::{Bus, Event, EventKind};
+use crate::inventory::{
+    Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend,
+};
+use crate::lease::{Lease, ServiceState};
+use crate::machine::{
+    new_token, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown machine `{0}`")]
+    UnknownMachine(String),
+    #[error("unknown profile `{name}`; known: {known}")]
+    UnknownProfile { name: String, known: String },
+    #[error("profile `{name}` is full ({quantity} of {quantity}); assign with force to go past it")]
+    ProfileFull { name: String, quantity: u32 },
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+}
+
+/// What iPXE (or discovery) tells us about a machine when it asks for its script.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub mac: Option<Mac>,
+    pub uuid: Option<String>,
+    pub serial: Option<String>,
+    pub arch: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A change an operator (or the machine itself) asks for; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    pub hostname: Option<String>,
+    pub state: Option<State>,
+    pub ipmi_addr: Option<String>,
+    pub provider_id: Option<String>,
+    pub rack: Option<Rack>,
+    pub notes: Option<String>,
+    /// set (Some) or remove (None) template env overrides.
+    pub overrides: BTreeMap<String, Option<serde_json::Value>>,
+}
+
+/// How full a profile is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProfileStatus {
+    pub name: String,
+    pub quantity: Option<u32>,
+    pub assigned: u32,
+    pub running: u32,
+    pub tags: Vec<String>,
+    pub image: String,
+    /// assigned / quantity, when there is a quantity.
+    pub fill: Option<f64>,
+    pub is_default: bool,
+}
+
+/// Current state, for a late subscriber to start from.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub machines: Vec<Machine>,
+    pub profiles: Vec<ProfileStatus>,
+    pub waiting: u32,
+}
+
+#[derive(Default)]
+struct Index {
+    machines: BTreeMap<MachineId, Machine>,
+    by_mac: HashMap<Mac, MachineId>,
+    /// machines per profile, kept in step with `machines` by `put`/`take`.
+    counts: HashMap<String, u32>,
+}
+
+impl Index {
+    fn put(&mut self, m: Machine) {
+        self.take(&m.id);
+        for mac in &m.macs {
+            self.by_mac.insert(*mac, m.id.clone());
+        }
+        if let Some(p) = &m.profile {
+            *self.counts.entry(p.clone()).or_default() += 1;
+        }
+        self.machines.insert(m.id.clone(), m);
+    }
+
+    fn take(&mut self, id: &MachineId) -> Option<Machine> {
+        let old = self.machines.remove(id)?;
+        for mac in &old.macs {
+            if self.by_mac.get(mac) == Some(id) {
+                self.by_mac.remove(mac);
+            }
+        }
+        if let Some(p) = &old.profile {
+            if let Some(c) = self.counts.get_mut(p) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        Some(old)
+    }
+
+    fn resolve(&self, key: &str) -> Option<&Machine> {
+        if let Some(m) = key
+            .parse::<MachineId>()
+            .ok()
+            .and_then(|id| self.machines.get(&id))
+        {
+            return Some(m);
+        }
+        let mac = key.parse::<Mac>().ok()?;
+        self.by_mac.get(&mac).and_then(|id| self.machines.get(id))
+    }
+}
+
+struct Inner {
+    leases: Mutex<Vec<Lease>>,
+    services: Mutex<BTreeMap<String, ServiceState>>,
+    config: Config,
+    backend: Box<dyn Backend>,
+    bus: Bus,
+    index: Mutex<Index>,
+    problems: Vec<LoadProblem>,
+}
+
+/// Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the configured local inventory (files + git) and loads it.
+    pub fn open(config: Config) -> Result<Engine, EngineError> {
+        let backend =
+            LocalBackend::open(&config.inventory, config.audit.git, &config.audit.author)?;
+        Self::with_backend(config, Box::new(backend))
+    }
+
+    pub fn with_backend(config: Config, backend: Box<dyn Backend>) -> Result<Engine, EngineError> {
+        let (machines, problems) = backend.load()?;
+        for p in &problems {
+            tracing::warn!(file = %p.file.display(), error = %p.error, "machine file skipped");
+        }
+        let mut index = Index::default();
+        for m in machines {
+            index.put(m);
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                leases: Mutex::new(Vec::new()),
+                services: Mutex::new(BTreeMap::new()),
+                config,
+                backend,
+                bus: Bus::new(),
+                index: Mutex::new(index),
+                problems,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// Machine files that could not be loaded at start (left untouched on disk).
+    pub fn load_problems(&self) -> &[LoadProblem] {
+        &self.inner.problems
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.index().machines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: &MachineId) -> Option<Machine> {
+        self.index().machines.get(id).cloned()
+    }
+
+    /// Finds a machine by id or by any of its MACs.
+    pub fn find(&self, key: &str) -> Option<Machine> {
+        self.index().resolve(key).cloned()
+    }
+
+    pub fn by_mac(&self, mac: &Mac) -> Option<Machine> {
+        let idx = self.index();
+        idx.by_mac.get(mac).and_then(|id| idx.machines.get(id)).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Machine> {
+        self.index().machines.values().cloned().collect()
+    }
+
+    /// Ids close to `key`, for "did you mean" hints.
+    pub fn suggest(&self, key: &str) -> Vec<String> {
+        let key = key.to_lowercase();
+        let idx = self.index();
+        let mut scored: Vec<(usize, &str)> = idx
+            .machines
+            .keys()
+            .map(|id| (edit_distance(&key, id.as_str()), id.as_str()))
+            .filter(|(d, id)| *d <= 3 || id.contains(&key) || key.contains(id))
+            .collect();
+        scored.sort();
+        scored.into_iter().take(3).map(|(_, s)| s.to_string()).collect()
+    }
+
+    pub fn profiles(&self) -> Vec<ProfileStatus> {
+        profile_status(&self.inner.config, &self.index())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot_of(&self.inner.config, &self.index())
+    }
+
+    /// The current state plus a receiver for every event after it, with nothing lost between.
+    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Arc<Event>>) {
+        // Events about machines are published under the index lock, so holding it here
+        // makes the snapshot and the first received event line up exactly.
+        let idx = self.index();
+        let rx = self.inner.bus.subscribe();
+        (snapshot_of(&self.inner.config, &idx), rx)
+    }
+
+    /// Finds or registers the machine iPXE describes, records that it reached `phase`, and runs
+    /// the assignment rules where they may act.
+    pub fn register(&self, reg: Registration, phase: Phase) -> Result<Machine, EngineError> {
+        let derived = MachineId::derive(
+            reg.serial.as_deref(),
+            reg.uuid.as_deref(),
+            reg.mac.as_ref(),
+        )?;
+        let now = OffsetDateTime::now_utc();
+        let mut idx = self.index();
+        let existing = idx
+            .machines
+            .get(&derived)
+            .or_else(|| {
+                reg.mac
+                    .as_ref()
+                    .and_then(|mac| idx.by_mac.get(mac))
+                    .and_then(|id| idx.machines.get(id))
+            })
+            .cloned();
+        let created = existing.is_none();
+        let before = existing.clone();
+        let mut m = existing.unwrap_or_else(|| Machine::new(derived.clone(), new_token(), now));
+        let mut what = Vec::new();
+        if created {
+            what.push("registered".to_string());
+        }
+        if let Some(mac) = reg.mac {
+            if !m.macs.contains(&mac) {
+                m.macs.push(mac);
+                if !created {
+                    what.push(format!("new mac {mac}"));
+                }
+            }
+        }
+        fill(&mut m.uuid, reg.uuid.filter(|u| !u.is_empty()));
+        fill(&mut m.serial, reg.serial.filter(|s| !s.is_empty()));
+        fill(&mut m.arch, reg.arch.filter(|s| !s.is_empty()));
+        if reg.ip.is_some() && m.ip != reg.ip {
+            m.ip = reg.ip;
+        }
+        m.phases.set(phase, now);
+        if assign::rules_may_move(&self.inner.config, &m) {
+            if let Some(w) = self.apply_rules(&idx, &mut m) {
+                what.push(w);
+            }
+        }
+        let meaningful = created || before.as_ref().is_some_and(|b| differs(b, &m));
+        let actor = m.id.to_string();
+        if meaningful {
+            let change = Change {
+                actor: actor.clone(),
+                what: if what.is_empty() {
+                    "seen".into()
+                } else {
+                    what.join(", ")
+                },
+            };
+            self.inner.backend.save(&m, &change)?;
+            idx.put(m.clone());
+            let kind = if created {
+                EventKind::MachineAdded {
+                    machine: Box::new(m.redacted()),
+                    actor,
+                }
+            } else {
+                EventKind::MachineChanged {
+                    machine: Box::new(m.redacted()),
+                    change: change.what,
+                    actor,
+                }
+            };
+            self.inner.bus.publish(kind);
+        } else {
+            idx.put(m.clone());
+        }
+        Ok(m)
+    }
+
+    /// Runs the rules on `m`; returns what changed, if anything.
+    fn apply_rules(&self, idx: &Index, m: &mut Machine) -> Option<String> {
+        match assign::decide(&self.inner.config, &idx.counts, m) {
+            Decision::Profile(p) if m.profile.as_deref() != Some(p.as_str()) => {
+                m.profile = Some(p.clone());
+                m.assigned_by = Some(AssignedBy::Rule);
+                m.state = State::Configured;
+                Some(format!("assigned to {p} by rule"))
+            }
+            Decision::Profile(_) => None,
+            Decision::Hold => {
+                if m.profile.is_some() {
+                    m.profile = None;
+                    m.assigned_by = None;
+                    m.state = State::Waiting;
+                    Some("held for an operator".into())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Applies `f` to one machine under the lock; persists, audits and announces the result
+    /// if it changed anything. `f` returns the change's description.
+    fn mutate<F>(&self, key: &str, actor: &str, f: F) -> Result<Machine, EngineError>
+    where
+        F: FnOnce(&Index, &mut Machine) -> Result<String, EngineError>,
+    {
+        let mut idx = self.index();
+        let before = idx
+            .resolve(key)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
+        let mut m = before.clone();
+        let what = f(&idx, &mut m)?;
+        if !differs(&before, &m) {
+            return Ok(m);
+        }
+        let change = Change {
+            actor: actor.to_string(),
+            what: what.clone(),
+        };
+        self.inner.backend.save(&m, &change)?;
+        idx.put(m.clone());
+        self.inner.bus.publish(EventKind::MachineChanged {
+            machine: Box::new(m.redacted()),
+            change: what,
+            actor: actor.to_string(),
+        });
+        Ok(m)
+    }
+
+    /// An operator puts a machine in a profile and pins it there. Past a full quota only with
+    /// `force`.
+    pub fn assign(
+        &self,
+        key: &str,
+        profile: &str,
+        actor: &str,
+        force: bool,
+    ) -> Result<Machine, EngineError> {
+        let config = &self.inner.config;
+        let p = config
+            .profile(profile)
+            .ok_or_else(|| EngineError::UnknownProfile {
+                name: profile.to_string(),
+                known: config
+                    .profiles
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let quantity = p.quantity;
+        self.mutate(key, actor, |idx, m| {
+            let already = m.profile.as_deref() == Some(profile);
+            if let Some(q) = quantity {
+                let held = idx.counts.get(profile).copied().unwrap_or(0);
+                if !already && held >= q && !force {
+                    return Err(EngineError::ProfileFull {
+                        name: profile.to_string(),
+                        quantity: q,
+                    });
+                }
+            }
+            if !already {
+                m.state = State::Configured;
+            }
+            m.profile = Some(profile.to_string());
+            m.assigned_by = Some(AssignedBy::Operator(actor.to_string()));
+            m.pinned = true;
+            Ok(if force {
+                format!("assigned to {profile} (forced)")
+            } else {
+                format!("assigned to {profile}")
+            })
+        })
+    }
+
+    /// Takes a machine out of its profile and holds it for an operator (rules leave it alone).
+    pub fn unassign(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        self.mutate(key, actor, |_, m| {
+            let was = m.profile.take();
+            m.assigned_by = None;
+            m.pinned = true;
+            m.state = State::Waiting;
+            Ok(match was {
+                Some(p) => format!("unassigned from {p}"),
+                None => "held".into(),
+            })
+        })
+    }
+
+    /// Lets the rules place a held machine again.
+    pub fn release(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        self.mutate(key, actor, |idx, m| {
+            m.pinned = false;
+            let w = self.apply_rules(idx, m);
+            Ok(w.unwrap_or_else(|| "released to the rules".into()))
+        })
+    }
+
+    pub fn request_reinstall(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        self.mutate(key, actor, |_, m| {
+            if m.profile.is_none() {
+                return Err(EngineError::Invalid(format!(
+                    "{} has no profile to reinstall; assign one first",
+                    m.id
+                )));
+            }
+            m.reinstall = true;
+            m.state = State::Configured;
+            Ok("reinstall requested".into())
+        })
+    }
+
+    pub fn boot_complete(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        let now = OffsetDateTime::now_utc();
+        let m = self.mutate(key, actor, |_, m| {
+            m.state = State::Running;
+            m.reinstall = false;
+            m.phases.set(Phase::BootComplete, now);
+            Ok("boot complete".into())
+        })?;
+        self.inner.bus.publish(EventKind::BootStep {
+            id: Some(m.id.clone()),
+            phase: Phase::BootComplete,
+            detail: "reported".into(),
+            bytes: None,
+            duration_ms: None,
+        });
+        Ok(m)
+    }
+
+    /// The machine is booting its profile (its install script or config was served).
+    pub fn mark_installing(&self, id: &MachineId) -> Result<Machine, EngineError> {
+        let actor = id.to_string();
+        self.mutate(id.as_str(), &actor, |_, m| {
+            if m.state == State::Configured {
+                m.state = State::Installing;
+            }
+            Ok("installing".into())
+        })
+    }
+
+    /// Records that a machine reached a boot phase (kept in memory; written with its next
+    /// change) and announces the step.
+    pub fn boot_step(
+        &self,
+        id: Option<&MachineId>,
+        phase: Phase,
+        detail: String,
+        bytes: Option<u64>,
+        duration_ms: Option<u64>,
+    ) {
+        let mut idx = self.index();
+        if let Some(m) = id.and_then(|id| idx.machines.get(id)).cloned() {
+            let mut m = m;
+            m.phases.set(phase, OffsetDateTime::now_utc());
+            idx.put(m);
+        }
+        self.inner.bus.publish(EventKind::BootStep {
+            id: id.cloned(),
+            phase,
+            detail,
+            bytes,
+            duration_ms,
+        });
+    }
+
+    pub fn edit(&self, key: &str, actor: &str, edit: Edit) -> Result<Machine, EngineError> {
+        self.mutate(key, actor, |_, m| {
+            let mut what = Vec::new();
+            if let Some(h) = edit.hostname {
+                if !valid_hostname(&h) {
+                    return Err(EngineError::Invalid(format!(
+                        "`{h}` is not a hostname; use letters, digits and `-`, dot-separated"
+                    )));
+                }
+                what.push(format!("hostname {h}"));
+                m.hostname = Some(h);
+            }
+            if let Some(s) = edit.state {
+                what.push(format!("state {s}"));
+                m.state = s;
+            }
+            if let Some(a) = edit.ipmi_addr {
+                what.push(format!("ipmi address {a}"));
+                m.ipmi_addr = Some(a);
+            }
+            if let Some(p) = edit.provider_id {
+                what.push(format!("provider id {p}"));
+                m.provider_id = Some(p);
+            }
+            if let Some(r) = edit.rack {
+                what.push(match r.unit {
+                    Some(u) => format!("rack {} unit {u}", r.rack),
+                    None => format!("rack {}", r.rack),
+                });
+                m.rack = Some(r);
+            }
+            if let Some(n) = edit.notes {
+                what.push("notes".into());
+                m.notes = n;
+            }
+            for (k, v) in edit.overrides {
+                match v {
+                    Some(v) => {
+                        what.push(format!("override {k}={v}"));
+                        m.overrides.insert(k, v);
+                    }
+                    None => {
+                        what.push(format!("override {k} removed"));
+                        m.overrides.remove(&k);
+                    }
+                }
+            }
+            if what.is_empty() {
+                return Err(EngineError::Invalid("nothing to change".into()));
+            }
+            Ok(what.join(", "))
+        })
+    }
+
+    /// Discovery reports hardware facts; rules may now place the machine by selector.
+    pub fn set_facts(&self, key: &str, facts: Facts) -> Result<Machine, EngineError> {
+        let actor = self
+            .find(key)
+            .map(|m| m.id.to_string())
+            .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
+        self.mutate(key, &actor, |idx, m| {
+            m.facts = facts;
+            for nic in &m.facts.nics {
+                if let Some(mac) = nic.mac {
+                    if !m.macs.contains(&mac) {
+                        m.macs.push(mac);
+                    }
+                }
+            }
+            let mut what = "facts reported".to_string();
+            if assign::rules_may_move(&self.inner.config, m) {
+                if let Some(w) = self.apply_rules(idx, m) {
+                    what = format!("{what}, {w}");
+                }
+            }
+            Ok(what)
+        })
+    }
+
+    /// Removes a machine from the inventory (its history stays in git).
+    pub fn retire(&self, key: &str, actor: &str) -> Result<MachineId, EngineError> {
+        let mut idx = self.index();
+        let id = idx
+            .resolve(key)
+            .map(|m| m.id.clone())
+            .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
+        self.inner.backend.remove(
+            &id,
+            &Change {
+                actor: actor.to_string(),
+                what: "retired".into(),
+            },
+        )?;
+        idx.take(&id);
+        self.inner.bus.publish(EventKind::MachineRetired {
+            id: id.clone(),
+            actor: actor.to_string(),
+        });
+        Ok(id)
+    }
+
+    /// Adds or replaces a whole machine record (imports).
+    pub fn import(&self, m: Machine, actor: &str, what: &str) -> Result<(), EngineError> {
+        let mut idx = self.index();
+        self.inner.backend.save(
+            &m,
+            &Change {
+                actor: actor.to_string(),
+                what: what.to_string(),
+            },
+        )?;
+        idx.put(m.clone());
+        self.inner.bus.publish(EventKind::MachineAdded {
+            machine: Box::new(m.redacted()),
+            actor: actor.to_string(),
+        });
+        Ok(())
+    }
+
+    pub fn history(&self, key: &str) -> Result<Vec<HistoryEntry>, EngineError> {
+        let id = self
+            .find(key)
+            .map(|m| m.id)
+            .or_else(|| key.parse::<MachineId>().ok())
+            .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
+        Ok(self.inner.backend.history(&id)?)
+    }
+
+    /// Replaces the lease table (linking each lease to its machine by MAC) and announces it.
+    pub fn set_leases(&self, mut leases: Vec<Lease>) {
+        {
+            let idx = self.index();
+            for l in &mut leases {
+                l.machine = idx.by_mac.get(&l.mac).cloned();
+            }
+        }
+        let count = leases.len();
+        *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
+        self.inner.bus.publish(EventKind::Leases { count });
+    }
+
+    /// The lease table, each lease linked to the machine that now has its MAC.
+    pub fn leases(&self) -> Vec<Lease> {
+        let mut leases = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let idx = self.index();
+        for l in &mut leases {
+            l.machine = idx.by_mac.get(&l.mac).cloned();
+        }
+        leases
+    }
+
+    /// Records a service's state and announces it.
+    pub fn set_service(&self, name: &str, status: &str, restarts: u32, detail: &str) {
+        let state = ServiceState {
+            name: name.to_string(),
+            status: status.to_string(),
+            restarts,
+            detail: detail.to_string(),
+            since: OffsetDateTime::now_utc(),
+        };
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), state);
+        self.inner.bus.publish(EventKind::Service {
+            name: name.to_string(),
+            status: status.to_string(),
+            restarts,
+            detail: detail.to_string(),
+        });
+    }
+
+    pub fn services(&self) -> Vec<ServiceState> {
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until every change so far is in the audit trail.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        Ok(self.inner.backend.flush()?)
+    }
+}
+
+fn fill(slot: &mut Option<String>, v: Option<String>) {
+    if slot.is_none() {
+        *slot = v;
+    }
+}
+
+/// Changes worth a file write and a commit (phase timestamps alone are not).
+fn differs(a: &Machine, b: &Machine) -> bool {
+    let mut a = a.clone();
+    a.phases = b.phases.clone();
+    a != *b
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn profile_status(config: &Config, idx: &Index) -> Vec<ProfileStatus> {
+    let mut running: HashMap<&str, u32> = HashMap::new();
+    for m in idx.machines.values() {
+        if let (Some(p), State::Running) = (&m.profile, m.state) {
+            *running.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    config
+        .profiles
+        .iter()
+        .map(|p| {
+            let assigned = idx.counts.get(&p.name).copied().unwrap_or(0);
+            ProfileStatus {
+                name: p.name.clone(),
+                quantity: p.quantity,
+                assigned,
+                running: running.get(p.name.as_str()).copied().unwrap_or(0),
+                tags: p.tags.clone(),
+                image: p.image.clone(),
+                fill: p
+                    .quantity
+                    .map(|q| if q == 0 { 1.0 } else { assigned as f64 / q as f64 }),
+                is_default: config.default_profile.as_deref() == Some(p.name.as_str()),
+            }
+        })
+        .collect()
+}
+
+fn snapshot_of(config: &Config, idx: &Index) -> Snapshot {
+    Snapshot {
+        machines: idx.machines.values().map(Machine::redacted).collect(),
+        profiles: profile_status(config, idx),
+        waiting: idx
+            .machines
+            .values()
+            .filter(|m| m.profile.is_none())
+            .count() as u32,
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,262 @@
+//! The event bus: every change and boot step, numbered, broadcast to the console, the API's
+//! event stream and the metrics, with a short replay buffer for late subscribers.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::machine::{Machine, MachineId, Mac, Phase};
+
+/// How many recent events are kept for `Last-Event-ID` resume and the console's log.
+const REPLAY: usize = 2048;
+
+/// Something that happened. Serialised for the API as `{"type": ..., ...}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    MachineAdded {
+        machine: Box<Machine>,
+        actor: String,
+    },
+    MachineChanged {
+        machine: Box<Machine>,
+        change: String,
+        actor: String,
+    },
+    MachineRetired {
+        id: MachineId,
+        actor: String,
+    },
+    /// a boot step served to a machine (script, kernel, initrd, config, boot-complete).
+    BootStep {
+        id: Option<MachineId>,
+        phase: Phase,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+    },
+    /// a DHCP exchange seen in dnsmasq's log.
+    Dhcp {
+        message: String,
+        mac: Option<Mac>,
+        ip: Option<String>,
+        hostname: Option<String>,
+        detail: String,
+    },
+    /// a TFTP transfer seen in dnsmasq's log.
+    Tftp {
+        file: String,
+        client: String,
+        ok: bool,
+        detail: String,
+    },
+    /// the lease table changed.
+    Leases {
+        count: usize,
+    },
+    TemplatesReloaded {
+        ok: bool,
+        /// `file:line: message` for each problem when not ok.
+        errors: Vec<String>,
+    },
+    /// a supervised child process changed state.
+    Service {
+        name: String,
+        status: String,
+        restarts: u32,
+        detail: String,
+    },
+    /// a log line worth showing to the operator (warnings and errors).
+    Log {
+        level: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// One line for logs, `mayuctl watch` and the console's event log.
+    pub fn summary(&self) -> String {
+        match &self.kind {
+            EventKind::MachineAdded { machine, actor } => {
+                format!("{} registered ({actor})", machine.id)
+            }
+            EventKind::MachineChanged {
+                machine,
+                change,
+                actor,
+            } => format!("{}: {change} ({actor})", machine.id),
+            EventKind::MachineRetired { id, actor } => format!("{id} retired ({actor})"),
+            EventKind::BootStep {
+                id,
+                phase,
+                detail,
+                duration_ms,
+                ..
+            } => {
+                let who = id.as_ref().map(|i| i.as_str()).unwrap_or("unknown machine");
+                match duration_ms {
+                    Some(ms) => format!("{who}: {} {detail} in {ms} ms", phase.as_str()),
+                    None => format!("{who}: {} {detail}", phase.as_str()),
+                }
+            }
+            EventKind::Dhcp {
+                message,
+                mac,
+                ip,
+                detail,
+                ..
+            } => {
+                let mac = mac.map(|m| m.to_string()).unwrap_or_default();
+                format!(
+                    "DHCP {message} {mac} {} {detail}",
+                    ip.as_deref().unwrap_or("")
+                )
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+            }
+            EventKind::Tftp {
+                file, client, ok, ..
+            } => {
+                if *ok {
+                    format!("TFTP sent {file} to {client}")
+                } else {
+                    format!("TFTP failed {file} to {client}")
+                }
+            }
+            EventKind::Leases { count } => format!("lease table: {count} leases"),
+            EventKind::TemplatesReloaded { ok: true, .. } => "templates reloaded".into(),
+            EventKind::TemplatesReloaded { errors, .. } => {
+                format!("template reload refused: {}", errors.join("; "))
+            }
+            EventKind::Service {
+                name,
+                status,
+                restarts,
+                detail,
+            } => format!("{name} {status} (restarts {restarts}) {detail}")
+                .trim_end()
+                .to_string(),
+            EventKind::Log { level, message } => format!("{level}: {message}"),
+        }
+    }
+
+    /// The machine this event is about, if any.
+    pub fn machine_id(&self) -> Option<&MachineId> {
+        match &self.kind {
+            EventKind::MachineAdded { machine, .. } | EventKind::MachineChanged { machine, .. } => {
+                Some(&machine.id)
+            }
+            EventKind::MachineRetired { id, .. } => Some(id),
+            EventKind::BootStep { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+struct Inner {
+    next_seq: u64,
+    recent: VecDeque<Arc<Event>>,
+}
+
+/// One broadcast bus; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Event>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        let (tx, _) = broadcast::channel(4096);
+        Bus {
+            tx,
+            inner: Arc::new(Mutex::new(Inner {
+                next_seq: 1,
+                recent: VecDeque::with_capacity(REPLAY),
+            })),
+        }
+    }
+
+    /// Numbers, records and broadcasts an event. Sequence order is send order.
+    pub fn publish(&self, kind: EventKind) -> Arc<Event> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = Arc::new(Event {
+            seq: inner.next_seq,
+            at: OffsetDateTime::now_utc(),
+            kind,
+        });
+        inner.next_seq += 1;
+        if inner.recent.len() == REPLAY {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(ev.clone());
+        // Sending under the lock keeps broadcast order equal to sequence order.
+        let _ = self.tx.send(ev.clone());
+        ev
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Subscribes and returns the kept events after `after` (all kept when `None`), with no
+    /// gap or duplicate between the two.
+    pub fn subscribe_from(
+        &self,
+        after: Option<u64>,
+    ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.tx.subscribe();
+        let past = inner
+            .recent
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.seq > a))
+            .cloned()
+            .collect();
+        (past, rx)
+    }
+
+    pub fn recent(&self, n: usize) -> Vec<Arc<Event>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = inner.recent.len().saturating_sub(n);
+        inner.recent.iter().skip(skip).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resume_has_no_gap() {
+        let bus = Bus::new();
+        for i in 0..5 {
+            bus.publish(EventKind::Leases { count: i });
+        }
+        let (past, mut rx) = bus.subscribe_from(Some(3));
+        assert_eq!(past.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+        bus.publish(EventKind::Leases { count: 9 });
+        assert_eq!(rx.recv().await.unwrap().seq, 6);
+    }
+}

@@ -1,0 +1,145 @@
+//! Machine files: one pretty JSON file per machine, written atomically, loaded in parallel.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::machine::{Machine, MachineId};
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A file written next to its destination but not yet in place. Dropping it without
+/// [`Staged::commit`] removes the temp file and leaves the destination as it was.
+pub struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+/// Writes `bytes` to a temp file beside `dest` and syncs it to disk.
+pub fn stage(dest: &Path, bytes: &[u8]) -> io::Result<Staged> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(Staged {
+        tmp,
+        dest: dest.to_path_buf(),
+        done: false,
+    })
+}
+
+impl Staged {
+    /// Renames the temp file over the destination and syncs the folder, so after a crash the
+    /// destination holds either the old or the new content, whole.
+    pub fn commit(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.dest)?;
+        self.done = true;
+        sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Temp-file-then-rename write of a whole file.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    stage(dest, bytes)?.commit()
+}
+
+pub fn machine_path(dir: &Path, id: &MachineId) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+pub fn encode(m: &Machine) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(m).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// A machine file that could not be loaded; it is left untouched.
+#[derive(Debug, Clone)]
+pub struct LoadProblem {
+    pub file: PathBuf,
+    pub error: String,
+}
+
+fn load_one(path: &Path) -> Result<Machine, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let m: Machine = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let expected = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if m.id.as_str() != expected {
+        return Err(format!(
+            "file holds machine `{}`, but its name says `{expected}`",
+            m.id
+        ));
+    }
+    Ok(m)
+}
+
+/// Loads every `*.json` machine file in `dir`, spreading the parsing over the cores.
+pub fn load_dir(dir: &Path) -> io::Result<(Vec<Machine>, Vec<LoadProblem>)> {
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        paths.push(entry.path());
+    }
+    paths.sort();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = paths.len().div_ceil(workers).max(1);
+    let results: Vec<Vec<(PathBuf, Result<Machine, String>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| (p.clone(), load_one(p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut machines = Vec::with_capacity(paths.len());
+    let mut problems = Vec::new();
+    for (path, r) in results.into_iter().flatten() {
+        match r {
+            Ok(m) => machines.push(m),
+            Err(error) => problems.push(LoadProblem { file: path, error }),
+        }
+    }
+    Ok((machines, problems))
+}

@@ -1,0 +1,16 @@
+//! mayu's engine: configuration, the machine model, the inventory with its git audit trail,
+//! assignment, templates, boot HTTP, the admin API, the dnsmasq supervisor and the event bus.
+//! It knows nothing of the terminal.
+
+pub mod assign;
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod inventory;
+pub mod lease;
+pub mod logging;
+pub mod machine;
+pub mod selector;
+
+pub use config::Config;
+pub use engine::Engine;

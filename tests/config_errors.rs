@@ -1,0 +1,94 @@
+//! Config errors name file, line and column; semantic checks catch what YAML cannot.
+
+use std::path::{Path, PathBuf};
+
+use mayu::Config;
+
+fn repo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")
+}
+
+/// The shipped config with `from` replaced by `to`, parsed as if it lived in the repo root.
+fn variant(from: &str, to: &str) -> Result<Config, mayu::config::ConfigErrors> {
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    assert!(text.contains(from), "fixture text `{from}` not in config.yaml");
+    let text = text.replacen(from, to, 1);
+    Config::parse(&repo_config(), &text)
+}
+
+fn line_of(needle: &str, text: &str) -> u64 {
+    text.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let c = Config::load(&repo_config()).unwrap();
+    assert_eq!(c.profiles.len(), 3);
+    assert_eq!(c.http.boot.port(), 4081);
+    assert_eq!(c.http.api.port(), 4080);
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let errs = variant("  domain: lab\n", "  domain: lab\n  colour: blue\n").unwrap_err();
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    let want_line = line_of("domain: lab", &text) + 1;
+    assert_eq!(errs.0.len(), 1);
+    let e = &errs.0[0];
+    assert_eq!(e.line, want_line, "{e}");
+    assert_eq!(e.column, 3, "{e}");
+    assert!(e.message.contains("colour"), "{e}");
+    assert!(e.to_string().starts_with(&format!("{}:{want_line}:3:", repo_config().display())));
+}
+
+#[test]
+fn bad_enum_value_says_what_is_allowed() {
+    let errs = variant("mode: full", "mode: fullish").unwrap_err();
+    let e = &errs.0[0];
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    assert_eq!(e.line, line_of("mode: full", &text), "{e}");
+    assert!(e.message.contains("fullish"), "{e}");
+    assert!(e.message.contains("proxy"), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_locations() {
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    let broken = text
+        .replacen("range: [10.77.0.100, 10.77.0.200]", "range: [10.77.0.100, 10.78.0.200]\n    extra_ranges: [[10.77.0.150, 10.77.0.160]]", 1)
+        .replacen("quantity: 10", "quantity: -2", 1)
+        .replacen("- name: discovery", "- name: worker", 1)
+        .replacen("image: discovery", "image: nosuchimage", 1)
+        .replacen("ignition: worker.yaml", "ignition: missing.yaml", 1);
+    let errs = Config::parse(&repo_config(), &broken).unwrap_err();
+    let all = errs.to_string();
+    let expect = [
+        ("outside the subnet", "range: [10.77.0.100, 10.78.0.200]"),
+        ("overlaps", "extra_ranges"),
+        ("quantity -2 is negative", "quantity: -2"),
+        ("duplicate profile name `worker`", "- name: worker"),
+        ("image `nosuchimage`", "image: nosuchimage"),
+        ("template `missing.yaml` not found", "ignition: missing.yaml"),
+    ];
+    for (msg, line_text) in expect {
+        let e = errs
+            .0
+            .iter()
+            .find(|e| e.message.contains(msg))
+            .unwrap_or_else(|| panic!("no `{msg}` in:\n{all}"));
+        // duplicates: the second occurrence is the bad one
+        let want = if msg.starts_with("duplicate") {
+            broken.lines().enumerate().filter(|(_, l)| l.contains(line_text)).nth(1).unwrap().0 as u64 + 1
+        } else {
+            line_of(line_text, &broken)
+        };
+        assert_eq!(e.line, want, "{msg}: {e}");
+        assert!(e.column > 0, "{e}");
+    }
+}
+
+#[test]
+fn unknown_default_profile_is_refused() {
+    let errs = variant("default_profile: discovery", "default_profile: nope").unwrap_err();
+    assert!(errs.to_string().contains("default_profile `nope` is not a profile"), "{errs}");
+}
