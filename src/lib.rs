@@ -11,6 +11,7 @@ pub mod lease;
 pub mod logging;
 pub mod machine;
 pub mod selector;
+pub mod services;
 
 pub use config::Config;
 pub use engine::Engine;
