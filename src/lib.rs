@@ -2,6 +2,7 @@
 //! assignment, templates, boot HTTP, the admin API, the dnsmasq supervisor and the event bus.
 //! It knows nothing of the terminal.
 
+pub mod api;
 pub mod assign;
 pub mod config;
 pub mod engine;
@@ -10,8 +11,10 @@ pub mod inventory;
 pub mod lease;
 pub mod logging;
 pub mod machine;
+pub mod metrics;
 pub mod selector;
 pub mod services;
+pub mod tokens;
 
 pub use config::Config;
 pub use engine::Engine;
