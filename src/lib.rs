@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod assign;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod events;
