@@ -27,7 +27,9 @@ pub const TOKEN_HINT: &str = "pass a token with --token, the MAYU_TOKEN environm
 pub enum ClientError {
     #[error("cannot reach the mayu API at {url}: {reason}; is the server running there? (set --server or MAYU_SERVER)")]
     Unreachable { url: String, reason: String },
-    #[error("the mayu API at {url} refused the request without a valid token ({detail}); {TOKEN_HINT}")]
+    #[error(
+        "the mayu API at {url} refused the request without a valid token ({detail}); {TOKEN_HINT}"
+    )]
     Unauthorized { url: String, detail: String },
     #[error("not allowed: {detail}")]
     Forbidden { detail: String },
@@ -89,7 +91,9 @@ impl Client {
             })?;
         Ok(Client {
             base,
-            token: token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
             http,
         })
     }
@@ -126,7 +130,12 @@ impl Client {
         }
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let text = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let (error, detail) = (text("error"), text("detail"));
         let detail = if detail.is_empty() {
             status.canonical_reason().unwrap_or("error").to_string()
@@ -149,10 +158,12 @@ impl Client {
                             .collect()
                     })
                     .unwrap_or_default();
-                let hint = if suggestions.is_empty() {
-                    "; `mayuctl list` shows every machine".to_string()
+                // The server's own hint names the HTTP route; point at the command instead.
+                let (detail, hint) = if suggestions.is_empty() {
+                    let reason = detail.split("; ").next().unwrap_or_default().to_string();
+                    (reason, "; `mayuctl list` shows every machine".to_string())
                 } else {
-                    String::new()
+                    (detail, String::new())
                 };
                 ClientError::UnknownMachine {
                     detail,
@@ -168,7 +179,12 @@ impl Client {
         })
     }
 
-    async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let (url, mut rb) = self.request(method, path);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -308,7 +324,10 @@ mod tests {
 
     #[test]
     fn segments_are_escaped() {
-        assert_eq!(Client::segment("52:54:00:aa:bb:cc"), "52%3A54%3A00%3Aaa%3Abb%3Acc");
+        assert_eq!(
+            Client::segment("52:54:00:aa:bb:cc"),
+            "52%3A54%3A00%3Aaa%3Abb%3Acc"
+        );
         assert_eq!(Client::segment("../x"), "..%2Fx");
     }
 }

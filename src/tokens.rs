@@ -117,8 +117,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -162,12 +161,12 @@ impl Tokens {
     /// [`admin_secret_path`].
     pub fn load_or_create(path: &Path) -> Result<(Tokens, Option<CreatedToken>), TokenError> {
         let file = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<TokensFile>(&bytes).map_err(|e| {
-                TokenError::Invalid {
+            Ok(bytes) => {
+                serde_json::from_slice::<TokensFile>(&bytes).map_err(|e| TokenError::Invalid {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
-                }
-            })?,
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokensFile::default(),
             Err(source) => {
                 return Err(TokenError::Io {
@@ -304,7 +303,10 @@ mod tests {
         assert!(again.authenticate(&created.secret).is_some());
         let viewer = again.add("viewer", Scope::Read).unwrap();
         let (third, _) = Tokens::load_or_create(&path).unwrap();
-        assert_eq!(third.authenticate(&viewer).map(|c| c.scope), Some(Scope::Read));
+        assert_eq!(
+            third.authenticate(&viewer).map(|c| c.scope),
+            Some(Scope::Read)
+        );
         assert!(matches!(
             third.add("viewer", Scope::Read),
             Err(TokenError::Duplicate(_))

@@ -31,7 +31,10 @@ async fn call(
     if let Some(b) = body {
         rb = rb.json(&b);
     }
-    let resp = tokio::time::timeout(WAIT, rb.send()).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(WAIT, rb.send())
+        .await
+        .unwrap()
+        .unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let text = resp.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -107,7 +110,11 @@ async fn tokens_are_required_and_scoped_and_refusals_change_nothing() {
             "/admin/host/sn-a1/set_provider_id",
             Some(json!({"ProviderId": "x"})),
         ),
-        (Method::PUT, "/admin/host/sn-a1/boot_complete", Some(json!({}))),
+        (
+            Method::PUT,
+            "/admin/host/sn-a1/boot_complete",
+            Some(json!({})),
+        ),
         (
             Method::PUT,
             "/admin/host/sn-a1/set_state",
@@ -123,7 +130,11 @@ async fn tokens_are_required_and_scoped_and_refusals_change_nothing() {
         assert_error_body(&v, "forbidden");
         assert!(v["detail"].as_str().unwrap().contains("viewer"), "{v}");
     }
-    assert_eq!(f.inventory(), before, "a refused request changed the inventory");
+    assert_eq!(
+        f.inventory(),
+        before,
+        "a refused request changed the inventory"
+    );
     assert_eq!(f.commits(), commits, "a refused request made a commit");
     f.stop().await;
 }
@@ -195,12 +206,18 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     assert_eq!(s, StatusCode::OK);
     let h = h.as_array().unwrap();
     assert_eq!(h[0]["author"], "admin");
-    assert!(h[0]["message"].as_str().unwrap().contains("override vlan removed"));
+    assert!(h[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("override vlan removed"));
     assert!(h[1]["fields"]
         .as_array()
         .unwrap()
         .contains(&json!("hostname")));
-    assert!(h[2]["fields"].as_array().unwrap().contains(&json!("profile")));
+    assert!(h[2]["fields"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("profile")));
     assert_eq!(h[0]["commit"].as_str().unwrap().len(), 40);
     assert!(h[0]["time"].as_str().is_some());
 
@@ -214,7 +231,10 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{m}");
-    assert_eq!((m["profile"].clone(), m["pinned"].clone()), (Value::Null, json!(true)));
+    assert_eq!(
+        (m["profile"].clone(), m["pinned"].clone()),
+        (Value::Null, json!(true))
+    );
     let (s, m) = call(
         &f,
         Method::PATCH,
@@ -247,26 +267,155 @@ async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
     let before = f.inventory();
     let commits = f.commits();
 
-    let big = format!(r#"{{"notes":"{}"}}"#, "x".repeat(mayu::api::BODY_LIMIT + 10));
+    let big = format!(
+        r#"{{"notes":"{}"}}"#,
+        "x".repeat(mayu::api::BODY_LIMIT + 10)
+    );
     let cases: Vec<(&str, &str, Option<&str>, String, StatusCode, &str)> = vec![
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, "{not json".into(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, r#"{"colour":"blue"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, r#"{"state":"flying"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, r#"{"profile":"nosuch"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, r#"{"profile":"worker"}"#.into(), StatusCode::CONFLICT, "conflict"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, r#"{"profile":"worker","hostname":"bad_name!"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, "{}".into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("PATCH", "/api/v1/machines/sn-a2", json_ct, big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("PATCH", "/api/v1/machines/sn-a2", Some("text/plain"), r#"{"notes":"x"}"#.into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("PATCH", "/api/v1/machines/NOT%20AN%20ID", json_ct, r#"{"notes":"x"}"#.into(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("PATCH", "/api/v1/machines/zz:54:00:00:00:01", json_ct, r#"{"notes":"x"}"#.into(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("PATCH", "/api/v1/machines/sn-a9", json_ct, r#"{"notes":"x"}"#.into(), StatusCode::NOT_FOUND, "unknown_machine"),
-        ("DELETE", "/api/v1/machines/52:54:00:00:00:99", None, String::new(), StatusCode::NOT_FOUND, "unknown_machine"),
-        ("POST", "/api/v1/machines/sn-a2/reinstall", None, String::new(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        ("GET", "/api/v1/machines?state=flying", None, String::new(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("GET", "/api/v1/machines?colour=blue", None, String::new(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("GET", "/api/v1/nothing-here", None, String::new(), StatusCode::NOT_FOUND, "not_found"),
-        ("PUT", "/api/v1/machines", None, String::new(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            r#"{"colour":"blue"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            r#"{"state":"flying"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            r#"{"profile":"nosuch"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            r#"{"profile":"worker"}"#.into(),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            r#"{"profile":"worker","hostname":"bad_name!"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            json_ct,
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a2",
+            Some("text/plain"),
+            r#"{"notes":"x"}"#.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/NOT%20AN%20ID",
+            json_ct,
+            r#"{"notes":"x"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/zz:54:00:00:00:01",
+            json_ct,
+            r#"{"notes":"x"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            "/api/v1/machines/sn-a9",
+            json_ct,
+            r#"{"notes":"x"}"#.into(),
+            StatusCode::NOT_FOUND,
+            "unknown_machine",
+        ),
+        (
+            "DELETE",
+            "/api/v1/machines/52:54:00:00:00:99",
+            None,
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "unknown_machine",
+        ),
+        (
+            "POST",
+            "/api/v1/machines/sn-a2/reinstall",
+            None,
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/api/v1/machines?state=flying",
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/machines?colour=blue",
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing-here",
+            None,
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/api/v1/machines",
+            None,
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (method, path, ct, body, want, code) in cases {
         let (s, v) = oneshot(&f, method, path, tok, ct, body).await;
@@ -275,8 +424,17 @@ async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
     }
     // Unknown machines come with close ids.
     let (_, v) = oneshot(&f, "GET", "/api/v1/machines/sn-a9", tok, None, "").await;
-    assert!(v["suggestions"].as_array().unwrap().contains(&json!("sn-a1")), "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("did you mean"), "{v}");
+    assert!(
+        v["suggestions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sn-a1")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("did you mean"),
+        "{v}"
+    );
     // A bad Last-Event-ID is refused too.
     let resp = mayu::api::router(f.state.clone())
         .oneshot(
@@ -356,11 +514,28 @@ async fn reinstall_boot_complete_retire_and_history_of_retired() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{m}");
-    assert_eq!((m["reinstall"].as_bool(), m["state"].as_str()), (Some(true), Some("configured")));
-    let (s, v) = call(&f, Method::DELETE, "/api/v1/machines/sn-a1", Some(&f.admin), None).await;
+    assert_eq!(
+        (m["reinstall"].as_bool(), m["state"].as_str()),
+        (Some(true), Some("configured"))
+    );
+    let (s, v) = call(
+        &f,
+        Method::DELETE,
+        "/api/v1/machines/sn-a1",
+        Some(&f.admin),
+        None,
+    )
+    .await;
     assert_eq!((s, v["retired"].as_str()), (StatusCode::OK, Some("sn-a1")));
     assert_eq!(f.commits(), c0 + 3);
-    let (s, _) = call(&f, Method::GET, "/api/v1/machines/sn-a1", Some(&f.reader), None).await;
+    let (s, _) = call(
+        &f,
+        Method::GET,
+        "/api/v1/machines/sn-a1",
+        Some(&f.reader),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, h) = call(
         &f,
@@ -416,7 +591,10 @@ async fn event_stream_delivers_what_a_patch_caused_and_resumes() {
     let v: Value = serde_json::from_str(&data).unwrap();
     assert_eq!(v["machine"]["id"], "sn-a2");
     assert_eq!(v["actor"], "admin");
-    assert!(v["summary"].as_str().unwrap().contains("hostname n2"), "{v}");
+    assert!(
+        v["summary"].as_str().unwrap().contains("hostname n2"),
+        "{v}"
+    );
     assert!(v["machine"].get("token").is_none(), "token in event: {v}");
 
     // Resume from just before it: the same event is replayed first.
@@ -494,7 +672,11 @@ async fn profiles_leases_services_templates_and_render() {
     assert_eq!(s, StatusCode::OK);
     let worker = &p["profiles"][0];
     assert_eq!(
-        (worker["name"].as_str(), worker["quantity"].as_u64(), worker["assigned"].as_u64()),
+        (
+            worker["name"].as_str(),
+            worker["quantity"].as_u64(),
+            worker["assigned"].as_u64()
+        ),
         (Some("worker"), Some(1), Some(1))
     );
     assert_eq!(worker["waiting"], 1);
@@ -547,11 +729,23 @@ async fn profiles_leases_services_templates_and_render() {
 async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     let f = start(false).await;
     let m = register(&f.engine, "52:54:00:00:00:01", Some("SN-A1"));
-    f.engine.assign(m.id.as_str(), "worker", "t", false).unwrap();
     f.engine
-        .boot_step(Some(&m.id), Phase::Kernel, "vmlinuz".into(), Some(4096), Some(3));
-    f.engine
-        .boot_step(Some(&m.id), Phase::Initrd, "initrd".into(), Some(1000), Some(3));
+        .assign(m.id.as_str(), "worker", "t", false)
+        .unwrap();
+    f.engine.boot_step(
+        Some(&m.id),
+        Phase::Kernel,
+        "vmlinuz".into(),
+        Some(4096),
+        Some(3),
+    );
+    f.engine.boot_step(
+        Some(&m.id),
+        Phase::Initrd,
+        "initrd".into(),
+        Some(1000),
+        Some(3),
+    );
     f.engine.set_service("dnsmasq", "running", 2, "restarted");
     let last = f.engine.bus().publish(EventKind::TemplatesReloaded {
         ok: false,
@@ -560,8 +754,22 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     tokio::time::timeout(WAIT, f.metrics.counted(last.seq))
         .await
         .expect("the metrics feed counts the events");
-    call(&f, Method::GET, "/api/v1/machines/sn-a1", Some(&f.reader), None).await;
-    call(&f, Method::GET, "/api/v1/machines/sn-a2", Some(&f.reader), None).await;
+    call(
+        &f,
+        Method::GET,
+        "/api/v1/machines/sn-a1",
+        Some(&f.reader),
+        None,
+    )
+    .await;
+    call(
+        &f,
+        Method::GET,
+        "/api/v1/machines/sn-a2",
+        Some(&f.reader),
+        None,
+    )
+    .await;
 
     let text = reqwest::get(f.url("/metrics"))
         .await
@@ -610,11 +818,23 @@ async fn mayu_compat_routes_keep_mayus_codes() {
         async move { call(f, Method::PUT, path, Some(&f.admin), Some(body)).await }
     };
     // Looked up by serial as Mayu did (any case).
-    let (s, _) = put("/admin/host/SN-A1/set_provider_id", json!({"ProviderId": "p-1"})).await;
+    let (s, _) = put(
+        "/admin/host/SN-A1/set_provider_id",
+        json!({"ProviderId": "p-1"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put("/admin/host/sn-a1/set_ipmi_addr", json!({"IPMIAddr": "10.0.0.5"})).await;
+    let (s, _) = put(
+        "/admin/host/sn-a1/set_ipmi_addr",
+        json!({"IPMIAddr": "10.0.0.5"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put("/admin/host/sn-a1/set_state", json!({"state": "installing"})).await;
+    let (s, _) = put(
+        "/admin/host/sn-a1/set_state",
+        json!({"state": "installing"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let (s, _) = put(
         "/admin/host/sn-a1/override",
@@ -639,8 +859,14 @@ async fn mayu_compat_routes_keep_mayus_codes() {
 
     let before = f.inventory();
     for (path, body) in [
-        ("/admin/host/nosuch/set_provider_id", json!({"ProviderId": "p"})),
-        ("/admin/host/sn-a1/set_ipmi_addr", json!({"IPMIAddr": "not-an-ip"})),
+        (
+            "/admin/host/nosuch/set_provider_id",
+            json!({"ProviderId": "p"}),
+        ),
+        (
+            "/admin/host/sn-a1/set_ipmi_addr",
+            json!({"IPMIAddr": "not-an-ip"}),
+        ),
         ("/admin/host/sn-a1/set_state", json!({"State": "flying"})),
         ("/admin/host/sn-a1/override", json!({"Overrides": {}})),
         ("/admin/host/sn-a1/set_provider_id", json!({})),

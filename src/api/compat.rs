@@ -28,7 +28,10 @@ fn host_json(m: &Machine) -> Value {
         s => s.as_str(),
     };
     let mut o = Map::new();
-    o.insert("Serial".into(), json!(m.serial.clone().unwrap_or_else(|| m.id.to_string())));
+    o.insert(
+        "Serial".into(),
+        json!(m.serial.clone().unwrap_or_else(|| m.id.to_string())),
+    );
     o.insert("Name".into(), json!(m.id));
     o.insert("Enabled".into(), json!(true));
     o.insert("MacAddresses".into(), json!(m.macs));
@@ -47,11 +50,10 @@ fn host_json(m: &Machine) -> Value {
     if let Some(p) = &m.profile {
         o.insert("Profile".into(), json!(p));
     }
-    if let Some(t) = m
-        .phases
-        .boot_complete
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    {
+    if let Some(t) = m.phases.boot_complete.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
         o.insert("LastBoot".into(), json!(t));
     }
     if !m.overrides.is_empty() {
@@ -82,7 +84,10 @@ fn host(engine: &Engine, serial: &str) -> Result<Machine, ApiError> {
 }
 
 /// The body as a JSON object (an empty body is an empty object).
-fn payload(body: Result<Bytes, BytesRejection>, route: &str) -> Result<Map<String, Value>, ApiError> {
+fn payload(
+    body: Result<Bytes, BytesRejection>,
+    route: &str,
+) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
@@ -225,7 +230,9 @@ pub async fn set_state(
         MachineState::Waiting
     } else {
         raw.parse::<MachineState>().map_err(|e| {
-            ApiError::BadRequest(format!("unable to parse json data in set_state request: {e}"))
+            ApiError::BadRequest(format!(
+                "unable to parse json data in set_state request: {e}"
+            ))
         })?
     };
     let author = who.author();

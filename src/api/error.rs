@@ -96,9 +96,7 @@ impl ApiError {
             }
             EngineError::ProfileFull { .. } => ApiError::Conflict(e.to_string()),
             EngineError::Id(_) => ApiError::BadRequest(e.to_string()),
-            EngineError::Inventory(InventoryError::NoAudit) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            EngineError::Inventory(InventoryError::NoAudit) => ApiError::Unavailable(e.to_string()),
             EngineError::Inventory(_) => ApiError::Internal(e.to_string()),
         }
     }

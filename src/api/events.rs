@@ -83,7 +83,11 @@ pub async fn stream(
         ),
         _ => None,
     };
-    let replay = stream::iter(gap.into_iter().chain(past.iter().map(|e| to_sse(e))).collect::<Vec<_>>());
+    let replay = stream::iter(
+        gap.into_iter()
+            .chain(past.iter().map(|e| to_sse(e)))
+            .collect::<Vec<_>>(),
+    );
     let live = BroadcastStream::new(rx)
         .scan((), |_, r| futures_util::future::ready(r.ok()))
         .map(|e| to_sse(&e));

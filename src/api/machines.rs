@@ -424,8 +424,7 @@ pub async fn services(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> 
 pub async fn templates(_: ReadAccess, State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let r = st.renderer.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
-            "template status is not available: no template service is attached to this API"
-                .into(),
+            "template status is not available: no template service is attached to this API".into(),
         )
     })?;
     Ok(Json(r.status()))

@@ -209,7 +209,10 @@ pub fn router(state: ApiState) -> Router {
                 .delete(machines::retire),
         )
         .route("/machines/{id}/reinstall", post(machines::reinstall))
-        .route("/machines/{id}/boot-complete", post(machines::boot_complete))
+        .route(
+            "/machines/{id}/boot-complete",
+            post(machines::boot_complete),
+        )
         .route("/machines/{id}/history", get(machines::history))
         .route("/machines/{id}/render/{template}", get(machines::render))
         .route("/profiles", get(machines::profiles))
@@ -220,7 +223,10 @@ pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
         .route("/hosts", get(compat::hosts))
         .route("/host/{serial}/boot_complete", put(compat::boot_complete))
-        .route("/host/{serial}/set_provider_id", put(compat::set_provider_id))
+        .route(
+            "/host/{serial}/set_provider_id",
+            put(compat::set_provider_id),
+        )
         .route("/host/{serial}/set_ipmi_addr", put(compat::set_ipmi_addr))
         .route("/host/{serial}/set_state", put(compat::set_state))
         .route("/host/{serial}/override", put(compat::set_override));

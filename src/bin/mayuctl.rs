@@ -431,8 +431,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .patch(&machine_path(id), &json!({ "pin": false }))
                 .await?;
             let p = s(&m, "profile");
-            let now = if p.is_empty() { "waiting".to_string() } else { p };
-            println!("{} released to the assignment rules (now {now})", s(&m, "id"));
+            let now = if p.is_empty() {
+                "waiting".to_string()
+            } else {
+                p
+            };
+            println!(
+                "{} released to the assignment rules (now {now})",
+                s(&m, "id")
+            );
         }
         Command::Set { id, field, value } => {
             let body = match field.replace('_', "-").to_lowercase().as_str() {
@@ -476,7 +483,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     return Err(Usage("give either VALUE or --unset, not both".into()).into())
                 }
                 (None, false) => {
-                    return Err(Usage("give a VALUE, or --unset to remove the override".into()).into())
+                    return Err(
+                        Usage("give a VALUE, or --unset to remove the override".into()).into(),
+                    )
                 }
                 (None, true) => Value::Null,
                 // JSON when it parses (numbers, lists, objects, true/false), else a string.
@@ -519,9 +528,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::History { id, json } => {
-            let h = client
-                .get(&format!("{}/history", machine_path(id)))
-                .await?;
+            let h = client.get(&format!("{}/history", machine_path(id))).await?;
             if *json {
                 print_json(&h);
                 return Ok(());
@@ -531,16 +538,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|a| {
                     a.iter()
                         .map(|e| {
-                            let fields = e
+                            let names: Vec<&str> = e
                                 .get("fields")
                                 .and_then(|f| f.as_array())
-                                .map(|f| {
-                                    f.iter()
-                                        .filter_map(|x| x.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                })
+                                .map(|f| f.iter().filter_map(|x| x.as_str()).collect())
                                 .unwrap_or_default();
+                            // A first commit touches every field; a count reads better.
+                            let fields = if names.len() > 5 {
+                                format!("({} fields)", names.len())
+                            } else {
+                                names.join(",")
+                            };
                             vec![
                                 s(e, "commit").chars().take(10).collect(),
                                 short_time(&s(e, "time")),
@@ -582,13 +590,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 Some(Value::Number(n)) => n.to_string(),
                                 _ => "∞".into(),
                             };
-                            let default = if p.get("is_default").and_then(|d| d.as_bool())
-                                == Some(true)
-                            {
-                                "default".to_string()
-                            } else {
-                                String::new()
-                            };
+                            let default =
+                                if p.get("is_default").and_then(|d| d.as_bool()) == Some(true) {
+                                    "default".to_string()
+                                } else {
+                                    String::new()
+                                };
                             vec![
                                 s(p, "name"),
                                 quantity,
@@ -605,9 +612,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "{}",
                 table(
-                    &[
-                        "NAME", "QUANTITY", "ASSIGNED", "WAITING", "RUNNING", "FILL", "DEFAULT"
-                    ],
+                    &["NAME", "QUANTITY", "ASSIGNED", "WAITING", "RUNNING", "FILL", "DEFAULT"],
                     &rows,
                     true
                 )
@@ -643,7 +648,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_default();
             println!(
                 "{}",
-                table(&["MAC", "IP", "HOSTNAME", "EXPIRES", "MACHINE"], &rows, true)
+                table(
+                    &["MAC", "IP", "HOSTNAME", "EXPIRES", "MACHINE"],
+                    &rows,
+                    true
+                )
             );
         }
         Command::Services { json } => {
@@ -715,10 +724,7 @@ async fn watch(
             // The server drops a client that fell behind; resume once where we stopped. A
             // stream that closes before sending anything is not retried.
             if since_connect == 0 {
-                return Err(anyhow!(
-                    "the event stream at {} closed",
-                    client.server()
-                ));
+                return Err(anyhow!("the event stream at {} closed", client.server()));
             }
             stream = client.events(after).await?;
             since_connect = 0;

@@ -46,7 +46,10 @@ impl Renderer for FakeRenderer {
         if template == "missing" {
             return Err("no template `missing` in this profile".into());
         }
-        Ok(format!("{template} for {} token={}\n", machine.id, machine.token))
+        Ok(format!(
+            "{template} for {} token={}\n",
+            machine.id, machine.token
+        ))
     }
 }
 
