@@ -3,6 +3,7 @@
 //! It knows nothing of the terminal.
 
 pub mod assign;
+pub mod boot;
 pub mod config;
 pub mod engine;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod logging;
 pub mod machine;
 pub mod selector;
 pub mod services;
+pub mod templates;
 
 pub use config::Config;
 pub use engine::Engine;
