@@ -56,6 +56,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
             ServiceError::Templates(vec![TemplateError {
                 file: config.templates.display().to_string(),
                 line: None,
+                column: None,
                 message: format!("loader failed: {e}"),
             }])
         })?;

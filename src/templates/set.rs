@@ -15,14 +15,16 @@ use crate::machine::{Disk, Facts, Mac, Machine, MachineId, Nic};
 pub struct TemplateError {
     pub file: String,
     pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{l}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
         }
     }
 }
@@ -117,25 +119,29 @@ fn chain(e: &tera::Error) -> String {
     s
 }
 
-/// Tera's parser reports ` --> line:col`; find the line.
-fn parse_line(text: &str) -> Option<usize> {
+/// Tera's parser reports ` --> line:col`; find them.
+fn parse_position(text: &str) -> Option<(usize, usize)> {
     let at = text.find(" --> ")?;
     let rest = &text[at + 5..];
-    let end = rest.find(':')?;
-    rest[..end].trim().parse().ok()
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit() && c != ':')
+        .unwrap_or(rest.len());
+    let (l, c) = rest[..end].split_once(':')?;
+    Some((l.parse().ok()?, c.parse().ok()?))
 }
 
-/// Condenses a parser message to its first meaningful line plus the expectation.
+/// The parser's expectation (`= expected ...`), or the whole message on one line.
 fn condense(text: &str) -> String {
-    let expected = text
-        .lines()
+    text.lines()
         .find(|l| l.trim_start().starts_with("= "))
-        .map(|l| l.trim_start().trim_start_matches("= ").to_string());
-    let head = text.lines().next().unwrap_or("").trim();
-    match expected {
-        Some(e) => format!("{head} {e}"),
-        None => text.split('\n').map(str::trim).collect::<Vec<_>>().join(" "),
-    }
+        .map(|l| l.trim_start().trim_start_matches("= ").to_string())
+        .unwrap_or_else(|| {
+            text.split('\n')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
 }
 
 impl TemplateSet {
@@ -146,6 +152,7 @@ impl TemplateSet {
             vec![TemplateError {
                 file: dir.display().to_string(),
                 line: None,
+                column: None,
                 message: format!("cannot read templates: {e}"),
             }]
         })?;
@@ -159,9 +166,11 @@ impl TemplateSet {
                 let mut one = Tera::default();
                 if let Err(e) = one.add_raw_template(name, text) {
                     let full = chain(&e);
+                    let pos = parse_position(&full);
                     errors.push(TemplateError {
                         file: name.clone(),
-                        line: parse_line(&full),
+                        line: pos.map(|p| p.0),
+                        column: pos.map(|p| p.1),
                         message: condense(&full),
                     });
                 }
@@ -170,6 +179,7 @@ impl TemplateSet {
                 errors.push(TemplateError {
                     file: dir.display().to_string(),
                     line: None,
+                    column: None,
                     message: chain(&e),
                 });
             }
@@ -196,6 +206,7 @@ impl TemplateSet {
         let err = |message: String| TemplateError {
             file: name.to_string(),
             line: None,
+            column: None,
             message,
         };
         let out = self.tera.render(name, ctx).map_err(|e| err(chain(&e)))?;
@@ -217,6 +228,7 @@ impl TemplateSet {
                     errors.push(TemplateError {
                         file: name.to_string(),
                         line: None,
+                        column: None,
                         message: format!("profile `{}` names it, but it does not exist", p.name),
                     });
                     continue;
