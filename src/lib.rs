@@ -4,9 +4,11 @@
 
 pub mod assign;
 pub mod boot;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod import;
 pub mod inventory;
 pub mod lease;
 pub mod logging;
