@@ -4,10 +4,13 @@
 
 pub mod api;
 pub mod assign;
+pub mod boot;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod import;
 pub mod inventory;
 pub mod lease;
 pub mod logging;
@@ -15,6 +18,7 @@ pub mod machine;
 pub mod metrics;
 pub mod selector;
 pub mod services;
+pub mod templates;
 pub mod tokens;
 
 pub use config::Config;
