@@ -289,7 +289,7 @@ impl EventStream {
             let text = String::from_utf8_lossy(&self.buf).replace("\r\n", "\n");
             if let Some(end) = text.find("\n\n") {
                 let block = text[..end].to_string();
-                self.buf = text[end + 2..].as_bytes().to_vec();
+                self.buf = text.as_bytes()[end + 2..].to_vec();
                 match parse_block(&block) {
                     Some(m) => return Ok(Some(m)),
                     None => continue,
@@ -310,6 +310,7 @@ impl EventStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test should stop at the first surprise
 mod tests {
     use super::*;
 

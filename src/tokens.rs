@@ -270,6 +270,7 @@ impl Tokens {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test should stop at the first surprise
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,6 @@
 //! The operator API over loopback and through `oneshot`: tokens and scopes, bad input that
 //! changes nothing, one audit commit per change, the event stream, metrics and Mayu's routes.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
 mod api_fixture;
 
@@ -248,6 +249,9 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     f.stop().await;
 }
 
+/// method, path, content type, body, expected status, expected error code.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, StatusCode, &'a str);
+
 #[tokio::test]
 async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
     let f = start(false).await;
@@ -271,7 +275,7 @@ async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
         r#"{{"notes":"{}"}}"#,
         "x".repeat(mayu::api::BODY_LIMIT + 10)
     );
-    let cases: Vec<(&str, &str, Option<&str>, String, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "PATCH",
             "/api/v1/machines/sn-a2",

@@ -1,5 +1,6 @@
 //! The real `mayuctl` binary against a server started on port 0: every subcommand, token
 //! passing, exit codes, and the errors a person must be able to act on.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
 mod api_fixture;
 

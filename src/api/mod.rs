@@ -10,6 +10,7 @@ pub mod compat;
 pub mod error;
 pub mod events;
 pub mod machines;
+pub mod render;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! A throwaway mayu for API and mayuctl tests: config, templates and images in a temp folder,
 //! an engine with a git inventory, tokens (one admin, one read-only), and the API served on
 //! 127.0.0.1:0.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
