@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
 mod api_fixture;
+mod support;
 
 use std::time::Duration;
 
@@ -250,7 +251,14 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
 }
 
 /// method, path, content type, body, expected status, expected error code.
-type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, StatusCode, &'a str);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    String,
+    StatusCode,
+    &'a str,
+);
 
 #[tokio::test]
 async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
@@ -893,4 +901,65 @@ async fn mayu_compat_routes_keep_mayus_codes() {
     assert_eq!(f.inventory(), before);
     assert_eq!(f.commits(), c0 + 5);
     f.stop().await;
+}
+
+#[tokio::test]
+async fn template_renderer_serves_the_live_set() {
+    use mayu::api::render::TemplateRenderer;
+    use std::sync::Arc;
+
+    let lab = support::Lab::new(&[]);
+    let engine = lab.engine();
+    let m = register(&engine, "52:54:00:00:00:21", Some("SN-21"));
+    assert_eq!(m.profile.as_deref(), Some("worker"));
+    let templates = Arc::new(mayu::templates::Templates::load(engine.config()).unwrap());
+    let (tokens, created) =
+        mayu::tokens::Tokens::load_or_create(&lab.path().join("tokens.json")).unwrap();
+    let admin = created.unwrap().secret;
+    let state = mayu::api::ApiState::new(engine, tokens, mayu::metrics::Metrics::new())
+        .with_renderer(Arc::new(TemplateRenderer {
+            templates,
+            boot_addr: "127.0.0.1:4081".parse().unwrap(),
+        }));
+    let get = |path: String| {
+        let (state, admin) = (state.clone(), admin.clone());
+        async move {
+            let resp = mayu::api::router(state)
+                .oneshot(
+                    Request::get(path)
+                        .header("authorization", format!("Bearer {admin}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, text) = get("/api/v1/machines/sn-21/render/ipxe".into()).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(text.starts_with("#!ipxe"), "{text}");
+    assert!(
+        text.contains("flatcar_production_pxe.vmlinuz?id=sn-21"),
+        "{text}"
+    );
+    let (s, text) = get("/api/v1/machines/sn-21/render/bogus".into()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains("unknown template kind"), "{text}");
+    let (s, text) = get("/api/v1/templates".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["last_reload_ok"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(
+        v["templates"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("flatcar.ipxe")),
+        "{v}"
+    );
 }
