@@ -2,6 +2,7 @@
 //! person can act on (server unreachable, token missing or too weak, unknown machine with close
 //! ids), and a reader for the Server-Sent Events stream.
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -49,6 +50,10 @@ pub enum ClientError {
     Protocol { url: String, reason: String },
     #[error("`{0}` is not a server URL; use e.g. http://127.0.0.1:4080")]
     BadServer(String),
+    #[error("the TLS certificate of {url} is not trusted ({reason}); pass the server's certificate or its CA with --ca-cert PATH or MAYU_CA_CERT")]
+    Tls { url: String, reason: String },
+    #[error("CA certificate {path}: {reason}")]
+    CaCert { path: PathBuf, reason: String },
 }
 
 /// One message of an event stream.
@@ -77,18 +82,36 @@ fn reason(e: &reqwest::Error) -> String {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
+    /// `ca_cert` is a PEM file of a CA (or the server's self-signed certificate) to trust on
+    /// top of the public roots, for an API served over TLS.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Client, ClientError> {
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 10 {
             return Err(ClientError::BadServer(server.to_string()));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Protocol {
-                url: base.clone(),
-                reason: reason(&e),
-            })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(path) = ca_cert {
+            let ca = |reason: String| ClientError::CaCert {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(reason(&e)))?;
+            if certs.is_empty() {
+                return Err(ca("no PEM certificate in the file".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Protocol {
+            url: base.clone(),
+            reason: reason(&e),
+        })?;
         Ok(Client {
             base,
             token: token
@@ -121,9 +144,20 @@ impl Client {
         url: &str,
         rb: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = rb.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            reason: reason(&e),
+        let resp = rb.send().await.map_err(|e| {
+            let reason = reason(&e);
+            // A certificate the client does not trust is not an unreachable server.
+            if reason.to_lowercase().contains("certificate") {
+                ClientError::Tls {
+                    url: url.to_string(),
+                    reason,
+                }
+            } else {
+                ClientError::Unreachable {
+                    url: url.to_string(),
+                    reason,
+                }
+            }
         })?;
         if resp.status().is_success() {
             return Ok(resp);

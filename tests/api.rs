@@ -39,6 +39,9 @@ async fn call(
         .unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let text = resp.text().await.unwrap();
+    // The audit thread folds a burst from one author into one commit; waiting for it after
+    // each request keeps "one change, one commit" countable.
+    f.engine.flush().unwrap();
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
 }
@@ -517,6 +520,9 @@ async fn reinstall_boot_complete_retire_and_history_of_retired() {
     )
     .await;
     assert_eq!((s, m["state"].as_str()), (StatusCode::OK, Some("running")));
+    // The audit thread folds a burst from one author into one commit; flushing between
+    // requests makes each its own.
+    assert_eq!(f.commits(), c0 + 1);
     let (s, m) = call(
         &f,
         Method::POST,
@@ -530,6 +536,7 @@ async fn reinstall_boot_complete_retire_and_history_of_retired() {
         (m["reinstall"].as_bool(), m["state"].as_str()),
         (Some(true), Some("configured"))
     );
+    assert_eq!(f.commits(), c0 + 2);
     let (s, v) = call(
         &f,
         Method::DELETE,
@@ -962,4 +969,57 @@ async fn template_renderer_serves_the_live_set() {
             .contains(&json!("flatcar.ipxe")),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn api_over_tls_and_shutdown_with_an_open_stream() {
+    let f = api_fixture::start_tls().await;
+    assert!(f.url("").starts_with("https://127.0.0.1:"));
+    let ca = std::fs::read(f.ca_file.as_ref().unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(f.url("/api/v1/machines"))
+        .bearer_auth(&f.reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let resp = client
+        .patch(f.url("/api/v1/machines/sn-a1"))
+        .bearer_auth(&f.reader)
+        .json(&json!({"notes": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+
+    // An untrusting client does not get an answer.
+    let err = reqwest::get(f.url("/api/v1/health")).await.unwrap_err();
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "{err:?}"
+    );
+
+    // An open event stream does not hold up shutdown.
+    let stream = client
+        .get(f.url("/api/v1/events"))
+        .bearer_auth(&f.reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    f.stop().await;
+    drop(stream);
 }

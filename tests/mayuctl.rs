@@ -28,10 +28,13 @@ async fn ctl(f: &Fixture, tok: Tok<'_>, args: &[&str]) -> Output {
         cmd.arg("--token").arg(t);
     }
     cmd.args(args);
-    tokio::time::timeout(WAIT, cmd.output())
+    let o = tokio::time::timeout(WAIT, cmd.output())
         .await
         .expect("mayuctl finishes")
-        .unwrap()
+        .unwrap();
+    // One commit per change even when the audit thread could fold a quick burst together.
+    f.engine.flush().unwrap();
+    o
 }
 
 fn out(o: &Output) -> String {
@@ -395,5 +398,30 @@ async fn token_from_file_and_environment() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("/nonexistent/token"), "{}", err(&o));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_the_servers_certificate() {
+    let f = api_fixture::start_tls().await;
+    let ca = f.ca_file.clone().unwrap();
+    let o = ctl(
+        &f,
+        Tok::Flag(&f.reader),
+        &["list", "--no-legend", "--fields", "id"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("--ca-cert"), "{}", err(&o));
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_mayuctl"))
+        .env_remove("MAYU_TOKEN")
+        .env_remove("MAYU_TOKEN_FILE")
+        .env("MAYU_CA_CERT", &ca)
+        .args(["--server", &f.url(""), "--token", &f.admin])
+        .args(["list", "--no-legend", "--fields", "id"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(ok(&o).lines().count(), 3);
     f.stop().await;
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod machines;
 pub mod render;
+pub mod tls;
 
 use std::sync::Arc;
 

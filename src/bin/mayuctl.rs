@@ -33,6 +33,9 @@ struct Cli {
     /// File holding the API token (e.g. the `tokens.json.admin` written at first start).
     #[arg(long, env = "MAYU_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// PEM certificate to trust for an https server (e.g. its self-signed certificate).
+    #[arg(long, env = "MAYU_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -346,7 +349,7 @@ fn show(m: &Value) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.server, token(&cli)?)?;
+    let client = Client::new(&cli.server, token(&cli)?, cli.ca_cert.as_deref())?;
     match &cli.command {
         Command::List {
             fields,

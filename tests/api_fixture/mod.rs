@@ -65,6 +65,9 @@ pub struct Fixture {
     pub addr: SocketAddr,
     pub cancel: CancellationToken,
     pub server: JoinHandle<std::io::Result<()>>,
+    /// `https` when served over TLS; then `ca_file` holds the server's self-signed certificate.
+    pub scheme: &'static str,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn write(p: &Path, text: &str) {
@@ -87,6 +90,16 @@ pub fn register(engine: &Engine, mac: &str, serial: Option<&str>) -> Machine {
 
 /// Starts a server with three waiting machines: `sn-a1`, `sn-a2` and `52-54-00-00-00-03`.
 pub async fn start(with_renderer: bool) -> Fixture {
+    start_with(with_renderer, false).await
+}
+
+/// Like [`start`], served over TLS with a fresh self-signed certificate for 127.0.0.1 named in
+/// the config as relative `http.tls` paths.
+pub async fn start_tls() -> Fixture {
+    start_with(false, true).await
+}
+
+async fn start_with(with_renderer: bool, tls: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(&root.join("templates/flatcar.ipxe"), "#!ipxe\n");
@@ -95,8 +108,23 @@ pub async fn start(with_renderer: bool) -> Fixture {
     write(&root.join("images/flatcar/README.md"), "flatcar\n");
     write(&root.join("images/discovery/README.md"), "discovery\n");
     let config_path = root.join("config.yaml");
-    write(&config_path, CONFIG);
-    let config = Config::parse(&config_path, CONFIG).unwrap();
+    let text = if tls {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        write(&root.join("tls/api.crt"), &cert.pem());
+        write(&root.join("tls/api.key"), &key.serialize_pem());
+        CONFIG.replace(
+            "http: { boot: \"127.0.0.1:0\", api: \"127.0.0.1:0\" }",
+            "http:\n  boot: \"127.0.0.1:0\"\n  api: \"127.0.0.1:0\"\n  tls: { cert: tls/api.crt, key: tls/api.key }",
+        )
+    } else {
+        CONFIG.to_string()
+    };
+    write(&config_path, &text);
+    let config = Config::parse(&config_path, &text).unwrap();
     let tokens_file = config.tokens_file.clone();
     let engine = Engine::open(config).unwrap();
     register(&engine, "52:54:00:00:00:01", Some("SN-A1"));
@@ -117,11 +145,19 @@ pub async fn start(with_renderer: bool) -> Fixture {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(api::serve(
-        listener,
-        api::router(state.clone()),
-        cancel.clone(),
-    ));
+    let router = api::router(state.clone());
+    let (server, scheme, ca_file) = match api::tls::configured_paths(engine.config()) {
+        Some((cert, key)) => {
+            let tls = api::tls::load(&cert, &key).unwrap();
+            let task = tokio::spawn(api::tls::serve(listener, router, tls, cancel.clone()));
+            (task, "https", Some(cert))
+        }
+        None => (
+            tokio::spawn(api::serve(listener, router, cancel.clone())),
+            "http",
+            None,
+        ),
+    };
     Fixture {
         dir,
         engine,
@@ -134,12 +170,14 @@ pub async fn start(with_renderer: bool) -> Fixture {
         addr,
         cancel,
         server,
+        scheme,
+        ca_file,
     }
 }
 
 impl Fixture {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Commits in the inventory's git repository, after everything queued is written.
