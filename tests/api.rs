@@ -1023,3 +1023,62 @@ async fn api_over_tls_and_shutdown_with_an_open_stream() {
     f.stop().await;
     drop(stream);
 }
+
+#[tokio::test]
+async fn launch_creates_the_admin_token_once_and_reports_the_service() {
+    let lab = support::Lab::new(&[]);
+    let engine = lab.engine();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let l = mayu::api::launch(
+        engine.clone(),
+        mayu::metrics::Metrics::new(),
+        None,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(!l.tls);
+    let created = l.created.clone().expect("first start creates a token");
+    assert_eq!(created.secret_file, lab.path().join("tokens.json.admin"));
+    let secret = std::fs::read_to_string(&created.secret_file).unwrap();
+    let services: Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/services", l.addr))
+        .bearer_auth(secret.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "api")
+        .unwrap();
+    assert_eq!(api["status"], "running");
+    assert_eq!(api["detail"], format!("http://{}", l.addr));
+
+    cancel.cancel();
+    tokio::time::timeout(WAIT, l.task).await.unwrap().unwrap();
+    let api = engine
+        .services()
+        .into_iter()
+        .find(|s| s.name == "api")
+        .unwrap();
+    assert_eq!(api.status, "stopped");
+
+    let again = mayu::api::launch(
+        engine,
+        mayu::metrics::Metrics::new(),
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        again.created.is_none(),
+        "the admin token is created only once"
+    );
+    assert!(again.tokens.authenticate(secret.trim()).is_some());
+}

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod compat;
 pub mod error;
 pub mod events;
+pub mod launch;
 pub mod machines;
 pub mod render;
 pub mod tls;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use launch::{launch, LaunchError, Launched};
 
 use crate::machine::Machine;
 use crate::metrics::{self, Metrics};
