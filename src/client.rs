@@ -254,6 +254,10 @@ impl Client {
         self.json(Method::POST, path, None).await
     }
 
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(Method::POST, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.json(Method::DELETE, path, None).await
     }

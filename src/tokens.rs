@@ -47,6 +47,10 @@ pub enum TokenError {
     Duplicate(String),
     #[error("token name `{0}` may only hold letters, digits, `-`, `_` and `.`")]
     BadName(String),
+    #[error("no token is named `{0}`")]
+    Unknown(String),
+    #[error("`{0}` is the last admin token; add another admin token before revoking it")]
+    LastAdmin(String),
 }
 
 /// One entry of the tokens file.
@@ -230,18 +234,41 @@ impl Tokens {
             scope,
             sha256: hash(&secret),
         });
-        if let Some(path) = &self.path {
-            let body = serde_json::to_vec_pretty(&TokensFile {
-                tokens: next.clone(),
-            })
-            .map_err(|e| TokenError::Invalid {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            write_private(path, &body)?;
-        }
+        self.persist(&next)?;
         *entries = next;
         Ok(secret)
+    }
+
+    /// Revokes a token. The last admin token cannot go: without it nobody could change
+    /// anything, including adding a new one.
+    pub fn remove(&self, name: &str) -> Result<(), TokenError> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let Some(pos) = entries.iter().position(|e| e.name == name) else {
+            return Err(TokenError::Unknown(name.to_string()));
+        };
+        let admins = entries.iter().filter(|e| e.scope == Scope::Admin).count();
+        if entries[pos].scope == Scope::Admin && admins == 1 {
+            return Err(TokenError::LastAdmin(name.to_string()));
+        }
+        let mut next = entries.clone();
+        next.remove(pos);
+        self.persist(&next)?;
+        *entries = next;
+        Ok(())
+    }
+
+    fn persist(&self, entries: &[TokenEntry]) -> Result<(), TokenError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec_pretty(&TokensFile {
+            tokens: entries.to_vec(),
+        })
+        .map_err(|e| TokenError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_private(path, &body)
     }
 
     /// The caller a secret belongs to, if any.
@@ -311,6 +338,17 @@ mod tests {
         assert!(matches!(
             third.add("viewer", Scope::Read),
             Err(TokenError::Duplicate(_))
+        ));
+        assert!(matches!(
+            third.remove("admin"),
+            Err(TokenError::LastAdmin(_))
+        ));
+        third.remove("viewer").unwrap();
+        let (fourth, _) = Tokens::load_or_create(&path).unwrap();
+        assert_eq!(fourth.authenticate(&viewer), None);
+        assert!(matches!(
+            fourth.remove("viewer"),
+            Err(TokenError::Unknown(_))
         ));
     }
 

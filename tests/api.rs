@@ -110,6 +110,13 @@ async fn tokens_are_required_and_scoped_and_refusals_change_nothing() {
         (Method::POST, "/api/v1/machines/sn-a1/boot-complete", None),
         (Method::DELETE, "/api/v1/machines/sn-a1", None),
         (Method::GET, "/api/v1/machines/sn-a1/render/ipxe", None),
+        (Method::GET, "/api/v1/tokens", None),
+        (
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "scope": "admin"})),
+        ),
+        (Method::DELETE, "/api/v1/tokens/viewer", None),
         (
             Method::PUT,
             "/admin/host/sn-a1/set_provider_id",
@@ -141,6 +148,11 @@ async fn tokens_are_required_and_scoped_and_refusals_change_nothing() {
         "a refused request changed the inventory"
     );
     assert_eq!(f.commits(), commits, "a refused request made a commit");
+    assert_eq!(
+        f.tokens.names().len(),
+        2,
+        "a refused request changed the tokens"
+    );
     f.stop().await;
 }
 

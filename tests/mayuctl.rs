@@ -425,3 +425,52 @@ async fn over_tls_with_the_servers_certificate() {
     assert_eq!(ok(&o).lines().count(), 3);
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_managed_over_the_api() {
+    let f = start(false).await;
+    let o = ctl(&f, Tok::Flag(&f.admin), &["token", "add", "ops"]).await;
+    let secret = ok(&o).trim().to_string();
+    assert!(secret.starts_with("mayu_"), "{secret}");
+    assert!(err(&o).contains("not shown again"), "{}", err(&o));
+    ok(&ctl(&f, Tok::Flag(&secret), &["list"]).await);
+    let o = ctl(&f, Tok::Flag(&secret), &["retire", "sn-a1"]).await;
+    assert_eq!(o.status.code(), Some(1), "a read token cannot retire");
+
+    let text = ok(&ctl(&f, Tok::Flag(&f.admin), &["token", "list"]).await);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["admin", "admin"],
+            vec!["viewer", "read"],
+            vec!["ops", "read"]
+        ]
+    );
+    let o = ctl(&f, Tok::Flag(&f.admin), &["token", "add", "ops"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("taken"), "{}", err(&o));
+    let o = ctl(&f, Tok::Flag(&f.reader), &["token", "add", "sneaky"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let o = ctl(
+        &f,
+        Tok::Flag(&f.admin),
+        &["token", "add", "x", "--scope", "root"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+
+    ok(&ctl(&f, Tok::Flag(&f.admin), &["token", "revoke", "ops"]).await);
+    let o = ctl(&f, Tok::Flag(&secret), &["list"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not known"), "{}", err(&o));
+    let o = ctl(&f, Tok::Flag(&f.admin), &["token", "revoke", "admin"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("last admin token"), "{}", err(&o));
+    assert_eq!(f.tokens.names().len(), 2);
+    f.stop().await;
+}

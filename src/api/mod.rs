@@ -5,6 +5,7 @@
 //! Every `/api/v1` route except health and readiness needs a bearer token; routes that change
 //! state or return rendered configs need an admin token (see [`auth`]).
 
+pub mod access;
 pub mod auth;
 pub mod compat;
 pub mod error;
@@ -223,7 +224,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/leases", get(machines::leases))
         .route("/services", get(machines::services))
         .route("/templates", get(machines::templates))
-        .route("/events", get(events::stream));
+        .route("/events", get(events::stream))
+        .route("/tokens", get(access::list).post(access::add))
+        .route("/tokens/{name}", axum::routing::delete(access::revoke));
     let admin = Router::new()
         .route("/hosts", get(compat::hosts))
         .route("/host/{serial}/boot_complete", put(compat::boot_complete))

@@ -132,8 +132,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a machine's rendered template (e.g. ipxe, ignition, or a template file name).
+    /// Print a machine's rendered template (ipxe, ignition, cloud-config, metadata).
     Render { id: String, template: String },
+    /// Manage API tokens (admin token needed).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// List token names and scopes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a token and print its secret (shown only now).
+    Add {
+        name: String,
+        /// `read` (the default) or `admin`.
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        scope: String,
+    },
+    /// Revoke a token.
+    Revoke { name: String },
 }
 
 /// A mistake in how mayuctl was called, found after argument parsing (exit code 2).
@@ -688,6 +709,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     true
                 )
             );
+        }
+        Command::Token(TokenCommand::List { json }) => {
+            let v = client.get("/api/v1/tokens").await?;
+            if *json {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|t| vec![s(t, "name"), s(t, "scope")])
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("{}", table(&["NAME", "SCOPE"], &rows, true));
+        }
+        Command::Token(TokenCommand::Add { name, scope }) => {
+            let v = client
+                .post_json("/api/v1/tokens", &json!({"name": name, "scope": scope}))
+                .await?;
+            eprintln!(
+                "token `{}` ({}) created; store its secret now, it is not shown again:",
+                s(&v, "name"),
+                s(&v, "scope")
+            );
+            println!("{}", s(&v, "secret"));
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            client
+                .delete(&format!("/api/v1/tokens/{}", Client::segment(name)))
+                .await?;
+            println!("token `{name}` revoked");
         }
         Command::Watch { after, count, json } => {
             watch(&client, *after, *count, *json).await?;
