@@ -71,7 +71,7 @@ struct TokensFile {
 }
 
 /// The token created at first start; its secret exists nowhere else but `secret_file`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CreatedToken {
     pub name: String,
     pub secret: String,
@@ -79,6 +79,18 @@ pub struct CreatedToken {
     pub tokens_file: PathBuf,
     /// `<tokens file>.admin`: the plain secret, mode 0600.
     pub secret_file: PathBuf,
+}
+
+// Written by hand so a `{:?}` in a log line never prints the secret.
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .field("tokens_file", &self.tokens_file)
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
 }
 
 /// Who presented a valid token.

@@ -511,6 +511,13 @@ async fn list_filters_and_show() {
     assert_eq!(v[0]["id"], "52-54-00-00-00-03");
     let (_, v) = get("/api/v1/machines?q=SN-A&state=configured").await;
     assert_eq!(v.as_array().unwrap().len(), 1);
+    let (s, v) = get("/api/v1/machines/SN-A1").await;
+    assert_eq!((s, v["id"].as_str()), (StatusCode::OK, Some("sn-a1")));
+    let (s, v) = get("/api/v1/machines/SN-A1/history").await;
+    assert_eq!(
+        (s, v[0]["author"].as_str()),
+        (StatusCode::OK, Some("sn-a1"))
+    );
     let (s, v) = get("/api/v1/machines/52-54-00-00-00-03").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["macs"][0], "52:54:00:00:00:03");

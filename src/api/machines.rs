@@ -28,10 +28,12 @@ pub fn machine_json(m: &Machine) -> Value {
 /// Finds a machine by id or MAC; a key that is neither is a bad request, an unknown one a 404
 /// with close ids.
 pub(crate) fn resolve(engine: &Engine, key: &str) -> Result<Machine, ApiError> {
-    if let Some(m) = engine.find(key) {
+    // Ids are lower case; operators often type serials as printed on the label.
+    let lower = key.to_lowercase();
+    if let Some(m) = engine.find(key).or_else(|| engine.find(&lower)) {
         return Ok(m);
     }
-    check_key(key)?;
+    check_key(&lower)?;
     Err(ApiError::unknown_machine(key.to_string(), engine))
 }
 
@@ -350,6 +352,8 @@ pub async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let engine = st.engine.clone();
     let entries = blocking(move || {
+        // Ids and MACs are stored lower case; a retired machine is only known by its id.
+        let id = id.to_lowercase();
         check_key(&id)?;
         let known = engine.find(&id).is_some();
         let entries = engine

@@ -4,6 +4,26 @@
 //!
 //! Every `/api/v1` route except health and readiness needs a bearer token; routes that change
 //! state or return rendered configs need an admin token (see [`auth`]).
+//!
+//! | route | token | what |
+//! |---|---|---|
+//! | `GET /api/v1/health`, `/healthz` | none | liveness |
+//! | `GET /api/v1/ready`, `/readyz` | none | 200 once the inventory is loaded and templates serve |
+//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /api/v1/machines?state=&profile=&q=` | read | list (`profile=-`: unassigned) |
+//! | `GET /api/v1/machines/{id or MAC}` | read | one machine (never its token) |
+//! | `PATCH /api/v1/machines/{id}` | admin | `profile` (+`force`), `pin`, `state`, `hostname`, `ipmi_addr`, `provider_id`, `rack`, `notes`, `overrides` |
+//! | `POST /api/v1/machines/{id}/reinstall`, `/boot-complete` | admin | |
+//! | `DELETE /api/v1/machines/{id}` | admin | retire |
+//! | `GET /api/v1/machines/{id}/history` | read | git log of the machine's file |
+//! | `GET /api/v1/machines/{id}/render/{kind}` | admin | rendered template |
+//! | `GET /api/v1/profiles`, `/leases`, `/services`, `/templates` | read | status views |
+//! | `GET /api/v1/events` | read | Server-Sent Events; resume with `Last-Event-ID` or `?after=` |
+//! | `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{name}` | admin | token management |
+//! | `GET /admin/hosts`, `PUT /admin/host/{serial}/...` | read / admin | Mayu compatibility |
+//!
+//! Errors are `{"error": code, "detail": reason}` with a 4xx/5xx status; a refused request
+//! changes nothing.
 
 pub mod access;
 pub mod auth;
