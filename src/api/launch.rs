@@ -89,6 +89,12 @@ pub async fn launch(
         }
     });
     tracing::info!(%addr, scheme, "API listening");
+    if let Some(c) = &created {
+        tracing::warn!(
+            file = %c.secret_file.display(),
+            "created the first admin API token; its secret is in this file (mode 0600)"
+        );
+    }
     Ok(Launched {
         addr,
         tls: is_tls,
