@@ -44,12 +44,15 @@ struct Cli {
 enum Command {
     /// List machines as a table.
     List {
-        /// Comma-separated columns (see `--fields help`).
+        /// Comma-separated columns from: id, macs, ip, serial, uuid, arch, hostname, profile,
+        /// state, phase, pinned, ipmiaddr, providerid, rack, lastboot, notes
+        /// [default: id,macs,ip,profile,state,phase,hostname,ipmiaddr]
         #[arg(long)]
         fields: Option<String>,
         /// Leave out the header line.
         #[arg(long)]
         no_legend: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Only machines in this state (waiting, configured, installing, running).
@@ -65,6 +68,7 @@ enum Command {
     /// Show one machine.
     Show {
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -103,21 +107,25 @@ enum Command {
     /// A machine's audit trail, newest first.
     History {
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Profiles and how full they are.
     Profiles {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// DHCP leases.
     Leases {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Service status (boot HTTP, API, dnsmasq, template reloader).
     Services {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -129,6 +137,7 @@ enum Command {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +152,7 @@ enum Command {
 enum TokenCommand {
     /// List token names and scopes.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
