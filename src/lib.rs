@@ -4,6 +4,7 @@
 
 pub mod assign;
 pub mod config;
+pub mod dnsmasq;
 pub mod engine;
 pub mod events;
 pub mod inventory;
