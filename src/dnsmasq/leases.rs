@@ -67,7 +67,7 @@ pub fn read_leases(path: &Path) -> std::io::Result<Vec<Lease>> {
 /// watched rather than the file, since the file may not exist yet (dnsmasq creates it) and
 /// may be replaced.
 pub async fn watch(engine: Engine, path: PathBuf, cancel: CancellationToken) {
-    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let (tx, rx) = mpsc::channel::<()>(16);
     let folder = path
         .parent()
         .map(Path::to_path_buf)
@@ -75,10 +75,22 @@ pub async fn watch(engine: Engine, path: PathBuf, cancel: CancellationToken) {
     let name = path.file_name().map(|n| n.to_os_string());
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            // Our own reads raise open/close events; reacting to them would re-read forever.
+            let writes = !matches!(
+                ev.kind,
+                notify::EventKind::Access(notify::event::AccessKind::Open(_))
+                    | notify::EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Read
+                    ))
+                    | notify::EventKind::Access(notify::event::AccessKind::Read)
+                    | notify::EventKind::Access(notify::event::AccessKind::Any)
+                    | notify::EventKind::Access(notify::event::AccessKind::Other)
+            );
+            if writes
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
             {
                 // A full channel already holds a wake-up; one more adds nothing.
                 let _ = tx.try_send(());
@@ -96,6 +108,8 @@ pub async fn watch(engine: Engine, path: PathBuf, cancel: CancellationToken) {
         }
     };
     let polling = _watcher.is_none();
+    // Without a watcher its sender is gone and `recv` would return at once, forever.
+    let mut rx = (!polling).then_some(rx);
     let mut last: Option<Vec<Lease>> = None;
     loop {
         match read_leases(&path) {
@@ -118,7 +132,7 @@ pub async fn watch(engine: Engine, path: PathBuf, cancel: CancellationToken) {
         };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = rx.recv() => {}
+            Some(()) = async { match rx.as_mut() { Some(r) => r.recv().await, None => None } } => {}
             _ = tokio::time::sleep(idle) => {}
         }
     }

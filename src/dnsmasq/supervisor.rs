@@ -286,6 +286,7 @@ impl Supervisor {
             parser: LogParser::new(),
             up: false,
             hup_pending: false,
+            hup_sent: false,
             problem: None,
             hosts_count: hosts.count(),
         };
@@ -345,6 +346,8 @@ struct ChildRun<'a> {
     /// killing it.
     up: bool,
     hup_pending: bool,
+    /// a SIGHUP went out and dnsmasq has not yet said it re-read the hostsfile.
+    hup_sent: bool,
     problem: Option<String>,
     /// machines in the hostsfile as last written.
     hosts_count: usize,
@@ -387,7 +390,8 @@ impl ChildRun<'_> {
                 }
             }
             LogItem::FileRead { file } => {
-                if self.up && Path::new(&file) == self.hosts_file {
+                if self.hup_sent && Path::new(&file) == self.hosts_file {
+                    self.hup_sent = false;
                     let detail = self.running_detail(true);
                     self.engine
                         .set_service(SERVICE, "running", self.restarts, &detail);
@@ -395,16 +399,13 @@ impl ChildRun<'_> {
             }
             LogItem::Dhcp(d) => {
                 let detail = d.detail();
-                if d.message == "DHCPACK" {
-                    if let Some(m) = d.mac.and_then(|mac| self.engine.by_mac(&mac)) {
-                        let step = match d.ip {
-                            Some(ip) => format!("{ip} {detail}"),
-                            None => detail.clone(),
-                        };
-                        self.engine
-                            .boot_step(Some(&m.id), Phase::Dhcp, step, None, None);
-                    }
-                }
+                let machine = (d.message == "DHCPACK")
+                    .then(|| d.mac.and_then(|mac| self.engine.by_mac(&mac)))
+                    .flatten();
+                let step = match d.ip {
+                    Some(ip) => format!("{ip} {detail}"),
+                    None => detail.clone(),
+                };
                 self.engine.bus().publish(EventKind::Dhcp {
                     message: d.message,
                     mac: d.mac,
@@ -412,6 +413,11 @@ impl ChildRun<'_> {
                     hostname: d.hostname,
                     detail,
                 });
+                // An ACK is the moment a known machine has its address: its DHCP phase.
+                if let Some(m) = machine {
+                    self.engine
+                        .boot_step(Some(&m.id), Phase::Dhcp, step, None, None);
+                }
             }
             LogItem::Tftp(t) => {
                 // dnsmasq logs absolute paths; the operator thinks in tftproot-relative names.
@@ -451,8 +457,9 @@ impl ChildRun<'_> {
         }
     }
 
-    fn hup(&self) {
+    fn hup(&mut self) {
         if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            self.hup_sent = true;
             // SAFETY: kill(2) on our own child's pid; it has not been reaped (we would have
             // left the run loop), so the pid cannot name another process.
             let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
