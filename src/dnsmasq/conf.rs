@@ -415,7 +415,7 @@ mod tests {
         let text = format!(
             "network:\n{network}\nhttp: {{ boot: 0.0.0.0:4081 }}\nassignment: auto\ntftproot: /srv/tftp\nruntime: /run/mayu\ntemplates: /nonexistent-templates\n"
         );
-        Config::parse(Path::new("/etc/mayu/config.yaml"), &text).unwrap()
+        Config::parse(Path::new("/etc/mayu/config.yaml"), &text).expect("test fixture")
     }
 
     const FULL: &str = "  interface: mt0\n  address: 10.77.0.1\n  dhcp:\n    mode: full\n    range: [10.77.0.100, 10.77.0.200]\n    lease_time: 1h\n    router: 10.77.0.1\n    dns: [10.77.0.1, 10.77.0.2]\n  ntp: [10.77.0.3]\n  domain: lab";
@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn full_mode_has_range_options_and_chainloading() {
-        let text = render_conf(&config(FULL)).unwrap();
+        let text = render_conf(&config(FULL)).expect("test fixture");
         let l = lines(&text);
         for want in [
             "port=0",
@@ -465,7 +465,7 @@ mod tests {
                 "    lease_time: 1h",
                 "    lease_time: 1h\n    known_only: true",
             );
-        let text = render_conf(&config(&net)).unwrap();
+        let text = render_conf(&config(&net)).expect("test fixture");
         let l = lines(&text);
         assert!(l.contains(&"dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi,,10.77.0.1"));
         assert!(l.contains(&"dhcp-ignore=tag:!known"), "{text}");
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn proxy_mode_serves_boot_options_only() {
         let net = "  interface: mt0\n  address: 10.77.0.1\n  prefix: 24\n  dhcp:\n    mode: proxy";
-        let text = render_conf(&config(net)).unwrap();
+        let text = render_conf(&config(net)).expect("test fixture");
         let l = lines(&text);
         assert!(
             l.contains(&"dhcp-range=10.77.0.0,proxy,255.255.255.0"),
@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn off_mode_has_no_dhcp() {
         let net = "  interface: mt0\n  address: 10.77.0.1\n  dhcp:\n    mode: off";
-        let text = render_conf(&config(net)).unwrap();
+        let text = render_conf(&config(net)).expect("test fixture");
         assert!(!text.contains("dhcp-range"), "{text}");
         assert!(!text.contains("dhcp-boot"), "{text}");
     }
@@ -498,13 +498,14 @@ mod tests {
     #[test]
     fn values_that_would_inject_options_are_refused() {
         let net = FULL.replace("domain: lab", "domain: \"lab\\nenable-ra\"");
-        let err = render_conf(&config(&net)).unwrap_err();
+        let err = render_conf(&config(&net)).expect_err("should fail");
         assert!(err.to_string().contains("network.domain"), "{err}");
     }
 
     #[test]
     fn a_template_error_names_the_template() {
-        let err = render_with(&config(FULL), "mine.conf", "port={{ nope }}\n").unwrap_err();
+        let err =
+            render_with(&config(FULL), "mine.conf", "port={{ nope }}\n").expect_err("should fail");
         let msg = err.to_string();
         assert!(msg.contains("mine.conf"), "{msg}");
         assert!(msg.contains("nope"), "{msg}");
@@ -513,15 +514,15 @@ mod tests {
     #[test]
     fn locate_reads_the_offending_line() {
         let dir = std::env::temp_dir().join(format!("mayu-locate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test fixture");
         let conf = dir.join("dnsmasq.conf");
-        std::fs::write(&conf, "port=0\nbogus-option=1\n").unwrap();
+        std::fs::write(&conf, "port=0\nbogus-option=1\n").expect("test fixture");
         let msg = format!("bad option at line 2 of {}", conf.display());
         let e = locate(&msg, &conf);
         let shown = e.to_string();
         assert!(shown.contains(&format!("{}:2", conf.display())), "{shown}");
         assert!(shown.contains("bad option"), "{shown}");
         assert!(shown.contains("`bogus-option=1`"), "{shown}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("test fixture");
     }
 }

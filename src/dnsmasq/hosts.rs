@@ -82,17 +82,20 @@ mod tests {
         let yaml = format!(
             "interface: mt0\naddress: 10.77.0.1\ndhcp:\n  mode: {mode}\n  range: [10.77.0.100, 10.77.0.200]\n"
         );
-        serde_saphyr::from_str(&yaml).unwrap()
+        serde_saphyr::from_str(&yaml).expect("test fixture")
     }
 
     fn machine(id: &str, macs: &[&str], ip: Option<&str>, host: Option<&str>) -> Machine {
         let mut m = Machine::new(
-            id.parse::<MachineId>().unwrap(),
+            id.parse::<MachineId>().expect("test fixture"),
             "t".into(),
             OffsetDateTime::UNIX_EPOCH,
         );
-        m.macs = macs.iter().map(|s| s.parse::<Mac>().unwrap()).collect();
-        m.ip = ip.map(|s| s.parse().unwrap());
+        m.macs = macs
+            .iter()
+            .map(|s| s.parse::<Mac>().expect("test fixture"))
+            .collect();
+        m.ip = ip.map(|s| s.parse().expect("test fixture"));
         m.hostname = host.map(str::to_string);
         m
     }

@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn lease_lines_parse_and_expired_ones_drop() {
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("test fixture");
         let text = "\
 1800003600 0e:3e:7a:6b:fc:11 10.77.0.150 node1 01:0e:3e:7a:6b:fc:11
 0 52:54:00:00:00:02 10.77.0.101 * *
@@ -163,8 +163,11 @@ garbage
         assert_eq!(leases[1].client_id.as_deref(), Some("01:0e:3e:7a:6b:fc:11"));
         assert_eq!(
             leases[1].expires,
-            Some(OffsetDateTime::from_unix_timestamp(1_800_003_600).unwrap())
+            Some(OffsetDateTime::from_unix_timestamp(1_800_003_600).expect("test fixture"))
         );
-        assert_eq!(leases[1].mac, "0e:3e:7a:6b:fc:11".parse::<Mac>().unwrap());
+        assert_eq!(
+            leases[1].mac,
+            "0e:3e:7a:6b:fc:11".parse::<Mac>().expect("test fixture")
+        );
     }
 }

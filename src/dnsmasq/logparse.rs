@@ -508,7 +508,7 @@ dnsmasq-tftp[14010]: sent /tmp/tftp/ipxe.efi to 10.77.0.150
             names,
             ["DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"]
         );
-        let mac: Mac = "0e:3e:7a:6b:fc:11".parse().unwrap();
+        let mac: Mac = "0e:3e:7a:6b:fc:11".parse().expect("test fixture");
         assert!(d.iter().all(|d| d.mac == Some(mac)));
         assert_eq!(d[0].ip, None);
         assert_eq!(d[0].arch, Some(ClientArch::Efi64));
@@ -523,7 +523,7 @@ dnsmasq-tftp[14010]: sent /tmp/tftp/ipxe.efi to 10.77.0.150
         assert_eq!(d[3].boot_file.as_deref(), Some("ipxe.efi"));
         assert_eq!(d[3].tags, vec!["efi64".to_string(), "mt0".to_string()]);
         assert!(d[3].detail().contains("boot ipxe.efi"), "{}", d[3].detail());
-        let last = items.last().unwrap();
+        let last = items.last().expect("test fixture");
         assert_eq!(
             *last,
             LogItem::Tftp(TftpLog {
