@@ -7,6 +7,7 @@
 //! `CI=true` they fail instead.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -762,4 +763,100 @@ async fn dhcp_mode_off_reports_disabled() {
     );
     cancel.cancel();
     task.await.expect("supervisor");
+}
+
+/// Not a test on its own: when `MAYU_ORPHAN_HELPER` names a lab folder and namespace, this
+/// process plays a mayu that runs dnsmasq there, prints the child's pid and waits to be
+/// killed (see `a_killed_mayu_leaves_no_dnsmasq`).
+#[test]
+fn orphan_helper() {
+    let Ok(spec) = std::env::var("MAYU_ORPHAN_HELPER") else {
+        return;
+    };
+    let (dir, ns) = spec.split_once('|').expect("dir|namespace");
+    let config = Config::load(&Path::new(dir).join("config.yaml")).expect("lab config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::open(config).expect("engine");
+        let mut events = engine.bus().subscribe();
+        let opts = Options {
+            wrapper: ["ip", "netns", "exec", ns]
+                .into_iter()
+                .map(OsString::from)
+                .collect(),
+            ..Options::default()
+        };
+        let sup = Supervisor::new(engine, opts);
+        let pid = sup.pid();
+        let _task = tokio::spawn(sup.run(CancellationToken::new()));
+        loop {
+            let ev = events.recv().await.expect("bus");
+            if matches!(&ev.kind, EventKind::Service { status, .. } if status == "running") {
+                break;
+            }
+        }
+        let pid = pid.borrow().expect("pid");
+        // Straight to the pipe: libtest's capture of `println!` must not hold it back.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "pid={pid}").expect("write pid");
+        out.flush().expect("flush pid");
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test]
+async fn a_killed_mayu_leaves_no_dnsmasq() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use tokio::io::{unix::AsyncFd, AsyncBufReadExt, BufReader};
+
+    let Some(lab) = Lab::new(true) else { return };
+    lab.config("", "");
+    let mut helper = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "orphan_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "MAYU_ORPHAN_HELPER",
+            format!("{}|{}", lab.path().display(), lab.server),
+        )
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("helper");
+    let mut lines = BufReader::new(helper.stdout.take().expect("stdout")).lines();
+    let pid: i32 = tokio::time::timeout(WAIT, async {
+        while let Some(l) = lines.next_line().await.expect("helper output") {
+            // libtest prints `test orphan_helper ... ` on the same line first.
+            if let Some((_, p)) = l.split_once("pid=") {
+                return p.trim().parse().expect("pid");
+            }
+        }
+        panic!("the helper ended without starting dnsmasq");
+    })
+    .await
+    .expect("the helper starts dnsmasq");
+
+    // A pidfd becomes readable when its process exits: an event to wait on, not a poll.
+    // SAFETY: pidfd_open has no memory arguments; a negative result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let pidfd = AsyncFd::new(unsafe { OwnedFd::from_raw_fd(fd as i32) }).expect("pidfd");
+
+    helper.start_kill().expect("SIGKILL the helper");
+    helper.wait().await.expect("reap the helper");
+    tokio::time::timeout(WAIT, pidfd.readable())
+        .await
+        .unwrap_or_else(|_| panic!("dnsmasq {pid} outlived the mayu that started it"))
+        .expect("pidfd readable");
 }
