@@ -850,12 +850,15 @@ async fn a_killed_mayu_leaves_no_dnsmasq() {
         "pidfd_open({pid}): {}",
         std::io::Error::last_os_error()
     );
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let pidfd = AsyncFd::new(unsafe { OwnedFd::from_raw_fd(fd as i32) }).expect("pidfd");
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns; the OwnedFd inside the
+    // AsyncFd keeps it open and unchanged for the AsyncFd's whole life.
+    let pidfd = unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd as i32)) }
+        .map_err(|e| e.to_string())
+        .expect("pidfd");
 
     helper.start_kill().expect("SIGKILL the helper");
     helper.wait().await.expect("reap the helper");
-    tokio::time::timeout(WAIT, pidfd.readable())
+    let _exited = tokio::time::timeout(WAIT, pidfd.readable())
         .await
         .unwrap_or_else(|_| panic!("dnsmasq {pid} outlived the mayu that started it"))
         .expect("pidfd readable");
