@@ -122,8 +122,23 @@ impl Lab {
         self.dir.path()
     }
 
-    /// A config for this lab; `network_extra` is added to the `dhcp:` block.
+    /// A full-mode config for this lab; `dhcp_extra` is added to the `dhcp:` block and
+    /// `top_extra` at the top level.
     fn config(&self, dhcp_extra: &str, top_extra: &str) -> Config {
+        self.config_with_dhcp(
+            &format!(
+                "    mode: full
+    range: [10.77.0.100, 10.77.0.200]
+    lease_time: 1h
+    router: 10.77.0.1
+{dhcp_extra}"
+            ),
+            top_extra,
+        )
+    }
+
+    /// A config for this lab with `dhcp` as the body of its `dhcp:` block.
+    fn config_with_dhcp(&self, dhcp: &str, top_extra: &str) -> Config {
         let tftp = self.path().join("tftp");
         std::fs::create_dir_all(&tftp).expect("tftproot");
         std::fs::set_permissions(&tftp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -139,11 +154,7 @@ impl Lab {
   interface: mt0
   address: 10.77.0.1
   dhcp:
-    mode: full
-    range: [10.77.0.100, 10.77.0.200]
-    lease_time: 1h
-    router: 10.77.0.1
-{dhcp_extra}
+{dhcp}
 http: {{ boot: 0.0.0.0:4081, api: 127.0.0.1:0 }}
 inventory: inventory
 runtime: run
@@ -583,6 +594,51 @@ async fn a_missing_interface_is_a_status_and_is_picked_up_when_it_appears() {
     r.running().await;
     let (ok, out) = lab.udhcpc(&[]).await;
     assert!(ok, "udhcpc:\n{out}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_mode_answers_pxe_clients_without_addresses() {
+    let Some(lab) = Lab::new(true) else { return };
+    let mut r = start(&lab, lab.config_with_dhcp("    mode: proxy", ""), |_| {});
+    r.running().await;
+    let pxe = [
+        "-t",
+        "3",
+        "-V",
+        "PXEClient:Arch:00000:UNDI:002001",
+        "-x",
+        "0x5d:0000",
+    ];
+
+    // Firmware PXE: a proxy offer with the boot menu, and no address of ours.
+    let _ = lab.udhcpc(&pxe).await;
+    let ev = r.wait_for("a proxy answer", |k| dhcp_of(k, "PXE")).await;
+    let EventKind::Dhcp { ip, detail, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(*ip, None);
+    assert!(detail.contains("bios"), "{detail}");
+    assert!(detail.contains("proxy"), "{detail}");
+
+    // iPXE asking through the proxy gets the HTTP script.
+    let mut ipxe = pxe.to_vec();
+    ipxe.extend(["-x", "0x4d:69505845"]);
+    let _ = lab.udhcpc(&ipxe).await;
+    let ev = r
+        .wait_for("a proxy answer for iPXE", |k| {
+            dhcp_of(k, "PXE")
+                && matches!(k, EventKind::Dhcp { detail, .. } if detail.contains("iPXE"))
+        })
+        .await;
+    let EventKind::Dhcp { detail, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert!(
+        detail.contains("boot http://10.77.0.1:4081/boot.ipxe"),
+        "{detail}"
+    );
+    assert!(r.engine.leases().is_empty(), "a proxy hands out no leases");
     r.stop().await;
 }
 
