@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mayu", version, about = "Bare-metal network provisioning console")]
+#[command(
+    name = "mayu",
+    version,
+    about = "Bare-metal network provisioning console"
+)]
 struct Cli {
     /// the configuration file
     #[arg(long, global = true, default_value = "config.yaml")]
@@ -35,9 +39,37 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::ImportMayu { dir }) => import(&cli.config, &dir),
-        None => {
-            eprintln!("the console is not built yet; try `mayu check`");
-            ExitCode::from(2)
+        None => run(&cli.config, cli.headless),
+    }
+}
+
+/// The console (or, headless, the services alone) until quit or a signal.
+fn run(path: &std::path::Path, headless: bool) -> ExitCode {
+    // Config errors print before the terminal is taken, where the operator can read them.
+    let config = match mayu::Config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mayu: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if headless {
+        runtime.block_on(mayu_console::run::headless(config))
+    } else {
+        runtime.block_on(mayu_console::run::console(config))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mayu: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -54,14 +86,19 @@ fn check(path: &std::path::Path) -> ExitCode {
             println!(
                 "  assignment {:?}, default profile {}",
                 c.assignment,
-                c.default_profile.as_deref().unwrap_or("(none: machines wait)")
+                c.default_profile
+                    .as_deref()
+                    .unwrap_or("(none: machines wait)")
             );
             for p in &c.profiles {
                 let q = p
                     .quantity
                     .map(|q| q.to_string())
                     .unwrap_or_else(|| "no limit".into());
-                println!("  profile {:<16} quantity {:<9} image {}", p.name, q, p.image);
+                println!(
+                    "  profile {:<16} quantity {:<9} image {}",
+                    p.name, q, p.image
+                );
             }
             ExitCode::SUCCESS
         }
