@@ -36,7 +36,7 @@ const SEED: usize = 500;
 pub fn setup_for(config: &Config, services: &Services) -> Setup {
     Setup {
         operator: operator_name(config.operator.as_deref(), std::env::var("USER").ok()),
-        boot_addr: services.boot_addr.unwrap_or(config.http.boot).to_string(),
+        boot_addr: services.boot_addr.to_string(),
         api_addr: services.api_addr.unwrap_or(config.http.api).to_string(),
         dhcp_mode: format!("{:?}", config.network.dhcp.mode).to_lowercase(),
         interface: config.network.interface.clone(),
@@ -59,9 +59,7 @@ async fn start(config: Config) -> anyhow::Result<(Engine, CancellationToken, Ser
     let services = mayu::services::start(engine.clone(), cancel.clone())
         .await
         .context("starting the boot services")?;
-    if let Some(a) = services.boot_addr {
-        tracing::info!(addr = %a, "boot http listening on {a}");
-    }
+    tracing::info!(addr = %services.boot_addr, "console: boot http on {}", services.boot_addr);
     if let Some(a) = services.api_addr {
         tracing::info!(addr = %a, "api listening on {a}");
     }

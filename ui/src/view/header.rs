@@ -24,7 +24,9 @@ const SLOTS: [(&str, &str); 4] = [
 
 fn status_style(status: &str) -> (Style, &'static str) {
     match status {
-        "running" | "ok" | "ready" | "listening" => (Style::new().fg(Color::Green), "●"),
+        "running" | "ok" | "ready" | "listening" | "watching" => {
+            (Style::new().fg(Color::Green), "●")
+        }
         "starting" | "restarting" | "reloading" => (Style::new().fg(Color::Yellow), "◐"),
         "failed" | "error" => (Style::new().fg(Color::Red).bold(), "✖"),
         _ => (dim(), "○"),

@@ -1,0 +1,259 @@
+//! End-to-end: the real `mayu` binary in a tmux pane on a temp config. A machine registers
+//! over HTTP as iPXE would, shows up on screen, is assigned with keystrokes, and the inventory
+//! and its git history show the assignment by the configured operator. Waits are bounded
+//! polls of `tmux capture-pane`, never fixed sleeps.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "e2e-operator";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn free_port() -> u16 {
+    // bind to port 0, read the port, release it for mayu
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped config, templates and images in a temp folder, on loopback ports, assignment
+/// by hand, no DHCP (no dnsmasq needed) and a fixed operator name.
+fn lab(boot: u16, api: u16) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "templates",
+        "templates/snippets",
+        "images/flatcar",
+        "images/discovery",
+    ] {
+        let from = repo().join(sub);
+        if !from.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
+    let edited = text
+        .replace("boot: 0.0.0.0:4081", &format!("boot: 127.0.0.1:{boot}"))
+        .replace("api: 127.0.0.1:4080", &format!("api: 127.0.0.1:{api}"))
+        .replace("mode: full", "mode: off")
+        .replace("assignment: auto", "assignment: manual")
+        .replace("default_profile: discovery", "");
+    assert_ne!(
+        edited, text,
+        "the shipped config changed shape; update this test"
+    );
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("{edited}\noperator: {OPERATOR}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// A private tmux server holding one pane; killed when dropped, whatever happened.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, dir: &Path) -> Tmux {
+        let t = Tmux {
+            socket: format!("mayu-e2e-{}", std::process::id()),
+        };
+        t.ok(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "36",
+            "-c",
+            &dir.display().to_string(),
+        ]);
+        // keep the pane after mayu exits, to see what it left on the terminal
+        t.ok(&["set-option", "-t", "e2e", "remain-on-exit", "on"]);
+        t.ok(&["respawn-pane", "-k", "-t", "e2e", command]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.ok(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend(keys);
+        self.ok(&args);
+    }
+
+    fn pane(&self, format: &str) -> String {
+        self.ok(&["display-message", "-p", "-t", "e2e", format])
+            .trim()
+            .to_string()
+    }
+
+    /// Polls the screen until `cond` holds; fails with the screen after `PATIENCE`.
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: iPXE/1.21.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Polls the audit repository until a commit matching `what` appears (git runs on its own
+/// thread, so the commit lands shortly after the change).
+fn wait_for_commit(inventory: &Path, what: &str) -> (String, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(repo) = git2::Repository::open(inventory) {
+            let mut walk = repo.revwalk().unwrap();
+            walk.push_head().unwrap();
+            for oid in walk {
+                let c = repo.find_commit(oid.unwrap()).unwrap();
+                let msg = c.message().unwrap_or("").to_string();
+                if msg.contains(what) {
+                    return (c.author().name().unwrap_or("").to_string(), msg);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit with `{what}` in {}",
+            inventory.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn register_see_and_assign_a_machine_in_the_console() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let config: PathBuf = lab.path().join("config.yaml");
+    let command = format!(
+        "{} --config {}",
+        env!("CARGO_BIN_EXE_mayu"),
+        config.display()
+    );
+    let tmux = Tmux::start(&command, lab.path());
+
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "1",
+        "the console uses the alternate screen"
+    );
+
+    let reply = http_get(
+        boot,
+        "/ipxe?mac=52:54:00:e2:e0:01&uuid=6b1d1e2a-4c1e-4d0e-9a57-0e2e00000001&serial=E2E-0001&arch=x86_64",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("#!ipxe"), "{reply}");
+
+    let s = tmux.wait_for("the machine on screen", |s| s.contains("e2e-0001"));
+    assert!(s.contains("waiting"), "{s}");
+
+    tmux.keys(&["a"]);
+    tmux.wait_for("the assign dialog", |s| s.contains("Assign e2e-0001"));
+    // profiles in config order: control-plane, worker, discovery
+    tmux.keys(&["Down"]);
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the assignment to land", |s| {
+        s.contains("assign e2e-0001 to worker: done")
+    });
+    assert!(s.contains("configured"), "{s}");
+
+    let inventory = lab.path().join("inventory");
+    let (author, message) = wait_for_commit(&inventory, "e2e-0001: assigned to worker");
+    assert_eq!(author, OPERATOR, "{message}");
+    let file = std::fs::read_to_string(inventory.join("e2e-0001.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(m["profile"], "worker");
+    assert_eq!(m["assigned_by"]["name"], OPERATOR);
+
+    // the detail pane's audit history shows it too
+    tmux.wait_for("the history in the detail pane", |s| {
+        s.contains(OPERATOR) && s.contains("assigned to worker")
+    });
+
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + PATIENCE;
+    while tmux.pane("#{pane_dead}") != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "mayu did not exit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "{}", tmux.screen());
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "the terminal was restored"
+    );
+}
