@@ -180,6 +180,34 @@ mod tests {
             .join("screenshots")
     }
 
+    /// PNGs come from Debian's `rsvg-convert` (librsvg2-bin) when it is installed; they are
+    /// not compared, since they depend on the fonts of the machine that drew them.
+    fn png(svg: &std::path::Path) {
+        let out = svg.with_extension("png");
+        match std::process::Command::new("rsvg-convert")
+            .arg(svg)
+            .arg("-o")
+            .arg(&out)
+            .status()
+        {
+            Ok(s) if s.success() => {}
+            _ => eprintln!("no PNG for {}: install librsvg2-bin", svg.display()),
+        }
+    }
+
+    /// Every screenshot is shown in `screenshots/README.md`.
+    #[test]
+    fn readme_shows_every_screenshot() {
+        let readme = std::fs::read_to_string(dir().join("README.md")).unwrap();
+        for shot in fixtures::shots().unwrap() {
+            assert!(
+                readme.contains(&format!("({}.svg)", shot.name)),
+                "screenshots/README.md does not show {}.svg",
+                shot.name
+            );
+        }
+    }
+
     const REGENERATE: &str = "UPDATE_SCREENSHOTS=1 cargo test -p mayu-console screenshots";
 
     /// Fails when `screenshots/*.svg` differ from what the code draws now.
@@ -193,6 +221,7 @@ mod tests {
             if update {
                 std::fs::create_dir_all(dir()).unwrap();
                 std::fs::write(&path, &svg).unwrap();
+                png(&path);
             } else if std::fs::read_to_string(&path).ok().as_deref() != Some(svg.as_str()) {
                 stale.push(path.display().to_string());
             }

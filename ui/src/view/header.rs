@@ -60,7 +60,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         Style::new().fg(Color::Black).bg(Color::Cyan).bold(),
     )];
     let mut named = Vec::new();
-    let wide = area.width >= 100;
+    let wide = area.width >= 130;
     for (label, key) in SLOTS {
         let svc = app
             .services
@@ -79,8 +79,8 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(dot, style));
         spans.push(Span::styled(format!(" {label} "), Style::new().bold()));
-        let detail = if svc.is_none() && status == "not started" {
-            format!("{} (not started)", slot_detail(app, label, svc, wide))
+        let detail = if svc.is_none() && status == "not started" && label != "dnsmasq" {
+            "off".to_string()
         } else {
             slot_detail(app, label, svc, wide)
         };

@@ -18,8 +18,8 @@ struct Columns {
 
 fn columns(width: u16) -> Columns {
     Columns {
-        mac: width >= 105,
-        ip: width >= 88,
+        mac: width >= 112,
+        ip: width >= 86,
     }
 }
 
@@ -84,7 +84,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         .unwrap_or(2);
     let id_w = u16::try_from(longest)
         .unwrap_or(u16::MAX)
-        .clamp(6, (inner.width / 4).max(12));
+        .clamp(6, (inner.width / 5).max(12));
     let mut header = vec!["ID"];
     let mut widths = vec![Constraint::Length(id_w)];
     if cols.mac {

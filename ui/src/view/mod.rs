@@ -59,8 +59,8 @@ impl AppView<'_> {
         let app = self.app;
         let (left, right) = if body.width >= WIDE {
             let [l, r] = body.layout(&Layout::horizontal([
-                Constraint::Percentage(62),
-                Constraint::Percentage(38),
+                Constraint::Percentage(64),
+                Constraint::Percentage(36),
             ]));
             (l, Some(r))
         } else {
