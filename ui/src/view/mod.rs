@@ -221,3 +221,54 @@ mod tests {
         assert_eq!(fit("abc", 0), "");
     }
 }
+
+#[cfg(test)]
+mod big {
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::Rect;
+    use ratatui::widgets::Widget;
+
+    use super::AppView;
+    use crate::app::App;
+    use crate::fixtures::{self, NOW};
+    use mayu::engine::Snapshot;
+    use mayu::machine::{Machine, MachineId};
+
+    /// Ten thousand machines render a screenful; the table shows the selection's neighbours.
+    #[test]
+    fn ten_thousand_machines_render_the_visible_rows() {
+        let machines = (0..10_000)
+            .map(|i| {
+                let id: MachineId = format!("m{i:05}").parse().unwrap();
+                Machine::new(id, String::new(), NOW)
+            })
+            .collect();
+        let mut app = App::new(
+            fixtures::setup(),
+            Snapshot {
+                machines,
+                profiles: Vec::new(),
+                waiting: 10_000,
+            },
+        );
+        app.select(&"m09000".parse().unwrap());
+        let area = Rect::new(0, 0, 80, 24);
+        let mut buf = Buffer::empty(area);
+        (&AppView {
+            app: &app,
+            now: NOW,
+        })
+            .render(area, &mut buf);
+        let text: String = (0..24)
+            .map(|y| {
+                (0..80)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("m09000"), "{text}");
+        assert!(!text.contains("m00000"), "{text}");
+        assert!(text.contains("10000"), "{text}");
+    }
+}
