@@ -1,5 +1,8 @@
 //! The one-shot commands of the real `mayu` binary: check, render, import-mayu.
 
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

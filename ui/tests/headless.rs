@@ -1,6 +1,9 @@
 //! `mayu --headless`: the services run without a terminal, log to stdout, and stop cleanly on
 //! SIGTERM with exit status 0. Waits are bounded polls on observable output.
 
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! Every page and dialog rendered with `TestBackend` at a fixed size and an injected clock,
 //! compared against committed insta snapshots (CI runs with `INSTA_UPDATE=no`).
 
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
 use mayu_console::fixtures;
 use mayu_console::view::AppView;
 use ratatui::backend::TestBackend;

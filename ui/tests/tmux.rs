@@ -3,6 +3,9 @@
 //! and its git history show the assignment by the configured operator. Waits are bounded
 //! polls of `tmux capture-pane`, never fixed sleeps.
 
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
