@@ -539,6 +539,7 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                 format!("console fell {lost} events behind; state re-read"),
             );
             app.history = None;
+            app.prepare();
             app.want_history()
         }
         Action::LeasesLoaded(leases) => {
@@ -1527,6 +1528,29 @@ mod tests {
         assert_eq!(operator_name(Some("alice"), Some("bob".into())), "alice");
         assert_eq!(operator_name(Some("  "), Some("bob".into())), "bob");
         assert_eq!(operator_name(None, None), "operator");
+    }
+
+    #[test]
+    fn resync_replaces_the_state_and_says_so() {
+        let mut app = fixtures::session().unwrap();
+        let cmd = update(
+            &mut app,
+            Action::Resync {
+                snapshot: Snapshot {
+                    machines: vec![new_machine("only-one")],
+                    profiles: Vec::new(),
+                    waiting: 1,
+                },
+                leases: Vec::new(),
+                services: Vec::new(),
+                lost: 42,
+            },
+        );
+        app.prepare();
+        assert_eq!(app.rows, vec![id("only-one")]);
+        assert!(app.leases.is_empty());
+        assert!(app.log.back().unwrap().text.contains("42 events"));
+        assert!(matches!(cmd, Some(Command::LoadHistory { .. })));
     }
 
     #[test]

@@ -70,3 +70,21 @@ pub fn install_panic_hook(stop: CancellationToken) {
         previous(info);
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic on any thread stops the console through its token (and restores the terminal,
+    /// which here is a no-op on a non-terminal stdout).
+    #[test]
+    fn a_panic_anywhere_stops_the_console() {
+        let stop = CancellationToken::new();
+        install_panic_hook(stop.clone());
+        let joined = std::thread::spawn(|| panic!("boom in a task")).join();
+        let _ = std::panic::take_hook();
+        assert!(joined.is_err());
+        assert!(stop.is_cancelled());
+        assert!(RESTORED_BY_PANIC.load(Ordering::SeqCst));
+    }
+}
