@@ -69,6 +69,9 @@ fn lab(boot: u16, api: u16) -> tempfile::TempDir {
     dir
 }
 
+/// Numbers the tmux servers of the tests in this process.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A private tmux server holding one pane; killed when dropped, whatever happened.
 struct Tmux {
     socket: String,
@@ -77,7 +80,11 @@ struct Tmux {
 impl Tmux {
     fn start(command: &str, dir: &Path) -> Tmux {
         let t = Tmux {
-            socket: format!("mayu-e2e-{}", std::process::id()),
+            socket: format!(
+                "mayu-e2e-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
         };
         t.ok(&[
             "new-session",
@@ -298,6 +305,48 @@ fn register_see_and_assign_a_machine_in_the_console() {
         tmux.pane("#{pane_dead_signal}"),
         tmux.screen()
     );
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "the terminal was restored"
+    );
+}
+
+#[test]
+fn resize_relayouts_and_sigterm_restores_the_terminal() {
+    let lab = lab(free_port(), free_port());
+    let command = format!(
+        "{} --config {}",
+        env!("CARGO_BIN_EXE_mayu"),
+        lab.path().join("config.yaml").display()
+    );
+    let tmux = Tmux::start(&command, lab.path());
+    // 120 columns: the page tabs fit in the header
+    tmux.wait_for("the console at 120x36", |s| {
+        s.contains("No machines yet") && s.contains("1 Machines")
+    });
+    tmux.ok(&["resize-window", "-t", "e2e", "-x", "80", "-y", "24"]);
+    tmux.wait_for("the console at 80x24", |s| {
+        s.contains("No machines yet") && !s.contains("1 Machines") && s.lines().count() <= 24
+    });
+
+    let pid = tmux.pane("#{pane_pid}");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + PATIENCE;
+    while tmux.pane("#{pane_dead}") != "1"
+        || tmux
+            .pane("#{pane_dead_status}#{pane_dead_signal}")
+            .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "mayu did not stop on SIGTERM:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "{}", tmux.screen());
     assert_eq!(
         tmux.pane("#{alternate_on}"),
         "0",
