@@ -58,7 +58,7 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     match dialog {
         Dialog::Help => {
             let h = u16::try_from(HELP.len()).unwrap_or(20) + 4;
-            let inner = popup(area, 72, h, "Help".into(), buf);
+            let inner = popup(area, 78, h, "Help".into(), buf);
             let mut lines: Vec<Line> = HELP
                 .iter()
                 .map(|(k, what)| {
