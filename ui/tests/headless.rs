@@ -52,7 +52,11 @@ fn headless_serves_logs_to_stdout_and_stops_on_sigterm() {
             "api: 127.0.0.1:4080",
             &format!("api: 127.0.0.1:{}", free_port()),
         )
-        .replace("mode: full", "mode: off");
+        .replace("mode: full", "mode: off")
+        .replace(
+            "images: images",
+            &format!("images: {}", repo().join("images").display()),
+        );
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, text).unwrap();
 

@@ -28,7 +28,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The shipped config, templates and images in a temp folder, on loopback ports, assignment
+/// The shipped config and templates in a temp folder (images used in place), on loopback ports, assignment
 /// by hand, no DHCP (no dnsmasq needed) and a fixed operator name.
 fn lab(boot: u16, api: u16) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +56,12 @@ fn lab(boot: u16, api: u16) -> tempfile::TempDir {
         .replace("api: 127.0.0.1:4080", &format!("api: 127.0.0.1:{api}"))
         .replace("mode: full", "mode: off")
         .replace("assignment: auto", "assignment: manual")
-        .replace("default_profile: discovery", "");
+        .replace("default_profile: discovery", "")
+        // boot images can be large: use the repository's in place (only read)
+        .replace(
+            "images: images",
+            &format!("images: {}", repo().join("images").display()),
+        );
     assert_ne!(
         edited, text,
         "the shipped config changed shape; update this test"
@@ -161,6 +166,50 @@ impl Drop for Tmux {
     }
 }
 
+/// Starts `mayu` on the lab's config in a tmux pane. The shell around it writes mayu's exit
+/// status to a file: tmux itself sometimes leaves an exited pane unreaped for a long time, so
+/// its `pane_dead` flag is not a reliable signal.
+fn launch(lab: &Path) -> (Tmux, PathBuf) {
+    let status = lab.join("exit-status");
+    let command = format!(
+        "{} --config {}; echo $? > {}",
+        env!("CARGO_BIN_EXE_mayu"),
+        lab.join("config.yaml").display(),
+        status.display()
+    );
+    (Tmux::start(&command, lab), status)
+}
+
+/// Waits for mayu to exit and returns its exit status.
+fn wait_exit(tmux: &Tmux, status: &Path, lab: &Path) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(status) {
+            if s.ends_with('\n') {
+                return s.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mayu did not exit; the screen:\n{}\nlog:\n{}",
+            tmux.screen(),
+            logs_of(lab)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Everything mayu logged, for failure messages.
+fn logs_of(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("logs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+}
+
 fn http_get(port: u16, path: &str) -> String {
     request(port, path, "User-Agent: iPXE/1.21.1\r\n")
 }
@@ -206,13 +255,7 @@ fn wait_for_commit(inventory: &Path, what: &str) -> (String, String) {
 fn register_see_and_assign_a_machine_in_the_console() {
     let (boot, api) = (free_port(), free_port());
     let lab = lab(boot, api);
-    let config: PathBuf = lab.path().join("config.yaml");
-    let command = format!(
-        "{} --config {}",
-        env!("CARGO_BIN_EXE_mayu"),
-        config.display()
-    );
-    let tmux = Tmux::start(&command, lab.path());
+    let (tmux, status) = launch(lab.path());
 
     tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
     assert_eq!(
@@ -277,34 +320,8 @@ fn register_see_and_assign_a_machine_in_the_console() {
     });
 
     tmux.keys(&["q"]);
-    let deadline = Instant::now() + PATIENCE;
-    // tmux marks the pane dead when the pty closes and learns the exit status a moment later
-    while tmux.pane("#{pane_dead}") != "1"
-        || tmux
-            .pane("#{pane_dead_status}#{pane_dead_signal}")
-            .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "mayu did not exit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let logs = std::fs::read_dir(lab.path().join("logs"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        tmux.pane("#{pane_dead_status}"),
-        "0",
-        "signal {:?}; screen:\n{}\nlog:\n{logs}",
-        tmux.pane("#{pane_dead_signal}"),
-        tmux.screen()
-    );
+    let code = wait_exit(&tmux, &status, lab.path());
+    assert_eq!(code, "0", "{}\n{}", tmux.screen(), logs_of(lab.path()));
     assert_eq!(
         tmux.pane("#{alternate_on}"),
         "0",
@@ -315,12 +332,7 @@ fn register_see_and_assign_a_machine_in_the_console() {
 #[test]
 fn resize_relayouts_and_sigterm_restores_the_terminal() {
     let lab = lab(free_port(), free_port());
-    let command = format!(
-        "{} --config {}",
-        env!("CARGO_BIN_EXE_mayu"),
-        lab.path().join("config.yaml").display()
-    );
-    let tmux = Tmux::start(&command, lab.path());
+    let (tmux, status) = launch(lab.path());
     // 120 columns: the page tabs fit in the header
     tmux.wait_for("the console at 120x36", |s| {
         s.contains("No machines yet") && s.contains("1 Machines")
@@ -330,23 +342,18 @@ fn resize_relayouts_and_sigterm_restores_the_terminal() {
         s.contains("No machines yet") && !s.contains("1 Machines") && s.lines().count() <= 24
     });
 
-    let pid = tmux.pane("#{pane_pid}");
+    // the pane runs a shell; mayu is its child
+    let shell = tmux.pane("#{pane_pid}");
+    let out = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &shell])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "no mayu under the pane's shell {shell}");
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + PATIENCE;
-    while tmux.pane("#{pane_dead}") != "1"
-        || tmux
-            .pane("#{pane_dead_status}#{pane_dead_signal}")
-            .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "mayu did not stop on SIGTERM:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "{}", tmux.screen());
+    let code = wait_exit(&tmux, &status, lab.path());
+    assert_eq!(code, "0", "{}", tmux.screen());
     assert_eq!(
         tmux.pane("#{alternate_on}"),
         "0",
