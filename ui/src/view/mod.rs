@@ -234,6 +234,30 @@ mod big {
     use mayu::engine::Snapshot;
     use mayu::machine::{Machine, MachineId};
 
+    /// Any terminal size draws without panicking, down to a single cell.
+    #[test]
+    fn every_page_survives_tiny_and_odd_sizes() {
+        for shot in fixtures::shots().unwrap() {
+            for (w, h) in [
+                (1, 1),
+                (2, 3),
+                (10, 5),
+                (20, 8),
+                (40, 12),
+                (79, 23),
+                (200, 60),
+            ] {
+                let area = Rect::new(0, 0, w, h);
+                let mut buf = Buffer::empty(area);
+                (&AppView {
+                    app: &shot.app,
+                    now: NOW,
+                })
+                    .render(area, &mut buf);
+            }
+        }
+    }
+
     /// Ten thousand machines render a screenful; the table shows the selection's neighbours.
     #[test]
     fn ten_thousand_machines_render_the_visible_rows() {
