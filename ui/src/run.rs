@@ -37,7 +37,7 @@ pub fn setup_for(config: &Config, services: &Services) -> Setup {
     Setup {
         operator: operator_name(config.operator.as_deref(), std::env::var("USER").ok()),
         boot_addr: services.boot_addr.to_string(),
-        api_addr: services.api_addr.unwrap_or(config.http.api).to_string(),
+        api_addr: services.api_addr.to_string(),
         dhcp_mode: format!("{:?}", config.network.dhcp.mode).to_lowercase(),
         interface: config.network.interface.clone(),
         templates_dir: config
@@ -60,8 +60,9 @@ async fn start(config: Config) -> anyhow::Result<(Engine, CancellationToken, Ser
         .await
         .context("starting the boot services")?;
     tracing::info!(addr = %services.boot_addr, "console: boot http on {}", services.boot_addr);
-    if let Some(a) = services.api_addr {
-        tracing::info!(addr = %a, "api listening on {a}");
+    tracing::info!(addr = %services.api_addr, "console: api on {}", services.api_addr);
+    if let Some(f) = &services.admin_token_file {
+        tracing::info!(file = %f.display(), "the first API admin token's secret is in {}", f.display());
     }
     Ok((engine, cancel, services))
 }
@@ -124,6 +125,16 @@ pub async fn console(config: Config) -> anyhow::Result<()> {
     app.set_services(engine.services());
     app.set_leases(engine.leases());
     app.seed_log(&engine.bus().recent(SEED));
+    if let Some(f) = &services.admin_token_file {
+        app.note(
+            OffsetDateTime::now_utc(),
+            crate::app::Level::Warn,
+            format!(
+                "API admin token created; its secret is in {} (store it, then delete the file)",
+                f.display()
+            ),
+        );
+    }
     for p in engine.load_problems() {
         app.note(
             OffsetDateTime::now_utc(),

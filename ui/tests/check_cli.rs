@@ -1,7 +1,6 @@
 //! The one-shot commands of the real `mayu` binary: check, render, import-mayu.
 
-// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::Path;
 use std::process::Command;

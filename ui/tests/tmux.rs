@@ -1,7 +1,7 @@
 //! End-to-end: the real `mayu` binary in a tmux pane on a temp config. A machine registers
-//! over HTTP as iPXE would, shows up on screen, is assigned with keystrokes, and the inventory
-//! and its git history show the assignment by the configured operator. Waits are bounded
-//! polls of `tmux capture-pane`, never fixed sleeps.
+//! over HTTP as iPXE would, shows up on screen, is assigned with keystrokes, and the inventory,
+//! its git history and the admin API show the assignment by the configured operator. Waits are
+//! bounded polls of `tmux capture-pane`, never fixed sleeps.
 
 // Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used)]
@@ -292,27 +292,18 @@ fn register_see_and_assign_a_machine_in_the_console() {
     assert_eq!(m["profile"], "worker");
     assert_eq!(m["assigned_by"]["name"], OPERATOR);
 
-    // The API shows the same, once it is part of the build: it writes its first admin
-    // secret beside the tokens file at start.
-    let secret = lab.path().join("tokens.json.admin");
-    match std::fs::read_to_string(&secret) {
-        Ok(secret) => {
-            let auth = format!("Authorization: Bearer {}\r\n", secret.trim());
-            let reply = request(api, "/api/v1/machines/e2e-0001", &auth);
-            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-            let body = reply.split_once("\r\n\r\n").unwrap().1;
-            let m: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert_eq!(m["profile"], "worker", "{body}");
-            assert_eq!(m["assigned_by"]["name"], OPERATOR, "{body}");
-            let reply = request(api, "/api/v1/machines/e2e-0001/history", &auth);
-            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-            assert!(reply.contains(OPERATOR), "{reply}");
-        }
-        Err(_) => eprintln!(
-            "no API in this build ({} absent): checked the inventory and its git history",
-            secret.display()
-        ),
-    }
+    // The API shows the same; it wrote its first admin secret beside the tokens file at start.
+    let secret = std::fs::read_to_string(lab.path().join("tokens.json.admin")).unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", secret.trim());
+    let reply = request(api, "/api/v1/machines/e2e-0001", &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    let m: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(m["profile"], "worker", "{body}");
+    assert_eq!(m["assigned_by"]["name"], OPERATOR, "{body}");
+    let reply = request(api, "/api/v1/machines/e2e-0001/history", &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(OPERATOR), "{reply}");
 
     // the detail pane's audit history shows it too
     tmux.wait_for("the history in the detail pane", |s| {
