@@ -208,16 +208,19 @@ wait_boot_port() {
 }
 
 # start_vm I ACCEL MEM: machine I, BIOS when I is even, UEFI when odd; machine 0 has two disks.
+# Every fourth machine (3, 7, ...) boots as real UEFI hardware does: OVMF's own PXE client
+# fetches ipxe.efi over TFTP from dnsmasq (no iPXE ROM on its NIC).
 start_vm() {
-    local i="$1" accel="$2" mem="$3" fw mac
+    local i="$1" accel="$2" mem="$3" fw mac rom=""
     mac="$(printf '52:54:00:77:00:%02x' "$i")"
+    ((i % 4 == 3)) && rom=",romfile="
     local args=(-name "mayu-lab-vm$i" $accel -m "$mem" -smp 1
         -nodefaults -no-user-config -display none -vga none -monitor none
         -serial "file:$LAB/vm$i.serial.log"
         -uuid "$(printf '6d617975-6c61-4200-8000-%012x' "$i")"
         -smbios "type=1,manufacturer=mayu-lab,product=lab-vm,serial=LAB-$(printf '%04d' "$i")"
         -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no"
-        -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1"
+        -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1$rom"
         -blockdev "driver=null-co,node-name=d0,size=$((8 << 30)),read-zeroes=on"
         -device "virtio-blk-pci,drive=d0,serial=lab$i-0")
     if ((i == 0)); then
@@ -230,6 +233,7 @@ start_vm() {
         args+=(-boot order=n,strict=on -fw_cfg "name=etc/sercon-port,file=$LAB/sercon")
     else
         fw=UEFI
+        [[ -n $rom ]] && fw="UEFI, firmware PXE + TFTP"
         cp "$OVMF_VARS" "$LAB/vm$i.vars.fd"
         args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
             -drive "if=pflash,format=raw,unit=1,file=$LAB/vm$i.vars.fd")
