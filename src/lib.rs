@@ -3,15 +3,19 @@
 //! It knows nothing of the terminal.
 
 pub mod assign;
+pub mod boot;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod import;
 pub mod inventory;
 pub mod lease;
 pub mod logging;
 pub mod machine;
 pub mod selector;
 pub mod services;
+pub mod templates;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -23,6 +23,10 @@ pub enum IdError {
 pub struct Mac([u8; 6]);
 
 impl Mac {
+    pub const fn from_octets(o: [u8; 6]) -> Mac {
+        Mac(o)
+    }
+
     pub fn octets(&self) -> [u8; 6] {
         self.0
     }
@@ -90,10 +94,12 @@ impl MachineId {
         if let Some(id) = uuid.filter(|u| meaningful_uuid(u)).and_then(sanitize) {
             return Ok(id);
         }
-        match mac {
-            Some(m) => Ok(MachineId(m.to_string().replace(':', "-"))),
-            None => Err(IdError::NoIdentity),
-        }
+        mac.map(MachineId::from_mac).ok_or(IdError::NoIdentity)
+    }
+
+    /// The id of a machine known only by its MAC: `52-54-00-12-34-56`.
+    pub fn from_mac(mac: &Mac) -> MachineId {
+        MachineId(mac.to_string().replace(':', "-"))
     }
 }
 

@@ -1,26 +1,35 @@
-//! Starts the boot services around an engine: boot HTTP, the admin API, the template reloader
-//! and the dnsmasq supervisor, all stopped by one cancellation token.
+//! Starts the boot services around an engine: boot HTTP, the template reloader, and (as they
+//! land) the admin API and the dnsmasq supervisor, all stopped by one cancellation token.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::boot::{self, BootState};
+use crate::templates::{TemplateError, Templates};
 use crate::Engine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("templates are broken:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Templates(Vec<TemplateError>),
 }
 
-/// The running services; await `stopped` after cancelling to shut down cleanly.
+/// The running services; cancel the token, then await [`Services::stopped`].
 pub struct Services {
     pub tasks: Vec<JoinHandle<()>>,
-    /// where the boot and API listeners actually bound (port 0 in tests).
-    pub boot_addr: Option<std::net::SocketAddr>,
-    pub api_addr: Option<std::net::SocketAddr>,
+    /// where the listeners actually bound (port 0 in tests).
+    pub boot_addr: SocketAddr,
+    pub api_addr: Option<SocketAddr>,
+    pub templates: Arc<Templates>,
 }
 
 impl Services {
@@ -31,12 +40,76 @@ impl Services {
     }
 }
 
-/// Starts every service configured for `engine`. Filled in as the services land.
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Listen { addr, source })
+}
+
+/// Starts every service configured for `engine`.
 pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services, ServiceError> {
-    let _ = (engine, cancel);
+    let config = engine.config().clone();
+    let for_load = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || Templates::load(&for_load))
+        .await
+        .map_err(|e| {
+            ServiceError::Templates(vec![TemplateError {
+                file: config.templates.display().to_string(),
+                line: None,
+                column: None,
+                message: format!("loader failed: {e}"),
+            }])
+        })?;
+    let templates = Arc::new(loaded.map_err(ServiceError::Templates)?);
+    let mut tasks = Vec::new();
+
+    let boot_listener = listen(config.http.boot).await?;
+    let boot_addr = boot_listener
+        .local_addr()
+        .map_err(|source| ServiceError::Listen {
+            addr: config.http.boot,
+            source,
+        })?;
+    let app = boot::router(BootState {
+        engine: engine.clone(),
+        templates: templates.clone(),
+        boot_addr,
+    });
+    let c = cancel.clone();
+    let e = engine.clone();
+    tasks.push(tokio::spawn(async move {
+        e.set_service("boot-http", "running", 0, &boot_addr.to_string());
+        let served = axum::serve(
+            boot_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(c.cancelled_owned())
+        .await;
+        match served {
+            Ok(()) => e.set_service("boot-http", "stopped", 0, ""),
+            Err(err) => e.set_service("boot-http", "failed", 0, &err.to_string()),
+        }
+    }));
+    tracing::info!(%boot_addr, "boot HTTP listening");
+
+    let (t, b, c, e) = (
+        templates.clone(),
+        engine.bus().clone(),
+        cancel.clone(),
+        engine.clone(),
+    );
+    tasks.push(tokio::spawn(async move {
+        e.set_service("templates", "watching", 0, &e.config().templates.display().to_string());
+        if let Err(err) = crate::templates::watch(t, b, c).await {
+            tracing::error!(error = %err, "template watcher failed; hot reload is off");
+            e.set_service("templates", "failed", 0, &err.to_string());
+        }
+    }));
+
     Ok(Services {
-        tasks: Vec::new(),
-        boot_addr: None,
+        tasks,
+        boot_addr,
         api_addr: None,
+        templates,
     })
 }

@@ -28,6 +28,18 @@ enum Command {
         /// the Mayu cluster folder
         dir: PathBuf,
     },
+    /// print exactly what a machine would be served
+    Render {
+        /// the machine's id
+        #[arg(long, conflicts_with = "mac", required_unless_present = "mac")]
+        machine: Option<String>,
+        /// or one of its MAC addresses
+        #[arg(long)]
+        mac: Option<String>,
+        /// ipxe, ignition, cloud-config, metadata, or a template file name
+        #[arg(long, default_value = "ipxe")]
+        template: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +47,15 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::ImportMayu { dir }) => import(&cli.config, &dir),
+        Some(Command::Render {
+            machine,
+            mac,
+            template,
+        }) => render(
+            &cli.config,
+            machine.or(mac).as_deref().unwrap_or_default(),
+            &template,
+        ),
         None => {
             eprintln!("the console is not built yet; try `mayu check`");
             ExitCode::from(2)
@@ -43,37 +64,17 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match mayu::Config::load(path) {
-        Ok(c) => {
-            println!("{}: ok", path.display());
-            println!(
-                "  network   {} on {} (dhcp {:?})",
-                c.network.address.value, c.network.interface, c.network.dhcp.mode
-            );
-            println!("  boot http {}   api {}", c.http.boot, c.http.api);
-            println!(
-                "  assignment {:?}, default profile {}",
-                c.assignment,
-                c.default_profile.as_deref().unwrap_or("(none: machines wait)")
-            );
-            for p in &c.profiles {
-                let q = p
-                    .quantity
-                    .map(|q| q.to_string())
-                    .unwrap_or_else(|| "no limit".into());
-                println!("  profile {:<16} quantity {:<9} image {}", p.name, q, p.image);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errs) => {
-            eprintln!("{errs}");
-            ExitCode::FAILURE
-        }
-    }
+    code(mayu::cli::check(path))
 }
 
 fn import(config: &std::path::Path, dir: &std::path::Path) -> ExitCode {
-    let _ = (config, dir);
-    eprintln!("not yet");
-    ExitCode::FAILURE
+    code(mayu::cli::import_mayu(config, dir))
+}
+
+fn render(config: &std::path::Path, machine: &str, template: &str) -> ExitCode {
+    code(mayu::cli::render(config, machine, template))
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(1))
 }

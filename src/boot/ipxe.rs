@@ -1,0 +1,118 @@
+//! iPXE scripts: the generic chain script and each machine's own (its profile's, a hold-and-poll
+//! script, or local-disk boot once installed).
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+
+use super::{blocking, BootError, BootState};
+use crate::engine::Registration;
+use crate::machine::{Machine, Phase, State as MState};
+use crate::templates::context::boot_base;
+use crate::templates::Kind;
+
+/// Seconds a held machine waits before asking again.
+const HOLD_POLL_SECS: u32 = 5;
+
+fn script(body: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
+}
+
+/// The URL iPXE fills in with what it knows about the machine.
+fn machine_url(base: &str) -> String {
+    format!(
+        "{base}/ipxe?mac=${{net0/mac}}&uuid=${{uuid}}&serial=${{serial}}&arch=${{buildarch}}&platform=${{platform}}"
+    )
+}
+
+pub async fn chain(State(s): State<BootState>) -> impl IntoResponse {
+    let base = boot_base(s.engine.config(), s.boot_addr);
+    script(format!(
+        "#!ipxe\n# mayu: identify this machine and fetch its own script\nchain --replace --autofree {}\n",
+        machine_url(&base)
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IpxeQuery {
+    mac: Option<String>,
+    uuid: Option<String>,
+    serial: Option<String>,
+    arch: Option<String>,
+    #[allow(dead_code)]
+    platform: Option<String>,
+}
+
+/// iPXE leaves `${var}` unexpanded-but-empty for unknown settings; treat blanks as absent.
+fn nonblank(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+pub async fn machine_script(
+    State(s): State<BootState>,
+    super::ClientIp(ip): super::ClientIp,
+    Query(q): Query<IpxeQuery>,
+) -> Result<impl IntoResponse, BootError> {
+    let mac = match nonblank(q.mac) {
+        Some(m) => Some(m.parse().map_err(|e: crate::machine::IdError| {
+            BootError::bad_request(e.to_string())
+        })?),
+        None => None,
+    };
+    let reg = Registration {
+        mac,
+        uuid: nonblank(q.uuid),
+        serial: nonblank(q.serial),
+        arch: nonblank(q.arch),
+        ip: match ip {
+            Some(std::net::IpAddr::V4(v4)) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        },
+    };
+    let engine = s.engine.clone();
+    let m = blocking(move || engine.register(reg, Phase::Ipxe)).await??;
+    let (body, detail) = script_for(&s, &m).await?;
+    s.engine
+        .boot_step(Some(&m.id), Phase::Ipxe, detail, None, None);
+    Ok(script(body))
+}
+
+/// Chooses and renders what this machine boots now.
+async fn script_for(s: &BootState, m: &Machine) -> Result<(String, String), BootError> {
+    let config = s.engine.config();
+    let base = boot_base(config, s.boot_addr);
+    let Some(profile) = m.profile.as_deref().and_then(|p| config.profile(p)) else {
+        let body = format!(
+            "#!ipxe\necho mayu: {id} is waiting for an operator to assign a profile\nsleep {HOLD_POLL_SECS}\nchain --replace --autofree {url}\n",
+            id = m.id,
+            url = machine_url(&base)
+        );
+        return Ok((body, "held: waiting for assignment".into()));
+    };
+    if profile.boot_from_disk && m.state == MState::Running && !m.reinstall {
+        let body = format!(
+            "#!ipxe\necho mayu: {id} is installed ({p}); booting from local disk\nsanboot --no-describe --drive 0x80 || exit\n",
+            id = m.id,
+            p = profile.name
+        );
+        return Ok((body, "local disk".into()));
+    }
+    let body = s
+        .templates
+        .render(s.boot_addr, m, Kind::Ipxe)
+        .map_err(|e| {
+            let msg = format!("iPXE script for {} not served: {e}", m.id);
+            s.engine.bus().publish(crate::events::EventKind::Log {
+                level: "error".into(),
+                message: msg.clone(),
+            });
+            BootError::internal(msg)
+        })?;
+    if m.state == MState::Configured {
+        let engine = s.engine.clone();
+        let id = m.id.clone();
+        blocking(move || engine.mark_installing(&id)).await??;
+    }
+    Ok((body, format!("profile {} script served", profile.name)))
+}

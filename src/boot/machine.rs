@@ -1,0 +1,164 @@
+//! Routes a booted machine calls with its id and per-machine token: its rendered configs,
+//! hardware facts, assignment polling and boot-complete.
+
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+
+use super::{blocking, BootError, BootState};
+use crate::engine::Edit;
+use crate::events::EventKind;
+use crate::machine::{Facts, Machine, Phase, State as MState};
+use crate::templates::{Kind, RenderError};
+
+#[derive(Debug, Deserialize)]
+pub struct Auth {
+    id: Option<String>,
+    token: Option<String>,
+    /// IPMI address found by discovery (facts only).
+    ipmi: Option<String>,
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The machine, if the id exists and the token is its own; otherwise 403 revealing nothing.
+fn authorise(s: &BootState, q: &Auth) -> Result<Machine, BootError> {
+    let (Some(id), Some(token)) = (q.id.as_deref(), q.token.as_deref()) else {
+        return Err(BootError::forbidden());
+    };
+    let id = id.parse().map_err(|_| BootError::forbidden())?;
+    match s.engine.get(&id) {
+        Some(m) if !m.token.is_empty() && same(&m.token, token) => Ok(m),
+        _ => Err(BootError::forbidden()),
+    }
+}
+
+async fn config(s: BootState, q: Auth, kind: Kind) -> Result<impl IntoResponse, BootError> {
+    let started = Instant::now();
+    let m = authorise(&s, &q)?;
+    let body = s
+        .templates
+        .render(s.boot_addr, &m, kind)
+        .map_err(|e| match e {
+            RenderError::NoProfile { .. } | RenderError::NoTemplate { .. } => {
+                BootError::not_found(e.to_string())
+            }
+            RenderError::Template(t) => {
+                let msg = format!("{} for {} not served: {t}", kind.as_str(), m.id);
+                s.engine.bus().publish(EventKind::Log {
+                    level: "error".into(),
+                    message: msg.clone(),
+                });
+                BootError::internal(msg)
+            }
+        })?;
+    if m.state == MState::Configured {
+        let engine = s.engine.clone();
+        let id = m.id.clone();
+        blocking(move || engine.mark_installing(&id)).await??;
+    }
+    s.engine.boot_step(
+        Some(&m.id),
+        Phase::Config,
+        format!("{} served", kind.as_str()),
+        Some(body.len() as u64),
+        Some(started.elapsed().as_millis() as u64),
+    );
+    let ctype = match kind {
+        Kind::Ignition => "application/vnd.coreos.ignition+json",
+        Kind::CloudConfig => "text/cloud-config; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], body))
+}
+
+pub async fn ignition(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    config(s, q, Kind::Ignition).await
+}
+
+pub async fn cloud_config(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    config(s, q, Kind::CloudConfig).await
+}
+
+pub async fn metadata(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    config(s, q, Kind::Metadata).await
+}
+
+pub async fn boot_complete(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    let m = authorise(&s, &q)?;
+    let engine = s.engine.clone();
+    let actor = m.id.to_string();
+    let m = blocking(move || engine.boot_complete(m.id.as_str(), &actor)).await??;
+    Ok(Json(serde_json::json!({ "id": m.id, "state": m.state })))
+}
+
+/// Facts arrive as JSON; unknown keys are refused (a typo must not silently vanish).
+pub async fn facts(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, BootError> {
+    let m = authorise(&s, &q)?;
+    let facts: Facts = serde_json::from_slice(&body)
+        .map_err(|e| BootError::bad_request(format!("facts: {e}")))?;
+    let engine = s.engine.clone();
+    let ipmi = q.ipmi.filter(|i| !i.trim().is_empty());
+    let m = blocking(move || {
+        let m = engine.set_facts(m.id.as_str(), facts)?;
+        match ipmi {
+            Some(addr) if m.ipmi_addr.as_deref() != Some(addr.as_str()) => {
+                let actor = m.id.to_string();
+                engine.edit(
+                    m.id.as_str(),
+                    &actor,
+                    Edit {
+                        ipmi_addr: Some(addr),
+                        ..Edit::default()
+                    },
+                )
+            }
+            _ => Ok(m),
+        }
+    })
+    .await??;
+    Ok(Json(assignment_of(&s, &m)))
+}
+
+fn assignment_of(s: &BootState, m: &Machine) -> serde_json::Value {
+    let default = s.engine.config().default_profile.as_deref();
+    let real = m.profile.as_deref().filter(|p| Some(*p) != default);
+    serde_json::json!({
+        "id": m.id,
+        "profile": m.profile,
+        "state": m.state,
+        // Reboot into the assigned profile once it is a real one (not the discovery default).
+        "boot": real.is_some(),
+    })
+}
+
+pub async fn assignment(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    let m = authorise(&s, &q)?;
+    Ok(Json(assignment_of(&s, &m)))
+}

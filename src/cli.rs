@@ -1,0 +1,170 @@
+//! The one-shot commands of `mayu`: `check`, `render` and `import-mayu`. Each prints for a
+//! person and returns the process exit code (0 ok, 1 failure).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::templates::{self, Kind, TemplateSet};
+use crate::{Config, Engine};
+
+/// Validates the config and every template; prints a summary, or every error located.
+pub fn check(path: &Path) -> i32 {
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return 1;
+        }
+    };
+    if let Err(errors) = templates::build(&c) {
+        for e in errors {
+            eprintln!("{}", c.templates.join(e.to_string()).display());
+        }
+        return 1;
+    }
+    println!("{}: ok", path.display());
+    let net = &c.network;
+    println!(
+        "  network    {}/{} on {} (dhcp {:?}{})",
+        net.address.value,
+        net.prefix,
+        net.interface,
+        net.dhcp.mode,
+        net.ranges()
+            .iter()
+            .map(|(a, b)| format!(", {a}–{b}"))
+            .collect::<String>()
+    );
+    println!("  boot http  {}   api {}", c.http.boot, c.http.api);
+    println!(
+        "  assignment {:?}; default profile: {}",
+        c.assignment,
+        c.default_profile
+            .as_deref()
+            .unwrap_or("none (unassigned machines wait)")
+    );
+    for p in &c.profiles {
+        let q = p
+            .quantity
+            .map(|q| format!("quantity {q}"))
+            .unwrap_or_else(|| "no limit".into());
+        let tags = if p.tags.is_empty() {
+            String::new()
+        } else {
+            format!("  tags {}", p.tags.join(","))
+        };
+        println!(
+            "  profile    {:<16} {:<12} image {}{tags}",
+            p.name, q, p.image
+        );
+    }
+    0
+}
+
+/// Prints exactly what a machine would be served for a template kind (or a named template).
+pub fn render(config_path: &Path, machine: &str, template: &str) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return 1;
+        }
+    };
+    let engine = match Engine::open(config.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let Some(m) = engine.find(machine) else {
+        let close = engine.suggest(machine);
+        eprintln!("unknown machine `{machine}`");
+        if !close.is_empty() {
+            eprintln!("did you mean: {}", close.join(", "));
+        }
+        return 1;
+    };
+    let boot: SocketAddr = config.http.boot;
+    let rendered = match Kind::parse(template) {
+        Some(kind) => match templates::Templates::load(&config) {
+            Ok(t) => t.render(boot, &m, kind).map_err(|e| e.to_string()),
+            Err(errs) => Err(errs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")),
+        },
+        None => render_named(&config, boot, &m, template),
+    };
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn render_named(
+    config: &Config,
+    boot: SocketAddr,
+    m: &crate::machine::Machine,
+    name: &str,
+) -> Result<String, String> {
+    let set = TemplateSet::load(&config.templates)
+        .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    if !set.has(name) {
+        return Err(format!(
+            "no template `{name}`; give a kind (ipxe, ignition, cloud-config, metadata) or one of: {}",
+            set.names.join(", ")
+        ));
+    }
+    let profile = m.profile.as_deref().and_then(|p| config.profile(p));
+    let ctx = templates::context::build(config, boot, profile, m);
+    set.render(name, Kind::Metadata, &ctx).map_err(|e| e.to_string())
+}
+
+/// `mayu import-mayu DIR`.
+pub fn import_mayu(config_path: &Path, dir: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return 1;
+        }
+    };
+    let engine = match Engine::open(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let report = match crate::import::import_dir(&engine, dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = engine.flush() {
+        eprintln!("audit: {e}");
+        return 1;
+    }
+    for id in &report.imported {
+        println!("imported {id}");
+    }
+    for (path, why) in &report.skipped {
+        eprintln!("skipped {}: {why}", path.display());
+    }
+    println!(
+        "{} imported, {} skipped",
+        report.imported.len(),
+        report.skipped.len()
+    );
+    i32::from(!report.skipped.is_empty() && report.imported.is_empty())
+}
