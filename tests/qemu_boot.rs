@@ -590,30 +590,42 @@ fn step(what: impl Into<String>, matches: impl Fn(&Value) -> bool + 'static) -> 
     }
 }
 
-fn boot_step(phase: &'static str) -> Step {
-    step(format!("boot_step {phase}"), move |e| {
-        str_of(e, "type") == "boot_step" && str_of(e, "phase") == phase
+/// A boot step event of `phase` whose detail mentions `about` (a profile or an image file).
+fn boot_step(phase: &'static str, about: String) -> Step {
+    step(format!("boot_step {phase} ({about})"), move |e| {
+        str_of(e, "type") == "boot_step"
+            && str_of(e, "phase") == phase
+            && str_of(e, "detail").contains(about.as_str())
     })
 }
 
 fn journey(profile: &'static str) -> Vec<Step> {
-    let mut steps = vec![
+    let assigned = format!("assigned to {profile}");
+    vec![
         step("dhcp", |e| str_of(e, "type") == "dhcp"),
         step("machine_added", |e| str_of(e, "type") == "machine_added"),
-    ];
-    // Discovery boot, then the profile's boot.
-    steps.extend(["ipxe", "kernel", "initrd"].map(boot_step));
-    steps.push(step(
-        format!("machine_changed: facts reported, assigned to {profile}"),
-        move |e| {
-            let change = str_of(e, "change");
-            str_of(e, "type") == "machine_changed"
-                && change.contains("facts reported")
-                && change.contains(&format!("assigned to {profile}"))
-        },
-    ));
-    steps.extend(["ipxe", "kernel", "initrd", "boot_complete"].map(boot_step));
-    steps
+        // The discovery boot ...
+        boot_step("ipxe", "discovery".into()),
+        boot_step("kernel", "discovery/vmlinuz".into()),
+        boot_step("initrd", "discovery/initrd.img".into()),
+        step(
+            format!("machine_changed: facts reported, {assigned}"),
+            move |e| {
+                let change = str_of(e, "change");
+                str_of(e, "type") == "machine_changed"
+                    && change.contains("facts reported")
+                    && change.contains(assigned.as_str())
+            },
+        ),
+        // ... then the profile's.
+        boot_step("ipxe", profile.into()),
+        boot_step("kernel", "test/vmlinuz".into()),
+        boot_step("initrd", "test/initrd.img".into()),
+        step("machine_changed: boot complete", |e| {
+            str_of(e, "type") == "machine_changed" && str_of(e, "change") == "boot complete"
+        }),
+        boot_step("boot_complete", String::new()),
+    ]
 }
 
 /// Which steps of `steps` the events (in order) have reached; `Err` names the first missing one.
