@@ -344,6 +344,13 @@ cmd_down() {
         [[ -f $LAB/pids/mayu.pid ]] && stop_pid "$LAB/pids/mayu.pid" --config
     fi
     if ns_exists; then
+        # Whatever still runs in the lab's namespace was started for the lab (a dnsmasq child
+        # left behind by a killed mayu, say): stop it by pid before the namespace goes.
+        local pid
+        for pid in $(ip netns pids "$NS" 2>/dev/null); do
+            say "stopping leftover pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60))"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
         # Deleting the namespace removes the bridge and the taps with it.
         ip netns del "$NS"
         say "removed namespace $NS"

@@ -7,6 +7,9 @@
 #   MAYU_KERNEL_FLAVOUR  Debian kernel flavour (default cloud-amd64; `amd64` adds e1000 and
 #                        more hardware drivers for real machines)
 #   MAYU_CACHE           where downloaded kernels are kept (default <repo>/.cache)
+#   MAYU_IPMITOOL=1      put the build host's ipmitool (apt-get install ipmitool) and its
+#                        libraries in the image, so discovery reports the BMC's address; needs
+#                        a kernel with IPMI drivers (MAYU_KERNEL_FLAVOUR=amd64)
 #   FORCE=1              rebuild even when the image is up to date
 set -euo pipefail
 
@@ -17,6 +20,9 @@ CACHE="${MAYU_CACHE:-$REPO/.cache}"
 # Drivers the images load at boot, where the kernel flavour has them (virtio for QEMU; the rest
 # for common real hardware with the generic flavour).
 MODULES="virtio_pci virtio_net virtio_blk virtio_scsi sd_mod e1000 e1000e igb ixgbe tg3 bnxt_en ahci nvme"
+if [[ ${MAYU_IPMITOOL:-0} == 1 ]]; then
+    MODULES="$MODULES ipmi_si ipmi_devintf"
+fi
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
@@ -102,10 +108,27 @@ present_modules() {
 stamp_of() {
     local pkg="$1"
     {
-        echo "$pkg $MODULES"
+        echo "$pkg $MODULES ipmitool=${MAYU_IPMITOOL:-0}"
         busybox 2>&1 | head -1
         cat "$SRC/common.sh" "$SRC/udhcpc.script" "$SRC/build-image.sh" "$2"
     } | sha256sum | cut -d' ' -f1
+}
+
+# Copies ipmitool and the shared libraries it links (with the dynamic loader) into ROOT.
+add_ipmitool() {
+    local root="$1" bin lib
+    bin="$(command -v ipmitool)" || die "MAYU_IPMITOOL=1 but ipmitool is not installed; apt-get install -y ipmitool"
+    mkdir -p "$root/usr/bin"
+    cp "$bin" "$root/usr/bin/ipmitool"
+    for lib in $(ldd "$bin" | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    # The loader is found through /lib64 on x86-64.
+    if [[ -e /lib64/ld-linux-x86-64.so.2 ]]; then
+        mkdir -p "$root/lib64"
+        cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+    fi
 }
 
 build_image() {
@@ -130,6 +153,9 @@ build_image() {
     install -m 0755 "$init" "$root/init"
     install -m 0644 "$SRC/common.sh" "$root/lib/mayu/common.sh"
     install -m 0755 "$SRC/udhcpc.script" "$root/etc/udhcpc.script"
+    if [[ ${MAYU_IPMITOOL:-0} == 1 && $name == discovery ]]; then
+        add_ipmitool "$root"
+    fi
     files="$(module_files "$kdir" "$ver")"
     local f
     for f in $files; do
