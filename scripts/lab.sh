@@ -38,40 +38,11 @@ usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # --- deps --------------------------------------------------------------------------------------
 
-# The packages, from Debian only. On bookworm, qemu-system-x86 comes from bookworm-backports:
-# bookworm's own 7.2 conflicts with the backports qemu-utils some images carry (a plain install
-# would remove it), and the backports build is what the lab was verified with.
+# The packages come from Debian only; scripts/install-deps.sh (shared with CI) knows which, and
+# takes qemu-system-x86 from bookworm-backports on Debian 12.
 cmd_deps() {
     need_root deps
-    local codename
-    codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
-    export DEBIAN_FRONTEND=noninteractive
-    local qemu_from=()
-    if [[ $codename == bookworm ]]; then
-        if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-            local mirror
-            mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' |
-                grep -v security | head -1)" || true
-            if [[ -z $mirror ]]; then
-                mirror="$(awk '/^deb .*debian/ && !/security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)" || true
-            fi
-            [[ -n $mirror ]] || mirror=http://deb.debian.org/debian
-            say "adding bookworm-backports from $mirror"
-            cat >/etc/apt/sources.list.d/bookworm-backports.sources <<EOF
-Types: deb
-URIs: $mirror
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-        fi
-        qemu_from=(-t bookworm-backports)
-    fi
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${qemu_from[@]}" qemu-system-x86
-    apt-get install -y -q --no-install-recommends ipxe ipxe-qemu ovmf busybox-static cpio \
-        dnsmasq-base iproute2 git ca-certificates
-    say "packages installed"
+    "$REPO/scripts/install-deps.sh"
 }
 
 # --- helpers -----------------------------------------------------------------------------------
