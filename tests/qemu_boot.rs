@@ -42,6 +42,8 @@ const GUEST_MIB: u64 = 256;
 /// on an idle core; this bound only stops a hung run.
 const MACHINE_TIMEOUT: Duration = Duration::from_secs(420);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long events may trail a machine that has powered off.
+const EVENT_GRACE: Duration = Duration::from_secs(10);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -651,23 +653,25 @@ fn summaries(events: &[Value], vm: &Vm) -> String {
 async fn boot_and_check(lab: &Lab, api: &Api, vm: &Vm, profile: &'static str) {
     let id = vm.id();
     let steps = journey(profile);
+    // Once the machine has powered off (or died), its events are all in or never will be; the
+    // stream gets a short grace period to deliver the last ones.
+    let mut gone: Option<(Instant, String)> = None;
     let last = wait_for(
         lab,
         &format!("{} ({id}) to boot {profile}", vm.name),
         MACHINE_TIMEOUT,
-        async || {
-            let events = api.events();
-            match follow(&events, vm, &steps) {
-                Ok(()) => Some(Ok(())),
-                Err(_) => {
-                    if let Some(status) = lab.exited(vm.name) {
-                        // The machine powered off (or died): its events are all in, or never will be.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        return follow(&api.events(), vm, &steps).err().map(|m| {
-                            Err(format!("qemu {} exited ({status}) before `{m}`", vm.name))
-                        });
-                    }
-                    None
+        async || match follow(&api.events(), vm, &steps) {
+            Ok(()) => Some(Ok(())),
+            Err(missing) => {
+                if gone.is_none() {
+                    gone = lab.exited(vm.name).map(|status| (Instant::now(), status));
+                }
+                match &gone {
+                    Some((at, status)) if at.elapsed() > EVENT_GRACE => Some(Err(format!(
+                        "qemu {} exited ({status}) before `{missing}`",
+                        vm.name
+                    ))),
+                    _ => None,
                 }
             }
         },
