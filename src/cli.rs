@@ -115,8 +115,12 @@ fn render_named(
     m: &crate::machine::Machine,
     name: &str,
 ) -> Result<String, String> {
-    let set = TemplateSet::load(&config.templates)
-        .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let set = TemplateSet::load(&config.templates).map_err(|e| {
+        e.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     if !set.has(name) {
         return Err(format!(
             "no template `{name}`; give a kind (ipxe, ignition, cloud-config, metadata) or one of: {}",
@@ -125,7 +129,8 @@ fn render_named(
     }
     let profile = m.profile.as_deref().and_then(|p| config.profile(p));
     let ctx = templates::context::build(config, boot, profile, m);
-    set.render(name, Kind::Metadata, &ctx).map_err(|e| e.to_string())
+    set.render(name, Kind::Metadata, &ctx)
+        .map_err(|e| e.to_string())
 }
 
 /// `mayu import-mayu DIR`.

@@ -103,7 +103,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => return Err(format!("`{s}` has unknown unit `{unit}`; allowed: s, m, h, d")),
+        _ => {
+            return Err(format!(
+                "`{s}` has unknown unit `{unit}`; allowed: s, m, h, d"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -485,15 +489,15 @@ fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>
                 let [a, b] = r.value.as_slice() else {
                     err(
                         &r.referenced,
-                        format!(
-                            "a range is [first, last]; got {} addresses",
-                            r.value.len()
-                        ),
+                        format!("a range is [first, last]; got {} addresses", r.value.len()),
                     );
                     continue;
                 };
                 if a > b {
-                    err(&r.referenced, format!("range starts at {a}, after its end {b}"));
+                    err(
+                        &r.referenced,
+                        format!("range starts at {a}, after its end {b}"),
+                    );
                 }
                 for ip in [a, b] {
                     if !subnet.contains(ip) {

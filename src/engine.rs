@@ -13,9 +13,7 @@ use tokio::sync::broadcast;
 use crate::assign::{self, Decision};
 use crate::config::Config;
 use crate::events::{Bus, Event, EventKind};
-use crate::inventory::{
-    Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend,
-};
+use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
 use crate::lease::{Lease, ServiceState};
 use crate::machine::{
     new_token, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
@@ -27,7 +25,9 @@ pub enum EngineError {
     UnknownMachine(String),
     #[error("unknown profile `{name}`; known: {known}")]
     UnknownProfile { name: String, known: String },
-    #[error("profile `{name}` is full ({quantity} of {quantity}); assign with force to go past it")]
+    #[error(
+        "profile `{name}` is full ({quantity} of {quantity}); assign with force to go past it"
+    )]
     ProfileFull { name: String, quantity: u32 },
     #[error(transparent)]
     Id(#[from] IdError),
@@ -212,7 +212,10 @@ impl Engine {
 
     pub fn by_mac(&self, mac: &Mac) -> Option<Machine> {
         let idx = self.index();
-        idx.by_mac.get(mac).and_then(|id| idx.machines.get(id)).cloned()
+        idx.by_mac
+            .get(mac)
+            .and_then(|id| idx.machines.get(id))
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<Machine> {
@@ -230,7 +233,11 @@ impl Engine {
             .filter(|(d, id)| *d <= 3 || id.contains(&key) || key.contains(id))
             .collect();
         scored.sort();
-        scored.into_iter().take(3).map(|(_, s)| s.to_string()).collect()
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, s)| s.to_string())
+            .collect()
     }
 
     pub fn profiles(&self) -> Vec<ProfileStatus> {
@@ -253,11 +260,8 @@ impl Engine {
     /// Finds or registers the machine iPXE describes, records that it reached `phase`, and runs
     /// the assignment rules where they may act.
     pub fn register(&self, reg: Registration, phase: Phase) -> Result<Machine, EngineError> {
-        let derived = MachineId::derive(
-            reg.serial.as_deref(),
-            reg.uuid.as_deref(),
-            reg.mac.as_ref(),
-        )?;
+        let derived =
+            MachineId::derive(reg.serial.as_deref(), reg.uuid.as_deref(), reg.mac.as_ref())?;
         let now = OffsetDateTime::now_utc();
         let mut idx = self.index();
         let existing = idx
@@ -758,9 +762,13 @@ fn profile_status(config: &Config, idx: &Index) -> Vec<ProfileStatus> {
                 running: running.get(p.name.as_str()).copied().unwrap_or(0),
                 tags: p.tags.clone(),
                 image: p.image.clone(),
-                fill: p
-                    .quantity
-                    .map(|q| if q == 0 { 1.0 } else { assigned as f64 / q as f64 }),
+                fill: p.quantity.map(|q| {
+                    if q == 0 {
+                        1.0
+                    } else {
+                        assigned as f64 / q as f64
+                    }
+                }),
                 is_default: config.default_profile.as_deref() == Some(p.name.as_str()),
             }
         })

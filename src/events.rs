@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-use crate::machine::{Machine, MachineId, Mac, Phase};
+use crate::machine::{Mac, Machine, MachineId, Phase};
 
 /// How many recent events are kept for `Last-Event-ID` resume and the console's log.
 const REPLAY: usize = 2048;

@@ -87,7 +87,10 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
     m.macs = macs;
     m.hostname = text(obj.get("Hostname"));
     m.ip = match text(obj.get("InternalAddr")) {
-        Some(ip) => Some(ip.parse().map_err(|_| format!("InternalAddr `{ip}` is not an IPv4 address"))?),
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| format!("InternalAddr `{ip}` is not an IPv4 address"))?,
+        ),
         None => None,
     };
     m.ipmi_addr = text(obj.get("IPMIAddr"));
@@ -103,7 +106,9 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
             m.pinned = true;
             m.state = State::Configured;
         } else {
-            notes.push(format!("mayu profile `{p}` is not configured here; machine held"));
+            notes.push(format!(
+                "mayu profile `{p}` is not configured here; machine held"
+            ));
             m.pinned = true;
         }
     }
@@ -160,9 +165,10 @@ pub fn import_dir(engine: &Engine, dir: &Path) -> Result<ImportReport, ImportErr
                 continue;
             }
         };
-        if let Some(existing) = engine.find(m.id.as_str()).or_else(|| {
-            m.macs.iter().find_map(|mac| engine.by_mac(mac))
-        }) {
+        if let Some(existing) = engine
+            .find(m.id.as_str())
+            .or_else(|| m.macs.iter().find_map(|mac| engine.by_mac(mac)))
+        {
             report
                 .skipped
                 .push((path, format!("already in the inventory as {}", existing.id)));

@@ -46,7 +46,11 @@ pub struct Selector {
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.source.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let parts: Vec<String> = self
+            .source
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         f.write_str(&parts.join(", "))
     }
 }
@@ -108,7 +112,11 @@ fn numeric_fact(m: &Machine, key: &str) -> Option<f64> {
         "memory_gib" => f.memory_bytes.map(|b| b as f64 / GIB),
         "cpus" => f.cpus.map(f64::from),
         "disks" => Some(f.disks.len() as f64),
-        "disk_gib" => f.disks.iter().map(|d| d.size_bytes as f64 / GIB).reduce(f64::max),
+        "disk_gib" => f
+            .disks
+            .iter()
+            .map(|d| d.size_bytes as f64 / GIB)
+            .reduce(f64::max),
         "nics" => Some(f.nics.len().max(m.macs.len()) as f64),
         _ => None,
     }

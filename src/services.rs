@@ -99,7 +99,12 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         engine.clone(),
     );
     tasks.push(tokio::spawn(async move {
-        e.set_service("templates", "watching", 0, &e.config().templates.display().to_string());
+        e.set_service(
+            "templates",
+            "watching",
+            0,
+            &e.config().templates.display().to_string(),
+        );
         if let Err(err) = crate::templates::watch(t, b, c).await {
             tracing::error!(error = %err, "template watcher failed; hot reload is off");
             e.set_service("templates", "failed", 0, &err.to_string());

@@ -1,6 +1,8 @@
 //! The boot port: registration through iPXE, hold-and-poll, local-disk boot, configs behind the
 //! machine token, assets with Range and without traversal, and hot reload of templates.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod support;
 
 use std::sync::Arc;
@@ -38,7 +40,11 @@ async fn get(s: &BootState, uri: &str) -> (StatusCode, String) {
 
 async fn post(s: &BootState, uri: &str, body: &str) -> (StatusCode, String) {
     let resp = router(s.clone())
-        .oneshot(Request::post(uri).body(Body::from(body.to_string())).unwrap())
+        .oneshot(
+            Request::post(uri)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = resp.status();
@@ -71,8 +77,14 @@ async fn ipxe_registers_and_renders_the_profile() {
     .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert!(body.starts_with("#!ipxe"), "{body}");
-    assert!(body.contains("flatcar_production_pxe.vmlinuz?id=sn-0010"), "{body}");
-    assert!(body.contains("ignition.config.url=http://10.77.0.1:4081/ignition?id=sn-0010&token="), "{body}");
+    assert!(
+        body.contains("flatcar_production_pxe.vmlinuz?id=sn-0010"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ignition.config.url=http://10.77.0.1:4081/ignition?id=sn-0010&token="),
+        "{body}"
+    );
     let m = s.engine.find("sn-0010").expect("registered");
     assert_eq!(m.macs[0].to_string(), "52:54:00:00:00:10");
     // No facts yet: the control-plane selector (memory) does not match; worker takes it.
@@ -98,10 +110,15 @@ async fn held_machine_boots_the_profile_on_the_poll_after_assignment() {
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("waiting for an operator"), "{body}");
     assert!(body.contains("sleep 5"), "{body}");
-    assert!(body.contains("chain --replace --autofree http://10.77.0.1:4081/ipxe?mac=${net0/mac}"), "{body}");
+    assert!(
+        body.contains("chain --replace --autofree http://10.77.0.1:4081/ipxe?mac=${net0/mac}"),
+        "{body}"
+    );
     assert_eq!(s.engine.find("held1").unwrap().state, State::Waiting);
 
-    s.engine.assign("held1", "control-plane", "alice", false).unwrap();
+    s.engine
+        .assign("held1", "control-plane", "alice", false)
+        .unwrap();
     let (st, body) = get(&s, uri).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("profile control-plane"), "{body}");
@@ -119,7 +136,10 @@ async fn installed_machine_boots_from_disk_until_reinstall() {
     get(&s, uri).await;
     s.engine.boot_complete("disk1", "disk1").unwrap();
     let (_, body) = get(&s, uri).await;
-    assert!(body.contains("sanboot --no-describe --drive 0x80 || exit"), "{body}");
+    assert!(
+        body.contains("sanboot --no-describe --drive 0x80 || exit"),
+        "{body}"
+    );
     assert!(!body.contains("kernel "), "{body}");
     s.engine.request_reinstall("disk1", "bob").unwrap();
     let (_, body) = get(&s, uri).await;
@@ -169,7 +189,10 @@ async fn configs_need_the_machine_token_and_403_changes_nothing() {
     assert_eq!(m.state, State::Running);
     let history = s.engine.history("tok1").unwrap();
     assert_eq!(history[0].message, "tok1: boot complete");
-    assert_eq!(history[0].author, "tok1", "the machine itself is the author");
+    assert_eq!(
+        history[0].author, "tok1",
+        "the machine itself is the author"
+    );
 }
 
 #[tokio::test]
@@ -187,14 +210,24 @@ async fn facts_move_a_discovered_machine_into_a_matching_profile() {
     assert!(body.contains("\"boot\":false"), "{body}");
     let facts = r#"{"cpus":2,"memory_bytes":4294967296,"disks":[{"name":"vda","size_bytes":1073741824}],
         "nics":[{"name":"eth0","mac":"52:54:00:00:00:50","link":true}],"vendor":"QEMU","product":"Standard PC"}"#;
-    let (st, body) = post(&s, &format!("/facts?id=disc1&token={}&ipmi=10.1.0.5", m.token), facts).await;
+    let (st, body) = post(
+        &s,
+        &format!("/facts?id=disc1&token={}&ipmi=10.1.0.5", m.token),
+        facts,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert!(body.contains("\"boot\":true"), "{body}");
     let m = s.engine.find("disc1").unwrap();
     assert_eq!(m.profile.as_deref(), Some("control-plane"));
     assert_eq!(m.facts.cpus, Some(2));
     assert_eq!(m.ipmi_addr.as_deref(), Some("10.1.0.5"));
-    let (st, body) = post(&s, &format!("/facts?id=disc1&token={}", m.token), r#"{"ram":1}"#).await;
+    let (st, body) = post(
+        &s,
+        &format!("/facts?id=disc1&token={}", m.token),
+        r#"{"ram":1}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body.contains("unknown field"), "{body}");
 }
@@ -223,9 +256,11 @@ async fn invalid_ignition_is_refused_with_a_reason() {
     let (st, body) = get(&s, &format!("/ignition?id=bad1&token={}", m.token)).await;
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("unused key: $.bogus"), "{body}");
-    wait_for(&mut rx, 5, |e| {
-        matches!(&e.kind, EventKind::Log { message, .. } if message.contains("bad1"))
-    })
+    wait_for(
+        &mut rx,
+        5,
+        |e| matches!(&e.kind, EventKind::Log { message, .. } if message.contains("bad1")),
+    )
     .await;
 }
 
@@ -239,7 +274,11 @@ async fn renders_never_see_each_others_overrides() {
     let s = state(&lab);
     let mut tokens = Vec::new();
     for i in 0..8u8 {
-        get(&s, &format!("/ipxe?mac=52:54:00:00:01:{i:02x}&serial=ENV{i}")).await;
+        get(
+            &s,
+            &format!("/ipxe?mac=52:54:00:00:01:{i:02x}&serial=ENV{i}"),
+        )
+        .await;
         let id = format!("env{i}");
         s.engine
             .edit(

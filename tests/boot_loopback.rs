@@ -1,6 +1,8 @@
 //! The boot port over a real loopback listener: assets with Range/ETag, every traversal form
 //! refused, asset fetch events, and hot reload of a broken then fixed template.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod support;
 
 use std::io::{Read, Write};
@@ -51,7 +53,11 @@ impl Running {
 /// A raw request line, so no client normalises `..` away before it reaches the server.
 fn raw_get(addr: SocketAddr, path: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -62,7 +68,8 @@ async fn assets_stream_with_range_and_refuse_traversal() {
     let lab = Lab::new(&[]);
     let kernel: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(
-        lab.path().join("images/flatcar/flatcar_production_pxe.vmlinuz"),
+        lab.path()
+            .join("images/flatcar/flatcar_production_pxe.vmlinuz"),
         &kernel,
     )
     .unwrap();
@@ -89,7 +96,14 @@ async fn assets_stream_with_range_and_refuse_traversal() {
     assert!(resp.headers().contains_key("last-modified"));
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &kernel[..]);
     let ev = wait_for(&mut rx, 5, |e| {
-        matches!(&e.kind, EventKind::BootStep { phase: Phase::Kernel, bytes: Some(_), .. })
+        matches!(
+            &e.kind,
+            EventKind::BootStep {
+                phase: Phase::Kernel,
+                bytes: Some(_),
+                ..
+            }
+        )
     })
     .await;
     match &ev.kind {
@@ -176,7 +190,10 @@ async fn hot_reload_keeps_the_last_good_set_until_fixed() {
     };
     let url = r.url("/ipxe?mac=52:54:00:00:00:80&serial=HOT1");
     let before = script(client.clone(), url.clone()).await;
-    assert!(before.contains("flatcar_production_pxe.vmlinuz"), "{before}");
+    assert!(
+        before.contains("flatcar_production_pxe.vmlinuz"),
+        "{before}"
+    );
 
     // Broken: an unclosed tag on line 3, saved the way editors do (write temp, rename over).
     let good = std::fs::read_to_string(lab.path().join("templates/flatcar.ipxe")).unwrap();
@@ -195,10 +212,16 @@ async fn hot_reload_keeps_the_last_good_set_until_fixed() {
         unreachable!()
     };
     assert!(
-        errors.iter().any(|e| e.starts_with("flatcar.ipxe:3:") && e.contains("expected")),
+        errors
+            .iter()
+            .any(|e| e.starts_with("flatcar.ipxe:3:") && e.contains("expected")),
         "{errors:?}"
     );
-    assert_eq!(script(client.clone(), url.clone()).await, before, "the old set keeps serving");
+    assert_eq!(
+        script(client.clone(), url.clone()).await,
+        before,
+        "the old set keeps serving"
+    );
 
     // Fixed: the new template is served.
     let fixed = good.replace("echo mayu: booting", "echo mayu (edited): booting");

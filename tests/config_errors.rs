@@ -1,5 +1,7 @@
 //! Config errors name file, line and column; semantic checks catch what YAML cannot.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::path::{Path, PathBuf};
 
 use mayu::Config;
@@ -11,7 +13,10 @@ fn repo_config() -> PathBuf {
 /// The shipped config with `from` replaced by `to`, parsed as if it lived in the repo root.
 fn variant(from: &str, to: &str) -> Result<Config, mayu::config::ConfigErrors> {
     let text = std::fs::read_to_string(repo_config()).unwrap();
-    assert!(text.contains(from), "fixture text `{from}` not in config.yaml");
+    assert!(
+        text.contains(from),
+        "fixture text `{from}` not in config.yaml"
+    );
     let text = text.replacen(from, to, 1);
     Config::parse(&repo_config(), &text)
 }
@@ -38,7 +43,9 @@ fn unknown_key_names_line_and_column() {
     assert_eq!(e.line, want_line, "{e}");
     assert_eq!(e.column, 3, "{e}");
     assert!(e.message.contains("colour"), "{e}");
-    assert!(e.to_string().starts_with(&format!("{}:{want_line}:3:", repo_config().display())));
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{}:{want_line}:3:", repo_config().display())));
 }
 
 #[test]
@@ -55,7 +62,11 @@ fn bad_enum_value_says_what_is_allowed() {
 fn semantic_errors_are_all_reported_with_locations() {
     let text = std::fs::read_to_string(repo_config()).unwrap();
     let broken = text
-        .replacen("range: [10.77.0.100, 10.77.0.200]", "range: [10.77.0.100, 10.78.0.200]\n    extra_ranges: [[10.77.0.150, 10.77.0.160]]", 1)
+        .replacen(
+            "range: [10.77.0.100, 10.77.0.200]",
+            "range: [10.77.0.100, 10.78.0.200]\n    extra_ranges: [[10.77.0.150, 10.77.0.160]]",
+            1,
+        )
         .replacen("quantity: 10", "quantity: -2", 1)
         .replacen("- name: discovery", "- name: worker", 1)
         .replacen("image: discovery", "image: nosuchimage", 1)
@@ -68,7 +79,10 @@ fn semantic_errors_are_all_reported_with_locations() {
         ("quantity -2 is negative", "quantity: -2"),
         ("duplicate profile name `worker`", "- name: worker"),
         ("image `nosuchimage`", "image: nosuchimage"),
-        ("template `missing.yaml` not found", "ignition: missing.yaml"),
+        (
+            "template `missing.yaml` not found",
+            "ignition: missing.yaml",
+        ),
     ];
     for (msg, line_text) in expect {
         let e = errs
@@ -78,7 +92,14 @@ fn semantic_errors_are_all_reported_with_locations() {
             .unwrap_or_else(|| panic!("no `{msg}` in:\n{all}"));
         // duplicates: the second occurrence is the bad one
         let want = if msg.starts_with("duplicate") {
-            broken.lines().enumerate().filter(|(_, l)| l.contains(line_text)).nth(1).unwrap().0 as u64 + 1
+            broken
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(line_text))
+                .nth(1)
+                .unwrap()
+                .0 as u64
+                + 1
         } else {
             line_of(line_text, &broken)
         };
@@ -90,5 +111,9 @@ fn semantic_errors_are_all_reported_with_locations() {
 #[test]
 fn unknown_default_profile_is_refused() {
     let errs = variant("default_profile: discovery", "default_profile: nope").unwrap_err();
-    assert!(errs.to_string().contains("default_profile `nope` is not a profile"), "{errs}");
+    assert!(
+        errs.to_string()
+            .contains("default_profile `nope` is not a profile"),
+        "{errs}"
+    );
 }

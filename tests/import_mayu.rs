@@ -1,6 +1,8 @@
 //! `mayu import-mayu`: a Mayu cluster folder the test writes becomes inventory machines, one
 //! commit each; unknown fields land in notes; bad files are reported and skipped.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod support;
 
 use mayu::machine::State;
@@ -18,7 +20,11 @@ fn imports_a_mayu_cluster_folder() {
         std::fs::write(mayu.join(serial).join("conf.json"), body).unwrap();
     };
     std::fs::create_dir_all(&mayu).unwrap();
-    std::fs::write(mayu.join("cluster.json"), r#"{"GitStore":true,"Config":{}}"#).unwrap();
+    std::fs::write(
+        mayu.join("cluster.json"),
+        r#"{"GitStore":true,"Config":{}}"#,
+    )
+    .unwrap();
     host(
         "S1",
         r#"{"Id":1,"Serial":"S1","MacAddresses":["00:16:3e:00:00:01"],"InternalAddr":"10.0.0.11",
@@ -42,7 +48,10 @@ fn imports_a_mayu_cluster_folder() {
         .collect();
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(skipped[0].contains("S3/conf.json"), "{skipped:?}");
-    assert!(skipped[1].contains("S4/conf.json") && skipped[1].contains("not-a-mac"), "{skipped:?}");
+    assert!(
+        skipped[1].contains("S4/conf.json") && skipped[1].contains("not-a-mac"),
+        "{skipped:?}"
+    );
 
     let s1 = engine.find("s1").unwrap();
     assert_eq!(s1.profile.as_deref(), Some("worker"));
@@ -51,11 +60,19 @@ fn imports_a_mayu_cluster_folder() {
     assert_eq!(s1.ipmi_addr.as_deref(), Some("10.1.0.11"));
     assert_eq!(s1.provider_id.as_deref(), Some("aws-1"));
     assert_eq!(s1.overrides["flannel"], "vxlan");
-    assert!(s1.notes.contains("\"EtcdClusterToken\":\"abc\""), "{}", s1.notes);
+    assert!(
+        s1.notes.contains("\"EtcdClusterToken\":\"abc\""),
+        "{}",
+        s1.notes
+    );
     assert!(s1.notes.contains("\"Enabled\":true"), "{}", s1.notes);
     let s2 = engine.find("00:16:3e:00:00:02").unwrap();
     assert_eq!(s2.profile, None);
-    assert!(s2.notes.contains("`gone` is not configured"), "{}", s2.notes);
+    assert!(
+        s2.notes.contains("`gone` is not configured"),
+        "{}",
+        s2.notes
+    );
 
     engine.flush().unwrap();
     assert_eq!(lab.commits(), base + 2, "one commit per machine");

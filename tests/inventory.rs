@@ -1,6 +1,8 @@
 //! The inventory: atomic machine files, one git commit per change with the right author,
 //! exact quotas under concurrency, and start-up that skips a corrupt file and names it.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod support;
 
 use std::collections::HashMap;
@@ -39,7 +41,11 @@ fn an_interrupted_write_leaves_the_old_file_whole() {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
         .collect();
-    assert_eq!(leftovers.len(), 1, "the half-done write is a separate temp file");
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "the half-done write is a separate temp file"
+    );
 
     // A restart loads the old version, whole, and ignores the temp file.
     drop(engine);
@@ -58,16 +64,23 @@ fn each_change_is_one_commit_by_its_author() {
     let base = lab.commits();
     let m = engine.register(reg(2), Phase::Ipxe).unwrap();
     engine.flush().unwrap();
-    engine.assign(m.id.as_str(), "worker", "alice", false).unwrap();
+    engine
+        .assign(m.id.as_str(), "worker", "alice", false)
+        .unwrap();
     engine.flush().unwrap();
-    engine.request_reinstall(m.id.as_str(), "api-token-ci").unwrap();
+    engine
+        .request_reinstall(m.id.as_str(), "api-token-ci")
+        .unwrap();
     engine.flush().unwrap();
     engine.retire(m.id.as_str(), "bob").unwrap();
     engine.flush().unwrap();
     assert_eq!(lab.commits(), base + 4);
 
     let h = engine.history(m.id.as_str()).unwrap();
-    let got: Vec<(&str, &str)> = h.iter().map(|e| (e.author.as_str(), e.message.as_str())).collect();
+    let got: Vec<(&str, &str)> = h
+        .iter()
+        .map(|e| (e.author.as_str(), e.message.as_str()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -77,7 +90,11 @@ fn each_change_is_one_commit_by_its_author() {
             ("sn00002", "sn00002: registered"),
         ]
     );
-    assert!(h[2].fields.contains(&"profile".to_string()), "{:?}", h[2].fields);
+    assert!(
+        h[2].fields.contains(&"profile".to_string()),
+        "{:?}",
+        h[2].fields
+    );
     assert!(h[2].fields.contains(&"pinned".to_string()));
 }
 
@@ -130,20 +147,30 @@ fn quotas_are_exact_under_500_concurrent_registrations() {
     let machines: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for m in engine.list() {
-        *counts.entry(m.profile.clone().unwrap_or_default()).or_default() += 1;
+        *counts
+            .entry(m.profile.clone().unwrap_or_default())
+            .or_default() += 1;
     }
     assert_eq!(machines.len(), 500);
     assert_eq!(counts.get("control-plane"), Some(&7));
     assert_eq!(counts.get("worker"), Some(&11));
     assert_eq!(counts.get("discovery"), Some(&482));
-    let p: HashMap<_, _> = engine.profiles().into_iter().map(|p| (p.name.clone(), p)).collect();
+    let p: HashMap<_, _> = engine
+        .profiles()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
     assert_eq!(p["control-plane"].assigned, 7);
     assert_eq!(p["worker"].assigned, 11);
     // And the same after a restart, from the files.
     engine.flush().unwrap();
     drop(engine);
     let engine = lab.engine();
-    let p: HashMap<_, _> = engine.profiles().into_iter().map(|p| (p.name.clone(), p)).collect();
+    let p: HashMap<_, _> = engine
+        .profiles()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
     assert_eq!(p["control-plane"].assigned, 7);
     assert_eq!(p["worker"].assigned, 11);
 }
@@ -159,13 +186,22 @@ fn operators_pin_and_need_force_past_a_full_quota() {
     let b = engine.register(reg(2), Phase::Ipxe).unwrap();
     assert_eq!(a.profile.as_deref(), Some("control-plane"));
     assert_eq!(b.profile.as_deref(), Some("worker"));
-    let err = engine.assign(b.id.as_str(), "control-plane", "alice", false).unwrap_err();
+    let err = engine
+        .assign(b.id.as_str(), "control-plane", "alice", false)
+        .unwrap_err();
     assert!(matches!(err, EngineError::ProfileFull { .. }), "{err}");
-    assert_eq!(engine.find(b.id.as_str()).unwrap().profile.as_deref(), Some("worker"));
-    let m = engine.assign(b.id.as_str(), "control-plane", "alice", true).unwrap();
+    assert_eq!(
+        engine.find(b.id.as_str()).unwrap().profile.as_deref(),
+        Some("worker")
+    );
+    let m = engine
+        .assign(b.id.as_str(), "control-plane", "alice", true)
+        .unwrap();
     assert!(m.pinned);
     assert_eq!(m.state, State::Configured);
-    let err = engine.assign(b.id.as_str(), "nope", "alice", false).unwrap_err();
+    let err = engine
+        .assign(b.id.as_str(), "nope", "alice", false)
+        .unwrap_err();
     assert!(err.to_string().contains("unknown profile `nope`"), "{err}");
     // Rules never move a pinned machine; unassign holds it.
     let m = engine.unassign(b.id.as_str(), "alice").unwrap();
@@ -205,7 +241,10 @@ async fn a_late_subscriber_starts_from_a_snapshot_without_gaps() {
     engine.register(reg(1), Phase::Ipxe).unwrap();
     let (snap, mut rx) = engine.subscribe();
     assert_eq!(snap.machines.len(), 1);
-    assert!(snap.machines[0].token.is_empty(), "snapshots never carry tokens");
+    assert!(
+        snap.machines[0].token.is_empty(),
+        "snapshots never carry tokens"
+    );
     let e2 = engine.clone();
     tokio::task::spawn_blocking(move || e2.register(reg(2), Phase::Ipxe).unwrap())
         .await

@@ -92,7 +92,13 @@ fn who(engine: &Engine, id: Option<String>, ip: Option<IpAddr>) -> Option<Machin
         .into_iter()
         .find(|l| l.ip == v4)
         .and_then(|l| l.machine)
-        .or_else(|| engine.list().into_iter().find(|m| m.ip == Some(v4)).map(|m| m.id))
+        .or_else(|| {
+            engine
+                .list()
+                .into_iter()
+                .find(|m| m.ip == Some(v4))
+                .map(|m| m.id)
+        })
 }
 
 pub async fn asset(

@@ -55,9 +55,10 @@ pub async fn machine_script(
     Query(q): Query<IpxeQuery>,
 ) -> Result<impl IntoResponse, BootError> {
     let mac = match nonblank(q.mac) {
-        Some(m) => Some(m.parse().map_err(|e: crate::machine::IdError| {
-            BootError::bad_request(e.to_string())
-        })?),
+        Some(m) => Some(
+            m.parse()
+                .map_err(|e: crate::machine::IdError| BootError::bad_request(e.to_string()))?,
+        ),
         None => None,
     };
     let reg = Registration {

@@ -25,7 +25,11 @@ pub struct Auth {
 
 /// Compares without an early exit, so timing does not reveal how much of a token matched.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The machine, if the id exists and the token is its own; otherwise 403 revealing nothing.
@@ -118,8 +122,8 @@ pub async fn facts(
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, BootError> {
     let m = authorise(&s, &q)?;
-    let facts: Facts = serde_json::from_slice(&body)
-        .map_err(|e| BootError::bad_request(format!("facts: {e}")))?;
+    let facts: Facts =
+        serde_json::from_slice(&body).map_err(|e| BootError::bad_request(format!("facts: {e}")))?;
     let engine = s.engine.clone();
     let ipmi = q.ipmi.filter(|i| !i.trim().is_empty());
     let m = blocking(move || {

@@ -90,13 +90,17 @@ impl GitAudit {
     }
 
     pub fn record(&self, r: Record) -> Result<(), AuditError> {
-        self.tx.send(Job::Record(r)).map_err(|_| AuditError::Stopped)
+        self.tx
+            .send(Job::Record(r))
+            .map_err(|_| AuditError::Stopped)
     }
 
     /// Waits until everything recorded so far is committed.
     pub fn flush(&self) -> Result<(), AuditError> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(Job::Flush(tx)).map_err(|_| AuditError::Stopped)?;
+        self.tx
+            .send(Job::Flush(tx))
+            .map_err(|_| AuditError::Stopped)?;
         rx.recv().map_err(|_| AuditError::Stopped)
     }
 
@@ -238,7 +242,10 @@ fn commit_group(dir: &Path, group: &[Record]) -> Result<(), git2::Error> {
     index.write()?;
     let tree = repo.find_tree(index.write_tree()?)?;
     let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let lines: Vec<String> = group.iter().map(|r| format!("{}: {}", r.id, r.what)).collect();
+    let lines: Vec<String> = group
+        .iter()
+        .map(|r| format!("{}: {}", r.id, r.what))
+        .collect();
     let message = if lines.len() == 1 {
         lines[0].clone()
     } else {

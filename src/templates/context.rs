@@ -95,7 +95,11 @@ pub fn build(
         obj.insert("hostname".into(), hostname.into());
         obj.insert(
             "mac".into(),
-            m.macs.first().map(|x| x.to_string()).unwrap_or_default().into(),
+            m.macs
+                .first()
+                .map(|x| x.to_string())
+                .unwrap_or_default()
+                .into(),
         );
     }
     ctx.insert("machine", &machine);

@@ -129,12 +129,7 @@ impl Templates {
     }
 
     /// Renders what machine `m` is served for `kind` from the live set.
-    pub fn render(
-        &self,
-        boot: SocketAddr,
-        m: &Machine,
-        kind: Kind,
-    ) -> Result<String, RenderError> {
+    pub fn render(&self, boot: SocketAddr, m: &Machine, kind: Kind) -> Result<String, RenderError> {
         let profile = m
             .profile
             .as_deref()

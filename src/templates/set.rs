@@ -41,7 +41,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Ipxe, Kind::Ignition, Kind::CloudConfig, Kind::Metadata];
+    pub const ALL: [Kind; 4] = [
+        Kind::Ipxe,
+        Kind::Ignition,
+        Kind::CloudConfig,
+        Kind::Metadata,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {

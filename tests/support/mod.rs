@@ -1,5 +1,6 @@
 //! Test fixtures: a throwaway mayu folder (config, templates, images, inventory) in a temp dir.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::{Path, PathBuf};
 

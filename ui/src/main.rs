@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mayu", version, about = "Bare-metal network provisioning console")]
+#[command(
+    name = "mayu",
+    version,
+    about = "Bare-metal network provisioning console"
+)]
 struct Cli {
     /// the configuration file
     #[arg(long, global = true, default_value = "config.yaml")]

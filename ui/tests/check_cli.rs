@@ -1,5 +1,7 @@
 //! The one-shot commands of the real `mayu` binary: check, render, import-mayu.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::path::Path;
 use std::process::Command;
 
@@ -14,7 +16,12 @@ fn repo() -> &'static Path {
 /// A copy of the shipped config, templates and images in a temp folder.
 fn lab(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["templates", "templates/snippets", "images/flatcar", "images/discovery"] {
+    for sub in [
+        "templates",
+        "templates/snippets",
+        "images/flatcar",
+        "images/discovery",
+    ] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(repo().join(sub)).unwrap() {
             let e = e.unwrap();
@@ -36,15 +43,26 @@ fn check_accepts_the_shipped_config() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("profile    control-plane    quantity 3"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("profile    control-plane    quantity 3"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn check_names_the_line_of_an_unknown_key() {
     let dir = lab(|t| t.replace("  domain: lab\n", "  domain: lab\n  colour: blue\n"));
     let cfg = dir.path().join("config.yaml");
-    let out = mayu().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = std::fs::read_to_string(&cfg)
@@ -54,7 +72,10 @@ fn check_names_the_line_of_an_unknown_key() {
         .unwrap()
         + 1;
     assert!(
-        stderr.contains(&format!("{}:{line}:3: unknown field `colour`", cfg.display())),
+        stderr.contains(&format!(
+            "{}:{line}:3: unknown field `colour`",
+            cfg.display()
+        )),
         "{stderr}"
     );
 }
@@ -95,7 +116,11 @@ fn import_then_render_a_machine() {
         .arg(&cluster)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported abc1"));
 
     let out = mayu()
@@ -104,7 +129,11 @@ fn import_then_render_a_machine() {
         .args(["--mac", "00:16:3e:aa:bb:01", "--template", "ignition"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ignition"]["version"], "3.3.0");
     assert!(String::from_utf8_lossy(&out.stdout).contains("data:,node-1"));
