@@ -260,7 +260,11 @@ cmd_up() {
         # The console needs this terminal: machines start in the background once mayu's boot
         # port answers; quitting the console takes the lab down.
         (
-            wait_boot_port_console
+            trap - ERR
+            if ! wait_boot_port_console; then
+                echo "lab: mayu's boot port never answered; no machines started" >>"$LAB/lab.log"
+                exit 1
+            fi
             for ((i = 0; i < vms; i++)); do start_vm "$i" "$accel_flags" "$mem" 2>>"$LAB/lab.log"; done
         ) &
         echo $! >"$LAB/pids/launcher.pid"
