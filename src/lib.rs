@@ -2,9 +2,11 @@
 //! assignment, templates, boot HTTP, the admin API, the dnsmasq supervisor and the event bus.
 //! It knows nothing of the terminal.
 
+pub mod api;
 pub mod assign;
 pub mod boot;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod events;
@@ -13,9 +15,11 @@ pub mod inventory;
 pub mod lease;
 pub mod logging;
 pub mod machine;
+pub mod metrics;
 pub mod selector;
 pub mod services;
 pub mod templates;
+pub mod tokens;
 
 pub use config::Config;
 pub use engine::Engine;

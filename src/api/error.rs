@@ -1,0 +1,145 @@
+//! The API's one error type: every failure becomes a status and a JSON body
+//! `{"error": code, "detail": reason}` (plus `suggestions` for unknown machines).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::inventory::InventoryError;
+use crate::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// the request is malformed: bad JSON, unknown fields, a bad id or MAC.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown machine `{key}`")]
+    UnknownMachine {
+        key: String,
+        suggestions: Vec<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// the request conflicts with current state (a full profile).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// well-formed but not acceptable: an unknown profile, an invalid hostname, nothing to do.
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    detail: String,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    suggestions: &'a [String],
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnknownMachine { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnknownMachine { .. } => "unknown_machine",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unprocessable(_) => "invalid",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Maps an engine error, looking up close ids when a machine is unknown.
+    pub fn from_engine(e: EngineError, engine: &Engine) -> ApiError {
+        match e {
+            EngineError::UnknownMachine(key) => ApiError::unknown_machine(key, engine),
+            EngineError::UnknownProfile { .. } | EngineError::Invalid(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+            EngineError::ProfileFull { .. } => ApiError::Conflict(e.to_string()),
+            EngineError::Id(_) => ApiError::BadRequest(e.to_string()),
+            EngineError::Inventory(InventoryError::NoAudit) => ApiError::Unavailable(e.to_string()),
+            EngineError::Inventory(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+
+    pub fn unknown_machine(key: String, engine: &Engine) -> ApiError {
+        let suggestions = engine.suggest(&key);
+        ApiError::UnknownMachine { key, suggestions }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "api request failed");
+        }
+        let (detail, suggestions) = match &self {
+            ApiError::UnknownMachine { key, suggestions } => {
+                let mut d = format!("no machine has the id or MAC `{key}`");
+                if suggestions.is_empty() {
+                    d.push_str("; list machines with GET /api/v1/machines");
+                } else {
+                    d.push_str(&format!("; did you mean {}?", suggestions.join(", ")));
+                }
+                (d, suggestions.as_slice())
+            }
+            other => (other.to_string(), &[][..]),
+        };
+        let mut resp = (
+            status,
+            Json(Body {
+                error: self.code(),
+                detail,
+                suggestions,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mayu\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,435 @@
+//! Machine routes (list, show, change, reinstall, boot-complete, retire, history, render) and
+//! the read-only views next to them (profiles, leases, services, template-set status).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+
+use super::auth::{AdminAccess, ReadAccess};
+use super::{blocking, ApiError, ApiJson, ApiQuery, ApiState};
+use crate::engine::Edit;
+use crate::machine::{Mac, Machine, MachineId, Rack, State as MachineState};
+use crate::Engine;
+
+/// A machine as the API shows it: the per-machine token is never part of it.
+pub fn machine_json(m: &Machine) -> Value {
+    let mut v = serde_json::to_value(m.redacted()).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("token");
+    }
+    v
+}
+
+/// Finds a machine by id or MAC; a key that is neither is a bad request, an unknown one a 404
+/// with close ids.
+pub(crate) fn resolve(engine: &Engine, key: &str) -> Result<Machine, ApiError> {
+    // Ids are lower case; operators often type serials as printed on the label.
+    let lower = key.to_lowercase();
+    if let Some(m) = engine.find(key).or_else(|| engine.find(&lower)) {
+        return Ok(m);
+    }
+    check_key(&lower)?;
+    Err(ApiError::unknown_machine(key.to_string(), engine))
+}
+
+pub(crate) fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.parse::<MachineId>().is_ok() || key.parse::<Mac>().is_ok() {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "`{key}` is neither a machine id (1–128 of a-z, 0-9, `.`, `-`, `_`) nor a MAC address \
+         (six hex pairs like 52:54:00:12:34:56)"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub profile: Option<String>,
+    /// free text, matched case-insensitively against ids, MACs, names, addresses and notes.
+    pub q: Option<String>,
+}
+
+fn matches_text(m: &Machine, needle: &str) -> bool {
+    let mut hay: Vec<String> = vec![m.id.to_string(), m.notes.clone()];
+    hay.extend(m.macs.iter().map(|x| x.to_string()));
+    hay.extend(
+        [
+            &m.hostname,
+            &m.serial,
+            &m.uuid,
+            &m.profile,
+            &m.ipmi_addr,
+            &m.provider_id,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned(),
+    );
+    if let Some(ip) = m.ip {
+        hay.push(ip.to_string());
+    }
+    if let Some(r) = &m.rack {
+        hay.push(r.rack.clone());
+    }
+    hay.iter().any(|h| h.to_lowercase().contains(needle))
+}
+
+pub async fn list(
+    _: ReadAccess,
+    State(st): State<ApiState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| s.parse::<MachineState>().map_err(ApiError::BadRequest))
+        .transpose()?;
+    let needle = q.q.as_deref().map(str::to_lowercase);
+    let out = st
+        .engine
+        .list()
+        .iter()
+        .filter(|m| state.is_none_or(|s| m.state == s))
+        .filter(|m| {
+            q.profile.as_deref().is_none_or(|p| match p {
+                // `-` selects machines without a profile.
+                "-" => m.profile.is_none(),
+                p => m.profile.as_deref() == Some(p),
+            })
+        })
+        .filter(|m| needle.as_deref().is_none_or(|n| matches_text(m, n)))
+        .map(machine_json)
+        .collect();
+    Ok(Json(out))
+}
+
+pub async fn show(
+    _: ReadAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(machine_json(&resolve(&st.engine, &id)?)))
+}
+
+/// `Some(None)` when the field is present as `null`, `None` when it is absent.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A PATCH body. Every field is optional; unknown fields are refused.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachinePatch {
+    /// a profile name assigns (and pins); `null` unassigns and holds the machine.
+    #[serde(default, deserialize_with = "nullable")]
+    pub profile: Option<Option<String>>,
+    /// assign past a full quota.
+    #[serde(default)]
+    pub force: bool,
+    /// `false` hands the machine back to the assignment rules; `true` pins it where it is.
+    #[serde(default)]
+    pub pin: Option<bool>,
+    #[serde(default)]
+    pub state: Option<MachineState>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ipmi_addr: Option<String>,
+    #[serde(default)]
+    pub provider_id: Option<String>,
+    #[serde(default)]
+    pub rack: Option<Rack>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// template env overrides to set; a `null` value removes the key.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Option<Value>>,
+}
+
+impl MachinePatch {
+    fn edit(&self) -> Option<Edit> {
+        let e = Edit {
+            hostname: self.hostname.clone(),
+            state: self.state,
+            ipmi_addr: self.ipmi_addr.clone(),
+            provider_id: self.provider_id.clone(),
+            rack: self.rack.clone(),
+            notes: self.notes.clone(),
+            overrides: self.overrides.clone(),
+        };
+        let empty = e.hostname.is_none()
+            && e.state.is_none()
+            && e.ipmi_addr.is_none()
+            && e.provider_id.is_none()
+            && e.rack.is_none()
+            && e.notes.is_none()
+            && e.overrides.is_empty();
+        (!empty).then_some(e)
+    }
+}
+
+/// The engine's hostname rule, checked before anything changes so a PATCH that also assigns
+/// a profile is refused whole rather than half applied.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn validate(engine: &Engine, m: &Machine, p: &MachinePatch) -> Result<(), ApiError> {
+    if let Some(h) = &p.hostname {
+        if !valid_hostname(h) {
+            return Err(ApiError::Unprocessable(format!(
+                "`{h}` is not a hostname; use letters, digits and `-`, dot-separated"
+            )));
+        }
+    }
+    if p.force && !matches!(p.profile, Some(Some(_))) {
+        return Err(ApiError::Unprocessable(
+            "`force` only applies together with `profile`".into(),
+        ));
+    }
+    if let Some(Some(name)) = &p.profile {
+        if p.pin == Some(false) {
+            return Err(ApiError::Unprocessable(
+                "assigning a profile pins the machine; drop `pin: false` or `profile`".into(),
+            ));
+        }
+        let config = engine.config();
+        let Some(profile) = config.profile(name) else {
+            let known: Vec<&str> = config.profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(ApiError::Unprocessable(format!(
+                "unknown profile `{name}`; known: {}",
+                known.join(", ")
+            )));
+        };
+        if let (Some(q), false, false) = (
+            profile.quantity,
+            p.force,
+            m.profile.as_deref() == Some(name.as_str()),
+        ) {
+            let held = engine
+                .profiles()
+                .iter()
+                .find(|s| &s.name == name)
+                .map(|s| s.assigned)
+                .unwrap_or(0);
+            if held >= q {
+                return Err(ApiError::Conflict(format!(
+                    "profile `{name}` is full ({q} of {q}); assign with force to go past it"
+                )));
+            }
+        }
+    }
+    if p.profile.is_none() && p.pin.is_none() && p.edit().is_none() {
+        return Err(ApiError::Unprocessable(
+            "nothing to change; send at least one of profile, pin, state, hostname, ipmi_addr, \
+             provider_id, rack, notes, overrides"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a PATCH: the assignment part first (it may reset the state), then the field edits,
+/// so an explicit `state` in the same request wins. Each engine call is one audit commit.
+pub async fn update(
+    who: AdminAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(p): ApiJson<MachinePatch>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine.clone();
+    let author = who.author();
+    let m = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        validate(&engine, &m, &p)?;
+        let key = m.id.to_string();
+        let e = |err| ApiError::from_engine(err, &engine);
+        match (&p.profile, p.pin) {
+            (Some(Some(name)), _) => {
+                engine.assign(&key, name, &author, p.force).map_err(e)?;
+            }
+            (Some(None), _) => {
+                engine.unassign(&key, &author).map_err(e)?;
+            }
+            (None, Some(false)) => {
+                engine.release(&key, &author).map_err(e)?;
+            }
+            (None, Some(true)) => match &m.profile {
+                Some(current) if !m.pinned => {
+                    engine.assign(&key, current, &author, true).map_err(e)?;
+                }
+                None if !m.pinned => {
+                    engine.unassign(&key, &author).map_err(e)?;
+                }
+                _ => {}
+            },
+            (None, None) => {}
+        }
+        if let Some(edit) = p.edit() {
+            engine.edit(&key, &author, edit).map_err(e)?;
+        }
+        resolve(&engine, &key)
+    })
+    .await?;
+    Ok(Json(machine_json(&m)))
+}
+
+pub async fn reinstall(
+    who: AdminAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine.clone();
+    let author = who.author();
+    let m = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        engine
+            .request_reinstall(m.id.as_str(), &author)
+            .map_err(|e| ApiError::from_engine(e, &engine))
+    })
+    .await?;
+    Ok(Json(machine_json(&m)))
+}
+
+pub async fn boot_complete(
+    who: AdminAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine.clone();
+    let author = who.author();
+    let m = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        engine
+            .boot_complete(m.id.as_str(), &author)
+            .map_err(|e| ApiError::from_engine(e, &engine))
+    })
+    .await?;
+    Ok(Json(machine_json(&m)))
+}
+
+pub async fn retire(
+    who: AdminAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine.clone();
+    let author = who.author();
+    let id = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        engine
+            .retire(m.id.as_str(), &author)
+            .map_err(|e| ApiError::from_engine(e, &engine))
+    })
+    .await?;
+    Ok(Json(json!({ "retired": id })))
+}
+
+/// The machine's audit trail, newest first. Works for retired machines too (by id).
+pub async fn history(
+    _: ReadAccess,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = st.engine.clone();
+    let entries = blocking(move || {
+        // Ids and MACs are stored lower case; a retired machine is only known by its id.
+        let id = id.to_lowercase();
+        check_key(&id)?;
+        let known = engine.find(&id).is_some();
+        let entries = engine
+            .history(&id)
+            .map_err(|e| ApiError::from_engine(e, &engine))?;
+        if entries.is_empty() && !known {
+            return Err(ApiError::unknown_machine(id, &engine));
+        }
+        Ok(entries)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(entries).unwrap_or(Value::Null)))
+}
+
+/// A machine's rendered template. Admin only: rendered configs carry secrets.
+pub async fn render(
+    _: AdminAccess,
+    State(st): State<ApiState>,
+    Path((id, template)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let renderer = st.renderer.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "template rendering is not available: no template service is attached to this API"
+                .into(),
+        )
+    })?;
+    let engine = st.engine.clone();
+    let text = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        renderer.render(&m, &template).map_err(|e| {
+            ApiError::Unprocessable(format!("cannot render `{template}` for {}: {e}", m.id))
+        })
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+pub async fn profiles(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
+    let machines = st.engine.list();
+    let profiles: Vec<Value> = st
+        .engine
+        .profiles()
+        .into_iter()
+        .map(|p| {
+            // assigned but not yet reported running: still to boot or install.
+            let waiting = machines
+                .iter()
+                .filter(|m| {
+                    m.profile.as_deref() == Some(p.name.as_str())
+                        && m.state != MachineState::Running
+                })
+                .count();
+            let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("waiting".into(), json!(waiting));
+            }
+            v
+        })
+        .collect();
+    let unassigned = machines.iter().filter(|m| m.profile.is_none()).count();
+    Json(json!({ "profiles": profiles, "unassigned": unassigned }))
+}
+
+pub async fn leases(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
+    Json(serde_json::to_value(st.engine.leases()).unwrap_or(Value::Null))
+}
+
+pub async fn services(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
+    Json(serde_json::to_value(st.engine.services()).unwrap_or(Value::Null))
+}
+
+pub async fn templates(_: ReadAccess, State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let r = st.renderer.as_ref().ok_or_else(|| {
+        ApiError::Unavailable(
+            "template status is not available: no template service is attached to this API".into(),
+        )
+    })?;
+    Ok(Json(r.status()))
+}

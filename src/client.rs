@@ -1,0 +1,372 @@
+//! A client for the operator API, used by `mayuctl`: requests with the bearer token, errors a
+//! person can act on (server unreachable, token missing or too weak, unknown machine with close
+//! ids), and a reader for the Server-Sent Events stream.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Everything but unreserved characters is escaped in a path segment (MACs keep working, and
+/// an id can never add a path segment of its own).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// How to pass a token, repeated in every 401 message.
+pub const TOKEN_HINT: &str = "pass a token with --token, the MAYU_TOKEN environment variable or \
+     --token-file PATH (at first start the server writes an admin token to `<tokens file>.admin`, \
+     by default tokens.json.admin beside config.yaml)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the mayu API at {url}: {reason}; is the server running there? (set --server or MAYU_SERVER)")]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "the mayu API at {url} refused the request without a valid token ({detail}); {TOKEN_HINT}"
+    )]
+    Unauthorized { url: String, detail: String },
+    #[error("not allowed: {detail}")]
+    Forbidden { detail: String },
+    #[error("unknown machine: {detail}{hint}")]
+    UnknownMachine {
+        detail: String,
+        suggestions: Vec<String>,
+        hint: String,
+    },
+    #[error("{detail} ({status} {error})")]
+    Api {
+        status: u16,
+        error: String,
+        detail: String,
+    },
+    #[error("unexpected answer from {url}: {reason}")]
+    Protocol { url: String, reason: String },
+    #[error("`{0}` is not a server URL; use e.g. http://127.0.0.1:4080")]
+    BadServer(String),
+    #[error("the TLS certificate of {url} is not trusted ({reason}); pass the server's certificate or its CA with --ca-cert PATH or MAYU_CA_CERT")]
+    Tls { url: String, reason: String },
+    #[error("CA certificate {path}: {reason}")]
+    CaCert { path: PathBuf, reason: String },
+}
+
+/// One message of an event stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseMessage {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+}
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+fn reason(e: &reqwest::Error) -> String {
+    // reqwest's top-level message is generic; the innermost cause says what happened.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}
+
+impl Client {
+    /// `ca_cert` is a PEM file of a CA (or the server's self-signed certificate) to trust on
+    /// top of the public roots, for an API served over TLS.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Client, ClientError> {
+        let base = server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 10 {
+            return Err(ClientError::BadServer(server.to_string()));
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(path) = ca_cert {
+            let ca = |reason: String| ClientError::CaCert {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(reason(&e)))?;
+            if certs.is_empty() {
+                return Err(ca("no PEM certificate in the file".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Protocol {
+            url: base.clone(),
+            reason: reason(&e),
+        })?;
+        Ok(Client {
+            base,
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            http,
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// Escapes one path segment (a machine id, MAC or template name).
+    pub fn segment(s: &str) -> String {
+        utf8_percent_encode(s, SEGMENT).to_string()
+    }
+
+    fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        (url, rb)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = rb.send().await.map_err(|e| {
+            let reason = reason(&e);
+            // A certificate the client does not trust is not an unreachable server.
+            if reason.to_lowercase().contains("certificate") {
+                ClientError::Tls {
+                    url: url.to_string(),
+                    reason,
+                }
+            } else {
+                ClientError::Unreachable {
+                    url: url.to_string(),
+                    reason,
+                }
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (error, detail) = (text("error"), text("detail"));
+        let detail = if detail.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            detail
+        };
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ClientError::Unauthorized {
+                url: self.base.clone(),
+                detail,
+            },
+            StatusCode::FORBIDDEN => ClientError::Forbidden { detail },
+            StatusCode::NOT_FOUND if error == "unknown_machine" => {
+                let suggestions: Vec<String> = body
+                    .get("suggestions")
+                    .and_then(|s| s.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // The server's own hint names the HTTP route; point at the command instead.
+                let (detail, hint) = if suggestions.is_empty() {
+                    let reason = detail.split("; ").next().unwrap_or_default().to_string();
+                    (reason, "; `mayuctl list` shows every machine".to_string())
+                } else {
+                    (detail, String::new())
+                };
+                ClientError::UnknownMachine {
+                    detail,
+                    suggestions,
+                    hint,
+                }
+            }
+            _ => ClientError::Api {
+                status: status.as_u16(),
+                error,
+                detail,
+            },
+        })
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let (url, mut rb) = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = self.send(&url, rb).await?;
+        if resp.status() == StatusCode::ACCEPTED || resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            reason: reason(&e),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(Method::GET, path, None).await
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (url, rb) = self.request(Method::GET, path);
+        let resp = self.send(&url, rb).await?;
+        resp.text().await.map_err(|e| ClientError::Protocol {
+            url,
+            reason: reason(&e),
+        })
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn post(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(Method::POST, path, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(Method::DELETE, path, None).await
+    }
+
+    /// Opens the event stream, resuming after event `after` when given.
+    pub async fn events(&self, after: Option<u64>) -> Result<EventStream, ClientError> {
+        let (url, mut rb) = self.request(Method::GET, "/api/v1/events");
+        rb = rb.header("accept", "text/event-stream");
+        if let Some(a) = after {
+            rb = rb.header("last-event-id", a.to_string());
+        }
+        let resp = self.send(&url, rb).await?;
+        Ok(EventStream {
+            url,
+            body: Box::pin(resp.bytes_stream()),
+            buf: Vec::new(),
+        })
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
+
+/// Reads Server-Sent Events messages off a response body.
+pub struct EventStream {
+    url: String,
+    body: ByteStream,
+    buf: Vec<u8>,
+}
+
+/// Parses one SSE message block (the lines before a blank line). `None` for comment-only
+/// blocks such as keep-alives.
+pub fn parse_block(block: &str) -> Option<SseMessage> {
+    let mut m = SseMessage::default();
+    let mut data: Vec<&str> = Vec::new();
+    let mut any = false;
+    for line in block.lines() {
+        if line.starts_with(':') || line.is_empty() {
+            continue;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((line, ""));
+        let v = v.strip_prefix(' ').unwrap_or(v);
+        match k {
+            "id" => {
+                m.id = v.parse().ok();
+                any = true;
+            }
+            "event" => {
+                m.event = v.to_string();
+                any = true;
+            }
+            "data" => {
+                data.push(v);
+                any = true;
+            }
+            _ => {}
+        }
+    }
+    m.data = data.join("\n");
+    any.then_some(m)
+}
+
+impl EventStream {
+    /// The next message, or `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<SseMessage>, ClientError> {
+        loop {
+            // A message ends at a blank line; accept both \n\n and \r\n\r\n.
+            let text = String::from_utf8_lossy(&self.buf).replace("\r\n", "\n");
+            if let Some(end) = text.find("\n\n") {
+                let block = text[..end].to_string();
+                self.buf = text.as_bytes()[end + 2..].to_vec();
+                match parse_block(&block) {
+                    Some(m) => return Ok(Some(m)),
+                    None => continue,
+                }
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(ClientError::Protocol {
+                        url: self.url.clone(),
+                        reason: reason(&e),
+                    })
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test should stop at the first surprise
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_blocks() {
+        let m = parse_block("id: 7\nevent: leases\ndata: {\"a\":1}").unwrap();
+        assert_eq!(m.id, Some(7));
+        assert_eq!(m.event, "leases");
+        assert_eq!(m.data, "{\"a\":1}");
+        assert_eq!(parse_block(": keep-alive"), None);
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(
+            Client::segment("52:54:00:aa:bb:cc"),
+            "52%3A54%3A00%3Aaa%3Abb%3Acc"
+        );
+        assert_eq!(Client::segment("../x"), "..%2Fx");
+    }
+}
