@@ -16,7 +16,8 @@ use crate::events::{Bus, Event, EventKind};
 use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
 use crate::lease::{Lease, ServiceState};
 use crate::machine::{
-    new_token, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
+    new_token, valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack,
+    State,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -729,18 +730,6 @@ fn differs(a: &Machine, b: &Machine) -> bool {
     let mut a = a.clone();
     a.phases = b.phases.clone();
     a != *b
-}
-
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 fn profile_status(config: &Config, idx: &Index) -> Vec<ProfileStatus> {

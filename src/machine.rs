@@ -471,6 +471,19 @@ impl Machine {
     }
 }
 
+/// RFC 1123 host names: dot-separated labels of letters, digits and inner `-`.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 /// A fresh random secret, hex encoded.
 pub fn new_token() -> String {
     use rand::RngCore;

@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api;
 use crate::boot::{self, BootState};
+use crate::metrics::{self, Metrics};
 use crate::templates::{TemplateError, Templates};
 use crate::Engine;
 
@@ -19,6 +21,8 @@ pub enum ServiceError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("api: {0}")]
+    Api(#[from] crate::api::LaunchError),
     #[error("templates are broken:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Templates(Vec<TemplateError>),
 }
@@ -28,8 +32,10 @@ pub struct Services {
     pub tasks: Vec<JoinHandle<()>>,
     /// where the listeners actually bound (port 0 in tests).
     pub boot_addr: SocketAddr,
-    pub api_addr: Option<SocketAddr>,
+    pub api_addr: SocketAddr,
     pub templates: Arc<Templates>,
+    /// set at first start: where the new admin token's secret was written.
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Services {
@@ -70,11 +76,18 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
             addr: config.http.boot,
             source,
         })?;
-    let app = boot::router(BootState {
-        engine: engine.clone(),
-        templates: templates.clone(),
-        boot_addr,
-    });
+    // One registry for both listeners; its bus feed subscribes before anything publishes.
+    let metrics = Metrics::new();
+    tasks.push(metrics.spawn_feed(engine.clone(), cancel.clone()));
+    let app = metrics::instrument(
+        boot::router(BootState {
+            engine: engine.clone(),
+            templates: templates.clone(),
+            boot_addr,
+        }),
+        &metrics,
+        "boot",
+    );
     let c = cancel.clone();
     let e = engine.clone();
     tasks.push(tokio::spawn(async move {
@@ -111,10 +124,19 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         }
     }));
 
+    let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {
+        templates: templates.clone(),
+        boot_addr,
+    });
+    let launched = api::launch(engine.clone(), metrics, Some(renderer), cancel.clone()).await?;
+    tasks.push(launched.task);
+    tracing::info!(api_addr = %launched.addr, tls = launched.tls, "admin API listening");
+
     Ok(Services {
         tasks,
         boot_addr,
-        api_addr: None,
+        api_addr: launched.addr,
         templates,
+        admin_token_file: launched.created.map(|c| c.secret_file),
     })
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::auth::{AdminAccess, ReadAccess};
 use super::{blocking, ApiError, ApiJson, ApiQuery, ApiState};
 use crate::engine::Edit;
-use crate::machine::{Mac, Machine, MachineId, Rack, State as MachineState};
+use crate::machine::{valid_hostname, Mac, Machine, MachineId, Rack, State as MachineState};
 use crate::Engine;
 
 /// A machine as the API shows it: the per-machine token is never part of it.
@@ -177,20 +177,6 @@ impl MachinePatch {
             && e.overrides.is_empty();
         (!empty).then_some(e)
     }
-}
-
-/// The engine's hostname rule, checked before anything changes so a PATCH that also assigns
-/// a profile is refused whole rather than half applied.
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 fn validate(engine: &Engine, m: &Machine, p: &MachinePatch) -> Result<(), ApiError> {
