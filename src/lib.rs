@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dnsmasq;
 pub mod engine;
 pub mod events;
 pub mod import;

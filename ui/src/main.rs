@@ -60,9 +60,37 @@ fn main() -> ExitCode {
             machine.or(mac).as_deref().unwrap_or_default(),
             &template,
         ),
-        None => {
-            eprintln!("the console is not built yet; try `mayu check`");
-            ExitCode::from(2)
+        None => run(&cli.config, cli.headless),
+    }
+}
+
+/// The console (or, headless, the services alone) until quit or a signal.
+fn run(path: &std::path::Path, headless: bool) -> ExitCode {
+    // Config errors print before the terminal is taken, where the operator can read them.
+    let config = match mayu::Config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mayu: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if headless {
+        runtime.block_on(mayu_console::run::headless(config))
+    } else {
+        runtime.block_on(mayu_console::run::console(config))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mayu: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,602 @@
+//! The dnsmasq child: self-tested before each start, run in the foreground with its output
+//! parsed into events, restarted with capped exponential backoff, told to re-read its
+//! hostsfile (SIGHUP) when the inventory changes, and stopped with TERM then KILL.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::conf::{self, absolute, BootPrograms, RuntimeFiles};
+use super::hosts::{render_hosts, write_atomic};
+use super::leases;
+use super::logparse::{LogItem, LogParser};
+use crate::config::{Config, DhcpMode};
+use crate::engine::Engine;
+use crate::events::{Event, EventKind};
+use crate::machine::Phase;
+
+/// The service name in `engine.services()` and in `Service` events.
+pub const SERVICE: &str = "dnsmasq";
+
+/// How the supervisor runs its child; none of this is in `config.yaml`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// argv prefix the child (and its self-test) runs under, e.g. `ip netns exec NS` in tests.
+    pub wrapper: Vec<OsString>,
+    /// the first wait before a restart; doubled after each failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// a child that ran this long was stable: the next restart waits `backoff_initial` again.
+    pub stable_after: Duration,
+    /// how long dnsmasq gets to exit after TERM before it is killed.
+    pub stop_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            wrapper: Vec::new(),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How one run of the child ended.
+enum Outcome {
+    Cancelled,
+    /// it ran and exited; `reason` says why as well as dnsmasq told us.
+    Exited {
+        reason: String,
+        ran: Duration,
+    },
+    /// it never started (self-test refused, binary missing, ...).
+    NotStarted(String),
+}
+
+/// Supervises one dnsmasq child for one engine.
+pub struct Supervisor {
+    engine: Engine,
+    opts: Options,
+    files: RuntimeFiles,
+    pid: watch::Sender<Option<u32>>,
+}
+
+impl Supervisor {
+    pub fn new(engine: Engine, opts: Options) -> Supervisor {
+        let files = RuntimeFiles::new(&absolute(&engine.config().runtime));
+        Supervisor {
+            engine,
+            opts,
+            files,
+            pid: watch::channel(None).0,
+        }
+    }
+
+    /// The running child's pid (None while it is not running).
+    pub fn pid(&self) -> watch::Receiver<Option<u32>> {
+        self.pid.subscribe()
+    }
+
+    pub fn files(&self) -> &RuntimeFiles {
+        &self.files
+    }
+
+    /// Runs until `cancel`: see the module documentation.
+    pub async fn run(self, cancel: CancellationToken) {
+        let config = self.engine.config().clone();
+        let net = &config.network;
+        let mode = match net.dhcp.mode {
+            DhcpMode::Full => "full",
+            DhcpMode::Proxy => "proxy",
+            DhcpMode::Off => {
+                self.engine
+                    .set_service(SERVICE, "disabled", 0, "network.dhcp.mode is off");
+                cancel.cancelled().await;
+                return;
+            }
+        };
+        let mut base = format!("{mode} on {}", net.interface);
+        if let Err(e) = std::fs::create_dir_all(&self.files.folder) {
+            let detail = format!("{base}: cannot create {}: {e}", self.files.folder.display());
+            self.engine.set_service(SERVICE, "failed", 0, &detail);
+            cancel.cancelled().await;
+            return;
+        }
+        sweep_stale(&self.files).await;
+        let missing = BootPrograms::of(&config).missing(&config.tftproot);
+        if !missing.is_empty() {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|(f, who)| format!("{f} ({who})"))
+                .collect();
+            let message = format!(
+                "boot programs missing from {}: {}; those clients cannot boot. Fill it with scripts/fill-tftproot.sh",
+                config.tftproot.display(),
+                list.join(", ")
+            );
+            tracing::warn!("{message}");
+            self.engine.bus().publish(EventKind::Log {
+                level: "warn".into(),
+                message,
+            });
+            base = format!("{base}; missing boot programs: {}", list.join(", "));
+        }
+
+        let mut bus = self.engine.bus().subscribe();
+        let mut hosts = HostsWriter::new(self.files.hosts.clone());
+        if let Err(e) = hosts.update(&self.engine) {
+            tracing::warn!(file = %self.files.hosts.display(), error = %e, "cannot write the dnsmasq hostsfile");
+        }
+        let lease_task = tokio::spawn(leases::watch(
+            self.engine.clone(),
+            self.files.leases.clone(),
+            cancel.child_token(),
+        ));
+
+        let mut restarts = 0u32;
+        let mut backoff = self.opts.backoff_initial;
+        'supervise: loop {
+            let outcome = match self.prepare(&config) {
+                Ok(()) => {
+                    self.run_child(&config, &base, restarts, &mut bus, &mut hosts, &cancel)
+                        .await
+                }
+                Err(reason) => Outcome::NotStarted(reason),
+            };
+            let wait = match outcome {
+                Outcome::Cancelled => break,
+                Outcome::Exited { reason, ran } => {
+                    if ran >= self.opts.stable_after {
+                        backoff = self.opts.backoff_initial;
+                    }
+                    restarts += 1;
+                    let detail =
+                        format!("{base}: {reason}; restart {restarts} in {}", secs(backoff));
+                    tracing::warn!("dnsmasq {detail}");
+                    self.engine
+                        .set_service(SERVICE, "restarting", restarts, &detail);
+                    backoff
+                }
+                Outcome::NotStarted(reason) => {
+                    let detail = format!("{base}: {reason}; retrying in {}", secs(backoff));
+                    tracing::error!("dnsmasq {detail}");
+                    self.engine
+                        .set_service(SERVICE, "failed", restarts, &detail);
+                    backoff
+                }
+            };
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'supervise,
+                    _ = &mut deadline => break,
+                    ev = bus.recv() => {
+                        // No child to signal: the next start reads the file anyway.
+                        if inventory_changed(&ev) {
+                            if let Err(e) = hosts.update(&self.engine) {
+                                tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile");
+                            }
+                        }
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(self.opts.backoff_max);
+        }
+        self.pid.send_replace(None);
+        self.engine.set_service(SERVICE, "stopped", restarts, &base);
+        let _ = lease_task.await;
+    }
+
+    /// Renders and writes the config, then has dnsmasq check it. `dnsmasq --test` returns in
+    /// milliseconds, so it runs in place rather than on a blocking thread.
+    fn prepare(&self, config: &Config) -> Result<(), String> {
+        let text = conf::render_conf(config).map_err(|e| e.to_string())?;
+        write_atomic(&self.files.conf, &text)
+            .map_err(|e| format!("cannot write {}: {e}", self.files.conf.display()))?;
+        conf::self_test(&conf::binary(config), &self.opts.wrapper, &self.files.conf)
+            .map_err(|e| e.to_string())
+    }
+
+    fn command(&self, config: &Config) -> Command {
+        let binary = conf::binary(config);
+        let mut argv: Vec<OsString> = self.opts.wrapper.clone();
+        argv.push(binary.into_os_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .arg("--keep-in-foreground")
+            .arg("--log-facility=-")
+            .arg(format!("--conf-file={}", self.files.conf.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches mayu, which then stops
+            // dnsmasq in order, instead of both racing.
+            .process_group(0)
+            .kill_on_drop(true);
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+        // functions (prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                // A killed mayu (even SIGKILL) takes dnsmasq with it. The signal follows the
+                // thread that forked, which is a runtime worker living as long as mayu; it
+                // holds because the rendered config keeps dnsmasq's user and group (a
+                // credential change would clear it).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // mayu may have died between fork and prctl.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    async fn run_child(
+        &self,
+        config: &Config,
+        base: &str,
+        restarts: u32,
+        bus: &mut broadcast::Receiver<std::sync::Arc<Event>>,
+        hosts: &mut HostsWriter,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let mut child = match self.command(config).spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Outcome::NotStarted(format!(
+                    "dnsmasq binary `{}` not found; install Debian's `dnsmasq-base` or set network.dnsmasq",
+                    conf::binary(config).display()
+                ))
+            }
+            Err(e) => return Outcome::NotStarted(format!("cannot start dnsmasq: {e}")),
+        };
+        let pid = child.id();
+        self.pid.send_replace(pid);
+        self.engine.set_service(SERVICE, "starting", restarts, base);
+        let (line_tx, mut lines) = mpsc::channel::<String>(1024);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, line_tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(err, line_tx));
+        }
+        let started = Instant::now();
+        let mut run = ChildRun {
+            engine: &self.engine,
+            tftproot: absolute(&config.tftproot),
+            hosts_file: self.files.hosts.clone(),
+            interface: config.network.interface.clone(),
+            base: base.to_string(),
+            restarts,
+            pid,
+            parser: LogParser::new(),
+            up: false,
+            hup_pending: false,
+            hup_sent: false,
+            problem: None,
+            hosts_count: hosts.count(),
+        };
+        let mut lines_open = true;
+        let status = loop {
+            let quiet = run.parser.has_pending();
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    stop(&mut child, self.opts.stop_timeout).await;
+                    self.pid.send_replace(None);
+                    return Outcome::Cancelled;
+                }
+                status = child.wait() => break status,
+                line = lines.recv(), if lines_open => match line {
+                    Some(l) => run.line(&l),
+                    None => lines_open = false,
+                },
+                // dnsmasq's transaction bursts end without a marker: flush after a quiet spell.
+                _ = tokio::time::sleep(Duration::from_millis(100)), if quiet => run.flush(),
+                ev = bus.recv() => {
+                    if inventory_changed(&ev) {
+                        run.inventory_changed(hosts);
+                    }
+                }
+            }
+        };
+        // What dnsmasq said last (often the reason it stopped) may still be in the pipes.
+        while let Ok(Some(l)) = tokio::time::timeout(Duration::from_millis(500), lines.recv()).await
+        {
+            run.line(&l);
+        }
+        run.flush();
+        self.pid.send_replace(None);
+        let reason = match (run.problem.take(), status) {
+            (Some(p), _) => explain(&p, &run.interface),
+            (None, Ok(s)) => describe(s),
+            (None, Err(e)) => format!("cannot wait for dnsmasq: {e}"),
+        };
+        Outcome::Exited {
+            reason,
+            ran: started.elapsed(),
+        }
+    }
+}
+
+/// State of one running child: its parser and what it has told us.
+struct ChildRun<'a> {
+    engine: &'a Engine,
+    tftproot: PathBuf,
+    hosts_file: PathBuf,
+    interface: String,
+    base: String,
+    restarts: u32,
+    pid: Option<u32>,
+    parser: LogParser,
+    /// dnsmasq said `started`: its signal handlers are set, so SIGHUP re-reads instead of
+    /// killing it.
+    up: bool,
+    hup_pending: bool,
+    /// a SIGHUP went out and dnsmasq has not yet said it re-read the hostsfile.
+    hup_sent: bool,
+    problem: Option<String>,
+    /// machines in the hostsfile as last written.
+    hosts_count: usize,
+}
+
+impl ChildRun<'_> {
+    fn line(&mut self, line: &str) {
+        tracing::debug!(target: "dnsmasq", "{line}");
+        for item in self.parser.feed(line) {
+            self.item(item);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(item) = self.parser.flush() {
+            self.item(item);
+        }
+    }
+
+    fn running_detail(&self, reread: bool) -> String {
+        let n = self.hosts_count;
+        if reread {
+            format!("{}; hostsfile re-read: {n} machines", self.base)
+        } else {
+            format!("{}; hostsfile: {n} machines", self.base)
+        }
+    }
+
+    fn item(&mut self, item: LogItem) {
+        match item {
+            LogItem::Started { version } => {
+                self.up = true;
+                tracing::info!(version, pid = ?self.pid, "dnsmasq started");
+                let detail = self.running_detail(false);
+                self.engine
+                    .set_service(SERVICE, "running", self.restarts, &detail);
+                if self.hup_pending {
+                    self.hup_pending = false;
+                    self.hup();
+                }
+            }
+            LogItem::FileRead { file } => {
+                if self.hup_sent && Path::new(&file) == self.hosts_file {
+                    self.hup_sent = false;
+                    let detail = self.running_detail(true);
+                    self.engine
+                        .set_service(SERVICE, "running", self.restarts, &detail);
+                }
+            }
+            LogItem::Dhcp(d) => {
+                let detail = d.detail();
+                let machine = (d.message == "DHCPACK")
+                    .then(|| d.mac.and_then(|mac| self.engine.by_mac(&mac)))
+                    .flatten();
+                let step = match d.ip {
+                    Some(ip) => format!("{ip} {detail}"),
+                    None => detail.clone(),
+                };
+                self.engine.bus().publish(EventKind::Dhcp {
+                    message: d.message,
+                    mac: d.mac,
+                    ip: d.ip.map(|ip| ip.to_string()),
+                    hostname: d.hostname,
+                    detail,
+                });
+                // An ACK is the moment a known machine has its address: its DHCP phase.
+                if let Some(m) = machine {
+                    self.engine
+                        .boot_step(Some(&m.id), Phase::Dhcp, step, None, None);
+                }
+            }
+            LogItem::Tftp(t) => {
+                // dnsmasq logs absolute paths; the operator thinks in tftproot-relative names.
+                let file = Path::new(&t.file)
+                    .strip_prefix(&self.tftproot)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(t.file);
+                self.engine.bus().publish(EventKind::Tftp {
+                    file,
+                    client: t.client,
+                    ok: t.ok,
+                    detail: t.detail,
+                });
+            }
+            LogItem::Fatal(msg) => {
+                tracing::error!(target: "dnsmasq", "{msg}");
+                self.problem = Some(msg);
+            }
+            LogItem::Warning(msg) => {
+                tracing::warn!(target: "dnsmasq", "{msg}");
+                self.engine.bus().publish(EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("dnsmasq: {msg}"),
+                });
+            }
+        }
+    }
+
+    fn inventory_changed(&mut self, hosts: &mut HostsWriter) {
+        let written = hosts.update(self.engine);
+        self.hosts_count = hosts.count();
+        match written {
+            Ok(true) if self.up => self.hup(),
+            Ok(true) => self.hup_pending = true,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile"),
+        }
+    }
+
+    fn hup(&mut self) {
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            self.hup_sent = true;
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped (we would have
+            // left the run loop), so the pid cannot name another process.
+            let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+            if rc != 0 {
+                tracing::warn!(pid, error = %std::io::Error::last_os_error(), "cannot signal dnsmasq to re-read its hostsfile");
+            }
+        }
+    }
+}
+
+/// The hostsfile as last written, so an unchanged inventory causes no write and no SIGHUP.
+struct HostsWriter {
+    path: PathBuf,
+    last: Option<String>,
+}
+
+impl HostsWriter {
+    fn new(path: PathBuf) -> HostsWriter {
+        HostsWriter { path, last: None }
+    }
+
+    /// Rewrites the file if the inventory changed what it holds; true when it did.
+    fn update(&mut self, engine: &Engine) -> std::io::Result<bool> {
+        let text = render_hosts(&engine.list(), &engine.config().network);
+        if self.last.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        write_atomic(&self.path, &text)?;
+        self.last = Some(text);
+        Ok(true)
+    }
+
+    fn count(&self) -> usize {
+        self.last
+            .as_deref()
+            .map(|t| t.lines().filter(|l| !l.starts_with('#')).count())
+            .unwrap_or(0)
+    }
+}
+
+fn inventory_changed(ev: &Result<std::sync::Arc<Event>, broadcast::error::RecvError>) -> bool {
+    match ev {
+        Ok(e) => matches!(
+            e.kind,
+            EventKind::MachineAdded { .. }
+                | EventKind::MachineChanged { .. }
+                | EventKind::MachineRetired { .. }
+        ),
+        // Missed events may have been inventory changes; re-rendering is cheap.
+        Err(broadcast::error::RecvError::Lagged(_)) => true,
+        Err(broadcast::error::RecvError::Closed) => false,
+    }
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(reader: R, tx: mpsc::Sender<String>) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if tx.send(l).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// TERM, then KILL after `timeout`; always reaps the child.
+async fn stop(child: &mut Child, timeout: Duration) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        if tokio::time::timeout(timeout, child.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(pid, "dnsmasq ignored TERM; killing it");
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// A dnsmasq left running by a mayu that could not stop it (e.g. one started from another
+/// config) holds port 67; stop it if the pid file names a dnsmasq using *our* config.
+async fn sweep_stale(files: &RuntimeFiles) {
+    let Ok(text) = std::fs::read_to_string(&files.pid) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let needle = format!("--conf-file={}", files.conf.display());
+            c.split(|b| *b == 0).any(|arg| arg == needle.as_bytes())
+        })
+        .unwrap_or(false);
+    if !ours {
+        return;
+    }
+    tracing::warn!(pid, "stopping a dnsmasq left over from an earlier run");
+    // SAFETY: kill(2) on a pid whose command line names our config file.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    // Not our child, so there is nothing to wait on but /proc.
+    for _ in 0..40 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// dnsmasq's reason, made into advice where the cause is known.
+fn explain(problem: &str, interface: &str) -> String {
+    if problem.contains("unknown interface") {
+        format!("interface {interface} does not exist (yet); mayu retries until it appears")
+    } else if problem.contains("Permission denied") || problem.contains("Operation not permitted") {
+        format!("{problem}; dnsmasq needs root (port 67, raw sockets): run mayu as root")
+    } else if problem.contains("Address already in use") {
+        format!("{problem}; another DHCP server or an old dnsmasq holds the port")
+    } else {
+        problem.to_string()
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "exited".into(),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f32())
+}

@@ -1,0 +1,165 @@
+//! Intents: [`Action`]s flow into `update` (from keys, the bus and finished commands);
+//! [`Command`]s flow out of it to the runner, which does the I/O.
+
+use std::sync::Arc;
+
+use mayu::engine::{Edit, Snapshot};
+use mayu::events::Event;
+use mayu::inventory::HistoryEntry;
+use mayu::lease::{Lease, ServiceState};
+use mayu::machine::MachineId;
+
+/// A whole screen; `1`–`4` switch between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Machines,
+    Detail,
+    Leases,
+    Events,
+}
+
+impl Page {
+    pub const ALL: [Page; 4] = [Page::Machines, Page::Detail, Page::Leases, Page::Events];
+    pub fn title(&self) -> &'static str {
+        match self {
+            Page::Machines => "Machines",
+            Page::Detail => "Detail",
+            Page::Leases => "Leases",
+            Page::Events => "Events",
+        }
+    }
+}
+
+/// The pane that takes movement keys on the machines page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Machines,
+    Events,
+}
+
+/// What the machines table is ordered by (`s` cycles, `S` reverses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    State,
+    Profile,
+    Phase,
+    LastEvent,
+}
+
+impl SortKey {
+    pub fn next(self) -> SortKey {
+        match self {
+            SortKey::Id => SortKey::State,
+            SortKey::State => SortKey::Profile,
+            SortKey::Profile => SortKey::Phase,
+            SortKey::Phase => SortKey::LastEvent,
+            SortKey::LastEvent => SortKey::Id,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SortKey::Id => "id",
+            SortKey::State => "state",
+            SortKey::Profile => "profile",
+            SortKey::Phase => "phase",
+            SortKey::LastEvent => "last event",
+        }
+    }
+}
+
+/// How a command the runner carried out went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok,
+    /// the profile filled up before the assignment landed: ask before forcing.
+    Full {
+        id: MachineId,
+        profile: String,
+        quantity: u32,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Quit,
+    Help,
+    /// Esc: close the dialog, stop filtering, or go back to the machines page.
+    Back,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    NextPane,
+    ShowPage(Page),
+    /// Enter on the machines table: the selected machine's detail page.
+    OpenDetail,
+    StartFilter,
+    StartAssign,
+    Unassign,
+    Reinstall,
+    BootComplete,
+    StartEdit,
+    StartOverride,
+    SortNext,
+    SortReverse,
+    ToggleFollow,
+    /// text typed into the open input (filter or dialog field).
+    Input(char),
+    Backspace,
+    /// Tab inside a form.
+    NextField,
+    /// Enter inside a dialog or the filter line.
+    Submit,
+    /// y / n in a confirmation.
+    Confirm(bool),
+    Bus(Arc<Event>),
+    /// the bus dropped events; the runner re-read the whole state.
+    Resync {
+        snapshot: Snapshot,
+        leases: Vec<Lease>,
+        services: Vec<ServiceState>,
+        lost: u64,
+    },
+    LeasesLoaded(Vec<Lease>),
+    HistoryLoaded {
+        id: MachineId,
+        result: Result<Vec<HistoryEntry>, String>,
+    },
+    /// a command finished; `what` names it for the status line.
+    Done {
+        what: String,
+        outcome: Outcome,
+    },
+}
+
+/// Work for the runner: engine calls (blocking, so run off the UI task) and quitting.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Assign {
+        id: MachineId,
+        profile: String,
+        force: bool,
+    },
+    Unassign {
+        id: MachineId,
+    },
+    Reinstall {
+        id: MachineId,
+    },
+    BootComplete {
+        id: MachineId,
+    },
+    Edit {
+        id: MachineId,
+        edit: Edit,
+    },
+    LoadHistory {
+        id: MachineId,
+    },
+    LoadLeases,
+    Quit,
+}

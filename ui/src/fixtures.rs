@@ -1,0 +1,611 @@
+//! Fixed console states for snapshot tests and screenshots: a rack-and-stack session in
+//! progress at a fixed instant, so every rendering of it is byte-for-byte stable.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayu::engine::{ProfileStatus, Snapshot};
+use mayu::events::{Event, EventKind};
+use mayu::inventory::HistoryEntry;
+use mayu::lease::{Lease, ServiceState};
+use mayu::machine::{
+    AssignedBy, Disk, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
+};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use crate::action::{Action, Page};
+use crate::app::{update, App, Dialog, Setup};
+
+/// The fixtures' "now".
+pub const NOW: OffsetDateTime = datetime!(2026-11-25 10:00:00 UTC);
+
+fn ago(secs: i64) -> OffsetDateTime {
+    NOW - time::Duration::seconds(secs)
+}
+
+fn id(s: &str) -> Result<MachineId, IdError> {
+    s.parse()
+}
+
+fn mac(n: u8) -> Result<Mac, IdError> {
+    format!("52:54:00:aa:00:{n:02x}").parse()
+}
+
+pub fn setup() -> Setup {
+    Setup {
+        operator: "alice".into(),
+        boot_addr: "10.77.0.1:4081".into(),
+        api_addr: "127.0.0.1:4080".into(),
+        dhcp_mode: "full".into(),
+        interface: "mayu0".into(),
+        templates_dir: "templates".into(),
+        stall_after: [("control-plane".to_string(), Duration::from_secs(20 * 60))]
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn profiles() -> Vec<ProfileStatus> {
+    let p = |name: &str, quantity: Option<u32>, tags: &[&str], image: &str, default: bool| {
+        ProfileStatus {
+            name: name.into(),
+            quantity,
+            assigned: 0,
+            running: 0,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            image: image.into(),
+            fill: None,
+            is_default: default,
+        }
+    };
+    vec![
+        p("control-plane", Some(3), &["etcd"], "flatcar", false),
+        p("worker", Some(10), &["worker"], "flatcar", false),
+        p("discovery", None, &[], "discovery", true),
+    ]
+}
+
+struct Spec {
+    id: &'static str,
+    n: u8,
+    profile: Option<&'static str>,
+    by_operator: bool,
+    state: State,
+    /// seconds before NOW each phase was reached, in boot order.
+    phases: &'static [(Phase, i64)],
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        id: "r1-u01",
+        n: 1,
+        profile: Some("control-plane"),
+        by_operator: false,
+        state: State::Running,
+        phases: &[
+            (Phase::FirstSeen, 1900),
+            (Phase::Dhcp, 1896),
+            (Phase::Ipxe, 1893),
+            (Phase::Kernel, 1890),
+            (Phase::Initrd, 1884),
+            (Phase::Config, 1850),
+            (Phase::BootComplete, 1700),
+        ],
+    },
+    Spec {
+        id: "r1-u02",
+        n: 2,
+        profile: Some("control-plane"),
+        by_operator: false,
+        state: State::Running,
+        phases: &[
+            (Phase::FirstSeen, 1800),
+            (Phase::Dhcp, 1797),
+            (Phase::Ipxe, 1795),
+            (Phase::Kernel, 1790),
+            (Phase::Initrd, 1786),
+            (Phase::Config, 1740),
+            (Phase::BootComplete, 1610),
+        ],
+    },
+    Spec {
+        id: "r1-u03",
+        n: 3,
+        profile: Some("control-plane"),
+        by_operator: true,
+        state: State::Installing,
+        phases: &[
+            (Phase::FirstSeen, 400),
+            (Phase::Dhcp, 396),
+            (Phase::Ipxe, 392),
+            (Phase::Kernel, 70),
+        ],
+    },
+    Spec {
+        id: "r1-u04",
+        n: 4,
+        profile: Some("worker"),
+        by_operator: true,
+        state: State::Installing,
+        phases: &[
+            (Phase::FirstSeen, 300),
+            (Phase::Dhcp, 296),
+            (Phase::Ipxe, 293),
+            (Phase::Kernel, 120),
+            (Phase::Initrd, 112),
+            (Phase::Config, 31),
+        ],
+    },
+    Spec {
+        id: "r1-u05",
+        n: 5,
+        profile: Some("worker"),
+        by_operator: false,
+        state: State::Configured,
+        phases: &[(Phase::FirstSeen, 60), (Phase::Dhcp, 57), (Phase::Ipxe, 5)],
+    },
+    Spec {
+        id: "r1-u06",
+        n: 6,
+        profile: Some("worker"),
+        by_operator: false,
+        state: State::Installing,
+        phases: &[
+            (Phase::FirstSeen, 1000),
+            (Phase::Dhcp, 996),
+            (Phase::Ipxe, 990),
+            (Phase::Kernel, 900),
+            (Phase::Initrd, 842),
+        ],
+    },
+    Spec {
+        id: "r1-u07",
+        n: 7,
+        profile: Some("worker"),
+        by_operator: false,
+        state: State::Running,
+        phases: &[
+            (Phase::FirstSeen, 2400),
+            (Phase::Dhcp, 2396),
+            (Phase::Ipxe, 2390),
+            (Phase::Kernel, 2380),
+            (Phase::Initrd, 2370),
+            (Phase::Config, 2330),
+            (Phase::BootComplete, 2200),
+        ],
+    },
+    Spec {
+        id: "r1-u08",
+        n: 8,
+        profile: Some("worker"),
+        by_operator: true,
+        state: State::Configured,
+        phases: &[
+            (Phase::FirstSeen, 150),
+            (Phase::Dhcp, 147),
+            (Phase::Ipxe, 140),
+        ],
+    },
+    Spec {
+        id: "r2-u01",
+        n: 11,
+        profile: Some("discovery"),
+        by_operator: false,
+        state: State::Installing,
+        phases: &[
+            (Phase::FirstSeen, 200),
+            (Phase::Dhcp, 197),
+            (Phase::Ipxe, 190),
+            (Phase::Kernel, 185),
+            (Phase::Initrd, 180),
+        ],
+    },
+    Spec {
+        id: "r2-u02",
+        n: 12,
+        profile: Some("discovery"),
+        by_operator: false,
+        state: State::Running,
+        phases: &[
+            (Phase::FirstSeen, 900),
+            (Phase::Dhcp, 897),
+            (Phase::Ipxe, 890),
+            (Phase::Kernel, 880),
+            (Phase::Initrd, 870),
+            (Phase::Config, 820),
+            (Phase::BootComplete, 760),
+        ],
+    },
+    Spec {
+        id: "4c4c4544-0042-3510-8052-b4c04f4b4e32",
+        n: 13,
+        profile: None,
+        by_operator: false,
+        state: State::Waiting,
+        phases: &[(Phase::FirstSeen, 75), (Phase::Dhcp, 72), (Phase::Ipxe, 68)],
+    },
+];
+
+fn machine(s: &Spec) -> Result<Machine, IdError> {
+    let mut m = Machine::new(id(s.id)?, String::new(), ago(s.phases[0].1));
+    m.macs = vec![mac(s.n)?];
+    if s.n == 4 {
+        m.macs.push("52:54:00:bb:00:04".parse()?);
+    }
+    m.ip = Some(Ipv4Addr::new(10, 77, 0, 100 + s.n));
+    m.arch = Some("x86_64".into());
+    m.serial = s.id.starts_with('r').then(|| s.id.to_uppercase());
+    m.profile = s.profile.map(str::to_string);
+    m.assigned_by = s.profile.map(|_| {
+        if s.by_operator {
+            AssignedBy::Operator("alice".into())
+        } else {
+            AssignedBy::Rule
+        }
+    });
+    m.pinned = s.by_operator;
+    m.state = s.state;
+    for (p, secs) in s.phases {
+        m.phases.set(*p, ago(*secs));
+    }
+    if s.id.starts_with("r1") {
+        m.rack = Some(Rack {
+            rack: "r1".into(),
+            unit: Some(u32::from(s.n) * 2),
+        });
+    }
+    if s.n == 4 {
+        m.hostname = Some("worker-04".into());
+        m.notes = "swapped PSU B on 11-24".into();
+        m.overrides = BTreeMap::from([(
+            "role".to_string(),
+            serde_json::Value::String("storage".into()),
+        )]);
+        m.ipmi_addr = Some("10.78.0.14".into());
+        m.facts = Facts {
+            cpus: Some(32),
+            cpu_model: Some("EPYC 7302P".into()),
+            memory_bytes: Some(128 << 30),
+            disks: vec![
+                Disk {
+                    name: "nvme0n1".into(),
+                    size_bytes: 960 << 30,
+                    model: None,
+                },
+                Disk {
+                    name: "sda".into(),
+                    size_bytes: 4000 << 30,
+                    model: None,
+                },
+            ],
+            nics: Vec::new(),
+            vendor: Some("Supermicro".into()),
+            product: Some("AS-1114S".into()),
+        };
+    }
+    Ok(m)
+}
+
+fn event(seq: u64, secs_ago: i64, kind: EventKind) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        at: ago(secs_ago),
+        kind,
+    })
+}
+
+fn service(name: &str, status: &str, restarts: u32, detail: &str) -> ServiceState {
+    ServiceState {
+        name: name.into(),
+        status: status.into(),
+        restarts,
+        detail: detail.into(),
+        since: ago(3000),
+    }
+}
+
+fn history() -> Vec<HistoryEntry> {
+    let h = |secs: i64, author: &str, message: &str| HistoryEntry {
+        commit: format!("{:040x}", secs),
+        author: author.into(),
+        time: ago(secs),
+        message: format!("r1-u04: {message}"),
+        fields: Vec::new(),
+    };
+    vec![
+        h(40, "alice", "override role=\"storage\""),
+        h(200, "alice", "hostname worker-04, rack r1 unit 8, notes"),
+        h(280, "alice", "assigned to worker"),
+        h(300, "r1-u04", "registered"),
+    ]
+}
+
+/// The busy session: a dozen machines, one new, one stalled, a full profile.
+pub fn session() -> Result<App, IdError> {
+    let machines = SPECS.iter().map(machine).collect::<Result<Vec<_>, _>>()?;
+    let mut app = App::new(
+        setup(),
+        Snapshot {
+            machines,
+            profiles: profiles(),
+            waiting: 0,
+        },
+    );
+    app.set_services(vec![
+        service("boot-http", "running", 0, ""),
+        service("api", "running", 0, ""),
+        service("dnsmasq", "running", 1, ""),
+        service("templates", "running", 0, "4 templates"),
+    ]);
+    let mut leases = Vec::new();
+    for s in SPECS {
+        leases.push(Lease {
+            mac: mac(s.n)?,
+            ip: Ipv4Addr::new(10, 77, 0, 100 + s.n),
+            hostname: (s.n == 4).then(|| "worker-04".into()),
+            expires: Some(ago(s.phases[0].1 % 600 - 3600)),
+            client_id: None,
+            machine: Some(id(s.id)?),
+        });
+    }
+    leases.push(Lease {
+        mac: "0c:c4:7a:10:20:30".parse()?,
+        ip: Ipv4Addr::new(10, 77, 0, 180),
+        hostname: Some("bmc-r3".into()),
+        expires: None,
+        client_id: None,
+        machine: None,
+    });
+    app.set_leases(leases);
+    let newcomer = {
+        let mut m = Machine::new(id("52-54-00-aa-00-09")?, String::new(), ago(3));
+        m.macs = vec![mac(9)?];
+        m.arch = Some("x86_64".into());
+        m
+    };
+    let r104 = machine(&SPECS[3])?;
+    let events = vec![
+        event(
+            101,
+            842,
+            EventKind::BootStep {
+                id: Some(id("r1-u06")?),
+                phase: Phase::Initrd,
+                detail: "flatcar initrd".into(),
+                bytes: Some(187_000_000),
+                duration_ms: Some(9_400),
+            },
+        ),
+        event(
+            102,
+            300,
+            EventKind::MachineAdded {
+                machine: Box::new(machine(&SPECS[3])?),
+                actor: "r1-u04".into(),
+            },
+        ),
+        event(
+            103,
+            200,
+            EventKind::BootStep {
+                id: Some(id("r2-u01")?),
+                phase: Phase::Kernel,
+                detail: "discovery kernel".into(),
+                bytes: Some(9_800_000),
+                duration_ms: Some(640),
+            },
+        ),
+        event(
+            104,
+            150,
+            EventKind::Dhcp {
+                message: "DHCPACK".into(),
+                mac: Some(mac(8)?),
+                ip: Some("10.77.0.108".into()),
+                hostname: None,
+                detail: "PXEClient".into(),
+            },
+        ),
+        event(
+            105,
+            140,
+            EventKind::MachineChanged {
+                machine: Box::new(machine(&SPECS[7])?),
+                change: "assigned to worker".into(),
+                actor: "alice".into(),
+            },
+        ),
+        event(
+            106,
+            75,
+            EventKind::Tftp {
+                file: "undionly.kpxe".into(),
+                client: "10.77.0.113".into(),
+                ok: true,
+                detail: String::new(),
+            },
+        ),
+        event(
+            107,
+            70,
+            EventKind::BootStep {
+                id: Some(id("r1-u03")?),
+                phase: Phase::Kernel,
+                detail: "flatcar kernel".into(),
+                bytes: Some(58_000_000),
+                duration_ms: Some(2_100),
+            },
+        ),
+        event(
+            108,
+            68,
+            EventKind::MachineChanged {
+                machine: Box::new(machine(&SPECS[10])?),
+                change: "held for an operator".into(),
+                actor: "4c4c4544-0042-3510-8052-b4c04f4b4e32".into(),
+            },
+        ),
+        event(109, 60, EventKind::Leases { count: 12 }),
+        event(
+            110,
+            40,
+            EventKind::MachineChanged {
+                machine: Box::new(r104),
+                change: "override role=\"storage\"".into(),
+                actor: "alice".into(),
+            },
+        ),
+        event(
+            111,
+            31,
+            EventKind::BootStep {
+                id: Some(id("r1-u04")?),
+                phase: Phase::Config,
+                detail: "ignition worker.yaml".into(),
+                bytes: Some(4_210),
+                duration_ms: Some(3),
+            },
+        ),
+        event(
+            112,
+            20,
+            EventKind::Log {
+                level: "warn".into(),
+                message: "dnsmasq restarted after exit status 2".into(),
+            },
+        ),
+        event(
+            113,
+            5,
+            EventKind::BootStep {
+                id: Some(id("r1-u05")?),
+                phase: Phase::Ipxe,
+                detail: "worker script".into(),
+                bytes: None,
+                duration_ms: None,
+            },
+        ),
+        event(
+            114,
+            3,
+            EventKind::MachineAdded {
+                machine: Box::new(newcomer),
+                actor: "52-54-00-aa-00-09".into(),
+            },
+        ),
+    ];
+    for ev in events {
+        // Leases events ask the runner to re-read the table; the fixture already has it.
+        let _ = update(&mut app, Action::Bus(ev));
+    }
+    app.select(&id("r1-u04")?);
+    app.history = Some((id("r1-u04")?, Ok(history())));
+    Ok(app)
+}
+
+/// A fresh install: no machines, services up.
+pub fn empty() -> Result<App, IdError> {
+    let mut app = App::new(
+        setup(),
+        Snapshot {
+            machines: Vec::new(),
+            profiles: profiles(),
+            waiting: 0,
+        },
+    );
+    app.set_services(vec![
+        service("boot-http", "running", 0, ""),
+        service("api", "running", 0, ""),
+        service("dnsmasq", "starting", 0, ""),
+    ]);
+    app.prepare();
+    Ok(app)
+}
+
+/// One named screen: the app state and the terminal size it is shown at.
+pub struct Shot {
+    pub name: &'static str,
+    pub width: u16,
+    pub height: u16,
+    pub app: App,
+}
+
+/// Every page and dialog the snapshots and screenshots cover.
+pub fn shots() -> Result<Vec<Shot>, IdError> {
+    let shot = |name, width, height, app| Shot {
+        name,
+        width,
+        height,
+        app,
+    };
+    let with = |f: &dyn Fn(&mut App)| -> Result<App, IdError> {
+        let mut app = session()?;
+        f(&mut app);
+        app.prepare();
+        Ok(app)
+    };
+    let typing = |a: &mut App, text: &str| {
+        for c in text.chars() {
+            let _ = update(a, Action::Input(c));
+        }
+    };
+    let waiting = id("4c4c4544-0042-3510-8052-b4c04f4b4e32")?;
+    Ok(vec![
+        shot("machines", 140, 36, session()?),
+        shot("machines-80x24", 80, 24, session()?),
+        shot("detail", 100, 32, with(&|a| a.page = Page::Detail)?),
+        shot("leases", 100, 24, with(&|a| a.page = Page::Leases)?),
+        shot("events", 100, 24, with(&|a| a.page = Page::Events)?),
+        shot(
+            "assign",
+            100,
+            30,
+            with(&|a| {
+                let _ = update(a, Action::StartAssign);
+            })?,
+        ),
+        shot(
+            "assign-full",
+            100,
+            30,
+            with(&|a| {
+                a.select(&waiting);
+                let _ = update(a, Action::StartAssign);
+                let _ = update(a, Action::Submit);
+            })?,
+        ),
+        shot(
+            "edit",
+            100,
+            30,
+            with(&|a| {
+                let _ = update(a, Action::StartEdit);
+            })?,
+        ),
+        shot(
+            "override",
+            100,
+            30,
+            with(&|a| {
+                let _ = update(a, Action::StartOverride);
+                typing(a, "rack_position");
+                let _ = update(a, Action::NextField);
+                typing(a, "8");
+            })?,
+        ),
+        shot("help", 100, 30, with(&|a| a.dialog = Some(Dialog::Help))?),
+        shot(
+            "filter",
+            100,
+            30,
+            with(&|a| {
+                let _ = update(a, Action::StartFilter);
+                typing(a, "worker");
+            })?,
+        ),
+        shot("empty", 80, 24, empty()?),
+    ])
+}

@@ -1,0 +1,349 @@
+//! The runtime wiring: start the engine and services, then either drive the console (an event
+//! task over keys, the bus, finished commands and a coalescing redraw timer) or, headless,
+//! wait for a signal. Engine calls may fsync, so they run on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use mayu::engine::EngineError;
+use mayu::events::Event;
+use mayu::machine::MachineId;
+use mayu::services::Services;
+use mayu::{Config, Engine};
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::action::{Action, Command, Outcome};
+use crate::app::{operator_name, update, App, Setup};
+use crate::keys;
+use crate::terminal::{install_panic_hook, TerminalGuard};
+use crate::view::AppView;
+
+/// Bursts of bus events within this window become one frame.
+const COALESCE: Duration = Duration::from_millis(12);
+/// Phase timers count seconds, so the screen refreshes once a second even when idle.
+const TICK: Duration = Duration::from_secs(1);
+/// How many past events seed the event log.
+const SEED: usize = 500;
+
+pub fn setup_for(config: &Config, services: &Services) -> Setup {
+    Setup {
+        operator: operator_name(config.operator.as_deref(), std::env::var("USER").ok()),
+        boot_addr: services.boot_addr.to_string(),
+        api_addr: services.api_addr.to_string(),
+        dhcp_mode: format!("{:?}", config.network.dhcp.mode).to_lowercase(),
+        interface: config.network.interface.clone(),
+        templates_dir: config
+            .templates
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| config.templates.display().to_string()),
+        stall_after: config
+            .profiles
+            .iter()
+            .filter_map(|p| p.stall_after.map(|d| (p.name.clone(), d)))
+            .collect(),
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<(Engine, CancellationToken, Services)> {
+    let engine = Engine::open(config).context("opening the inventory")?;
+    let cancel = CancellationToken::new();
+    let services = mayu::services::start(engine.clone(), cancel.clone())
+        .await
+        .context("starting the boot services")?;
+    tracing::info!(addr = %services.boot_addr, "console: boot http on {}", services.boot_addr);
+    tracing::info!(addr = %services.api_addr, "console: api on {}", services.api_addr);
+    if let Some(f) = &services.admin_token_file {
+        tracing::info!(file = %f.display(), "the first API admin token's secret is in {}", f.display());
+    }
+    Ok((engine, cancel, services))
+}
+
+async fn stop(engine: Engine, cancel: CancellationToken, services: Services) {
+    cancel.cancel();
+    services.stopped().await;
+    let flushed = tokio::task::spawn_blocking(move || engine.flush()).await;
+    if let Ok(Err(e)) = flushed {
+        tracing::error!(error = %e, "audit flush at shutdown failed");
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("interrupt: stopping"),
+    }
+    Ok(())
+}
+
+/// `mayu --headless`: the services alone, logging to stdout and the log file.
+pub async fn headless(config: Config) -> anyhow::Result<()> {
+    let _log = mayu::logging::init(&config.logs, true).context("opening the log folder")?;
+    let (engine, cancel, services) = start(config).await?;
+    // Bus events are what the console would show; headless, they go to the log.
+    let mut rx = engine.bus().subscribe();
+    let echo = cancel.clone();
+    let echo_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = echo.cancelled() => break,
+                r = rx.recv() => match r {
+                    Ok(ev) => tracing::info!(target: "mayu::events", "{}", ev.summary()),
+                    Err(RecvError::Lagged(n)) => tracing::warn!("event log skipped {n} events"),
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    });
+    tracing::info!("running headless; Ctrl-C or SIGTERM stops");
+    shutdown_signal().await?;
+    stop(engine, cancel, services).await;
+    let _ = echo_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `mayu`: the console with the engine and services in-process.
+pub async fn console(config: Config) -> anyhow::Result<()> {
+    let _log = mayu::logging::init(&config.logs, false).context("opening the log folder")?;
+    let log_dir = config.logs.clone();
+    let (engine, cancel, services) = start(config.clone()).await?;
+    let setup = setup_for(&config, &services);
+    let operator = setup.operator.clone();
+    let (snapshot, rx) = engine.subscribe();
+    let mut app = App::new(setup, snapshot);
+    app.set_services(engine.services());
+    app.set_leases(engine.leases());
+    app.seed_log(&engine.bus().recent(SEED));
+    if let Some(f) = &services.admin_token_file {
+        app.note(
+            OffsetDateTime::now_utc(),
+            crate::app::Level::Warn,
+            format!(
+                "API admin token created; its secret is in {} (store it, then delete the file)",
+                f.display()
+            ),
+        );
+    }
+    for p in engine.load_problems() {
+        app.note(
+            OffsetDateTime::now_utc(),
+            crate::app::Level::Warn,
+            format!("skipped {}: {}", p.file.display(), p.error),
+        );
+    }
+
+    let ui_stop = CancellationToken::new();
+    install_panic_hook(ui_stop.clone());
+    let result = match TerminalGuard::enter() {
+        Ok(mut guard) => {
+            let r = event_loop(&mut guard, &mut app, &engine, rx, &operator, &ui_stop).await;
+            drop(guard);
+            r
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("setting up the terminal")),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "console stopped");
+    }
+    eprintln!(
+        "mayu: stopping the boot services (log in {})",
+        log_dir.display()
+    );
+    stop(engine, cancel, services).await;
+    result
+}
+
+/// Runs one history load at a time; a newer request replaces a queued one, so scrolling
+/// through many machines does not queue a git walk per row.
+#[derive(Default)]
+struct HistoryLoader {
+    running: bool,
+    queued: Option<MachineId>,
+}
+
+impl HistoryLoader {
+    fn request(&mut self, id: MachineId, engine: &Engine, tx: &mpsc::UnboundedSender<Action>) {
+        if self.running {
+            self.queued = Some(id);
+            return;
+        }
+        self.running = true;
+        let engine = engine.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = engine.history(id.as_str()).map_err(|e| e.to_string());
+            let _ = tx.send(Action::HistoryLoaded { id, result });
+        });
+    }
+
+    fn finished(&mut self, engine: &Engine, tx: &mpsc::UnboundedSender<Action>) {
+        self.running = false;
+        if let Some(id) = self.queued.take() {
+            self.request(id, engine, tx);
+        }
+    }
+}
+
+fn outcome(r: Result<mayu::machine::Machine, EngineError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(EngineError::ProfileFull { name, quantity }) => {
+            Outcome::Failed(format!("profile {name} is full ({quantity} of {quantity})"))
+        }
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// An engine call to run on the blocking pool with the operator's name.
+type Job = Box<dyn FnOnce(&Engine, &str) -> Outcome + Send>;
+
+/// Carries out a command off the UI task; its result comes back as an action.
+fn execute(
+    cmd: Command,
+    engine: &Engine,
+    operator: &str,
+    tx: &mpsc::UnboundedSender<Action>,
+    history: &mut HistoryLoader,
+) {
+    let (what, job): (String, Job) = match cmd {
+        Command::Quit => return,
+        Command::LoadLeases => {
+            // a clone under a mutex: cheap enough for the UI task
+            let _ = tx.send(Action::LeasesLoaded(engine.leases()));
+            return;
+        }
+        Command::LoadHistory { id } => {
+            history.request(id, engine, tx);
+            return;
+        }
+        Command::Assign { id, profile, force } => (
+            format!("assign {id} to {profile}"),
+            Box::new(
+                move |e, op| match e.assign(id.as_str(), &profile, op, force) {
+                    Err(EngineError::ProfileFull { name, quantity }) => Outcome::Full {
+                        id,
+                        profile: name,
+                        quantity,
+                    },
+                    r => outcome(r),
+                },
+            ),
+        ),
+        Command::Unassign { id } => (
+            format!("unassign {id}"),
+            Box::new(move |e, op| outcome(e.unassign(id.as_str(), op))),
+        ),
+        Command::Reinstall { id } => (
+            format!("reinstall {id}"),
+            Box::new(move |e, op| outcome(e.request_reinstall(id.as_str(), op))),
+        ),
+        Command::BootComplete { id } => (
+            format!("boot complete {id}"),
+            Box::new(move |e, op| outcome(e.boot_complete(id.as_str(), op))),
+        ),
+        Command::Edit { id, edit } => (
+            format!("edit {id}"),
+            Box::new(move |e, op| outcome(e.edit(id.as_str(), op, edit))),
+        ),
+    };
+    let engine = engine.clone();
+    let operator = operator.to_string();
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let outcome = job(&engine, &operator);
+        let _ = tx.send(Action::Done { what, outcome });
+    });
+}
+
+async fn event_loop(
+    guard: &mut TerminalGuard,
+    app: &mut App,
+    engine: &Engine,
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    operator: &str,
+    ui_stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut term_events = EventStream::new();
+    let (tx, mut done) = mpsc::unbounded_channel::<Action>();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut history = HistoryLoader::default();
+    let mut redraw: Option<Instant> = Some(Instant::now());
+    // the first frame wants the selected machine's history
+    if let Some(id) = app.selected_id.clone() {
+        history.request(id, engine, &tx);
+    }
+    loop {
+        let deadline = redraw;
+        let action = tokio::select! {
+            _ = ui_stop.cancelled() => break,
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                redraw = None;
+                if !guard.usable() {
+                    break;
+                }
+                app.prepare();
+                let now = OffsetDateTime::now_utc();
+                let view = AppView { app, now };
+                guard
+                    .terminal
+                    .draw(|f| f.render_widget(&view, f.area()))
+                    .context("drawing")?;
+                continue;
+            }
+            ev = term_events.next() => match ev {
+                Some(Ok(TermEvent::Key(k))) => keys::action_for(keys::mode(app), k),
+                Some(Ok(TermEvent::Resize(..))) => None,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context("reading the terminal")),
+                None => break,
+            },
+            r = rx.recv() => match r {
+                Ok(ev) => Some(Action::Bus(ev)),
+                Err(RecvError::Lagged(lost)) => {
+                    let (snapshot, fresh) = engine.subscribe();
+                    rx = fresh;
+                    Some(Action::Resync {
+                        snapshot,
+                        leases: engine.leases(),
+                        services: engine.services(),
+                        lost,
+                    })
+                }
+                Err(RecvError::Closed) => break,
+            },
+            Some(a) = done.recv() => {
+                if matches!(a, Action::HistoryLoaded { .. }) {
+                    history.finished(engine, &tx);
+                }
+                Some(a)
+            }
+            _ = tick.tick() => None,
+        };
+        if let Some(action) = action {
+            if let Some(cmd) = update(app, action) {
+                execute(cmd, engine, operator, &tx, &mut history);
+            }
+        }
+        if app.quit {
+            break;
+        }
+        redraw.get_or_insert_with(|| Instant::now() + COALESCE);
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! The selected machine: facts, boot timeline with per-phase times, overrides, audit history.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget, Wrap};
+use time::OffsetDateTime;
+
+use mayu::machine::{AssignedBy, Machine, Phase};
+
+use super::{clock, dim, human, pane, since, stalled_style, state_style, title};
+use crate::app::App;
+
+fn section(name: &str) -> Line<'static> {
+    Line::from(Span::styled(
+        format!("── {name} "),
+        Style::new().fg(Color::Cyan).bold(),
+    ))
+}
+
+fn field(label: &str, value: String) -> Vec<Span<'static>> {
+    vec![
+        Span::styled(format!("{label} "), dim()),
+        Span::raw(value),
+        Span::raw("  "),
+    ]
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.0} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn facts(m: &Machine) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    let mut head = vec![Span::styled(m.id.to_string(), Style::new().bold())];
+    if let Some(h) = &m.hostname {
+        head.push(Span::raw(format!("  {h}")));
+    }
+    head.push(Span::raw("  "));
+    head.push(Span::styled(m.state.as_str(), state_style(m.state).bold()));
+    if m.reinstall {
+        head.push(Span::styled(
+            "  reinstall on next boot",
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    out.push(Line::from(head));
+    let profile = match (&m.profile, &m.assigned_by) {
+        (Some(p), Some(AssignedBy::Operator(who))) => format!("{p} (by {who})"),
+        (Some(p), Some(AssignedBy::Rule)) => format!("{p} (by rule)"),
+        (Some(p), None) => p.clone(),
+        (None, _) => "— (waiting for an operator)".into(),
+    };
+    let mut l = field("profile", profile);
+    if m.pinned {
+        l.push(Span::styled("pinned", dim()));
+    }
+    out.push(Line::from(l));
+    let macs: Vec<String> = m.macs.iter().map(|m| m.to_string()).collect();
+    out.push(Line::from(field(
+        "mac",
+        if macs.is_empty() {
+            "—".into()
+        } else {
+            macs.join(", ")
+        },
+    )));
+    let mut l = field(
+        "ip",
+        m.ip.map(|i| i.to_string()).unwrap_or_else(|| "—".into()),
+    );
+    l.extend(field("arch", m.arch.clone().unwrap_or_else(|| "—".into())));
+    l.extend(field(
+        "serial",
+        m.serial.clone().unwrap_or_else(|| "—".into()),
+    ));
+    out.push(Line::from(l));
+    if let Some(u) = &m.uuid {
+        out.push(Line::from(field("uuid", u.clone())));
+    }
+    let mut l = field(
+        "rack",
+        match &m.rack {
+            Some(r) => match r.unit {
+                Some(u) => format!("{} U{u}", r.rack),
+                None => r.rack.clone(),
+            },
+            None => "—".into(),
+        },
+    );
+    if let Some(ipmi) = &m.ipmi_addr {
+        l.extend(field("ipmi", ipmi.clone()));
+    }
+    out.push(Line::from(l));
+    let f = &m.facts;
+    if f.cpus.is_some() || f.memory_bytes.is_some() || !f.disks.is_empty() {
+        let mut hw = Vec::new();
+        if let Some(c) = f.cpus {
+            hw.push(format!("{c} cpus"));
+        }
+        if let Some(b) = f.memory_bytes {
+            hw.push(gib(b));
+        }
+        for d in &f.disks {
+            hw.push(format!("{} {}", d.name, gib(d.size_bytes)));
+        }
+        if let Some(p) = &f.product {
+            hw.push(p.clone());
+        }
+        out.push(Line::from(field("hardware", hw.join(", "))));
+    }
+    if !m.notes.is_empty() {
+        out.push(Line::from(field("notes", m.notes.clone())));
+    }
+    out
+}
+
+fn timeline(app: &App, m: &Machine, now: OffsetDateTime) -> Vec<Line<'static>> {
+    let mut reached: Vec<(Phase, OffsetDateTime)> = Phase::ALL
+        .iter()
+        .filter_map(|p| m.phases.get(*p).map(|t| (*p, t)))
+        .collect();
+    reached.sort_by_key(|(p, t)| (*t, *p));
+    let Some(start) = reached.first().map(|r| r.1) else {
+        return vec![Line::styled("  no boot seen yet", dim())];
+    };
+    let current = app.phase_of(m, now);
+    let mut out = Vec::new();
+    for (i, (phase, at)) in reached.iter().enumerate() {
+        let mut spans = vec![
+            Span::raw(format!("  {:<13}", phase.as_str())),
+            Span::styled(format!("{} ", clock(*at)), dim()),
+            Span::styled(format!("+{:<7}", human(since(*at, start))), dim()),
+        ];
+        match reached.get(i + 1) {
+            Some((_, next)) => spans.push(Span::raw(human(since(*next, *at)))),
+            None => match current {
+                Some((_, d, true)) => spans.push(Span::styled(
+                    format!("⚠ {} stalled", human(d)),
+                    stalled_style(),
+                )),
+                Some((Phase::BootComplete, _, _)) => {
+                    spans.push(Span::styled("✔ done", Style::new().fg(Color::Green)))
+                }
+                Some((_, d, false)) => spans.push(Span::styled(
+                    format!("▶ {}", human(d)),
+                    Style::new().fg(Color::Magenta).bold(),
+                )),
+                None => {}
+            },
+        }
+        out.push(Line::from(spans));
+    }
+    out
+}
+
+fn history(app: &App, m: &Machine) -> Vec<Line<'static>> {
+    match &app.history {
+        Some((id, Ok(entries))) if *id == m.id => {
+            if entries.is_empty() {
+                return vec![Line::styled("  no commits yet", dim())];
+            }
+            entries
+                .iter()
+                .map(|h| {
+                    let msg = h
+                        .message
+                        .strip_prefix(&format!("{}: ", m.id))
+                        .unwrap_or(&h.message)
+                        .to_string();
+                    Line::from(vec![
+                        Span::styled(format!("  {} ", clock(h.time)), dim()),
+                        Span::styled(format!("{:<10} ", h.author), Style::new().fg(Color::Cyan)),
+                        Span::raw(msg),
+                    ])
+                })
+                .collect()
+        }
+        Some((id, Err(e))) if *id == m.id => {
+            vec![Line::styled(format!("  {e}"), Style::new().fg(Color::Red))]
+        }
+        _ => vec![Line::styled("  loading…", dim())],
+    }
+}
+
+pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focused: bool) {
+    let block = pane(Line::from(title("Detail")), focused);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let Some(m) = app.current() else {
+        Paragraph::new(vec![
+            Line::default(),
+            Line::styled("No machine selected", dim()),
+        ])
+        .alignment(Alignment::Center)
+        .render(inner, buf);
+        return;
+    };
+    let mut lines = facts(m);
+    lines.push(section("boot timeline"));
+    lines.extend(timeline(app, m, now));
+    lines.push(section("overrides"));
+    if m.overrides.is_empty() {
+        lines.push(Line::styled("  none (o adds one)", dim()));
+    } else {
+        for (k, v) in &m.overrides {
+            lines.push(Line::from(vec![
+                Span::raw(format!("  {k}")),
+                Span::styled(" = ", dim()),
+                Span::styled(v.to_string(), Style::new().fg(Color::Yellow)),
+            ]));
+        }
+    }
+    lines.push(section("audit history"));
+    lines.extend(history(app, m));
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
+}

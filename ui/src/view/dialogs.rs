@@ -1,0 +1,195 @@
+//! Popups over the page: help, the assign picker with fill levels, the force confirmation,
+//! and the edit and override forms.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Widget, Wrap};
+use time::OffsetDateTime;
+
+use super::dim;
+use super::profiles::gauge;
+use crate::app::{App, Dialog, EDIT_FIELDS};
+use crate::keys::HELP;
+
+fn popup(area: Rect, width: u16, height: u16, title: String, buf: &mut Buffer) -> Rect {
+    let r = area.centered(
+        Constraint::Length(width.min(area.width)),
+        Constraint::Length(height.min(area.height)),
+    );
+    Clear.render(r, buf);
+    let block = Block::bordered()
+        .border_type(BorderType::Double)
+        .border_style(Style::new().fg(Color::Cyan))
+        .title(Span::styled(format!(" {title} "), Style::new().bold()));
+    let inner = block.inner(r);
+    block.render(r, buf);
+    inner
+}
+
+fn input_line(label: &str, value: &str, focused: bool) -> Line<'static> {
+    let label_style = if focused {
+        Style::new().fg(Color::Cyan).bold()
+    } else {
+        dim()
+    };
+    let mut spans = vec![
+        Span::styled(format!("{label:>9} "), label_style),
+        Span::styled(
+            value.to_string(),
+            if focused {
+                Style::new().add_modifier(Modifier::UNDERLINED)
+            } else {
+                Style::new()
+            },
+        ),
+    ];
+    if focused {
+        spans.push(Span::styled("▏", Style::new().fg(Color::Cyan)));
+    }
+    Line::from(spans)
+}
+
+pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
+    let Some(dialog) = &app.dialog else {
+        return;
+    };
+    match dialog {
+        Dialog::Help => {
+            let h = u16::try_from(HELP.len()).unwrap_or(20) + 4;
+            let inner = popup(area, 78, h, "Help".into(), buf);
+            let mut lines: Vec<Line> = HELP
+                .iter()
+                .map(|(k, what)| {
+                    Line::from(vec![
+                        Span::styled(format!("{k:>14}  "), Style::new().fg(Color::Cyan).bold()),
+                        Span::raw(*what),
+                    ])
+                })
+                .collect();
+            lines.push(Line::default());
+            lines.push(Line::styled(
+                format!(
+                    "Changes are committed to the inventory's git log as {}.",
+                    app.setup.operator
+                ),
+                dim(),
+            ));
+            Paragraph::new(lines).render(inner, buf);
+        }
+        Dialog::Assign { id, selected } => {
+            let h = u16::try_from(app.profiles.len()).unwrap_or(10) + 5;
+            let inner = popup(area, 70, h, format!("Assign {id}"), buf);
+            let current = app.machines.get(id).and_then(|m| m.profile.clone());
+            let mut lines = Vec::new();
+            for (i, p) in app.profiles.iter().enumerate() {
+                let sel = i == *selected;
+                let mut spans = vec![
+                    Span::styled(
+                        if sel { "▶ " } else { "  " },
+                        Style::new().fg(Color::Cyan).bold(),
+                    ),
+                    Span::styled(
+                        format!("{:<16}", p.name),
+                        if sel {
+                            Style::new().bold().add_modifier(Modifier::REVERSED)
+                        } else {
+                            Style::new().bold()
+                        },
+                    ),
+                    Span::raw(" "),
+                ];
+                spans.extend(gauge(p, 16));
+                let full = p.quantity.is_some_and(|q| p.assigned >= q);
+                if current.as_deref() == Some(p.name.as_str()) {
+                    spans.push(Span::styled(" current", Style::new().fg(Color::Cyan)));
+                } else if full {
+                    spans.push(Span::styled(" full", Style::new().fg(Color::Red).bold()));
+                }
+                if !p.tags.is_empty() {
+                    spans.push(Span::styled(format!(" #{}", p.tags.join(" #")), dim()));
+                }
+                lines.push(Line::from(spans));
+            }
+            lines.push(Line::default());
+            lines.push(Line::styled(
+                "Enter assigns · a full profile asks before going past its quantity",
+                dim(),
+            ));
+            Paragraph::new(lines).render(inner, buf);
+        }
+        Dialog::ConfirmForce {
+            id,
+            profile,
+            assigned,
+            quantity,
+        } => {
+            let inner = popup(area, 60, 8, "Profile full".into(), buf);
+            let lines = vec![
+                Line::from(vec![
+                    Span::raw("Profile "),
+                    Span::styled(profile.clone(), Style::new().bold()),
+                    Span::styled(
+                        format!(" is full ({assigned} of {quantity})."),
+                        Style::new().fg(Color::Red),
+                    ),
+                ]),
+                Line::from(format!(
+                    "Assign {id} anyway? It goes past the profile's quantity."
+                )),
+                Line::default(),
+                Line::from(vec![
+                    Span::styled("y", Style::new().fg(Color::Cyan).bold()),
+                    Span::raw(" force it    "),
+                    Span::styled("n", Style::new().fg(Color::Cyan).bold()),
+                    Span::raw(" cancel"),
+                ]),
+            ];
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: true })
+                .render(inner, buf);
+        }
+        Dialog::Edit {
+            id,
+            fields,
+            focus,
+            error,
+        } => {
+            let inner = popup(area, 64, 9, format!("Edit {id}"), buf);
+            let mut lines: Vec<Line> = EDIT_FIELDS
+                .iter()
+                .zip(fields.iter())
+                .enumerate()
+                .map(|(i, (label, value))| input_line(label, value, i == *focus))
+                .collect();
+            lines.push(Line::default());
+            lines.push(match error {
+                Some(e) => Line::styled(e.clone(), Style::new().fg(Color::Red).bold()),
+                None => Line::styled("Tab next field · Enter saves · Esc cancels", dim()),
+            });
+            Paragraph::new(lines).render(inner, buf);
+        }
+        Dialog::Override {
+            id,
+            key,
+            value,
+            focus,
+            error,
+        } => {
+            let inner = popup(area, 64, 8, format!("Override template env on {id}"), buf);
+            let lines = vec![
+                input_line("key", key, *focus == 0),
+                input_line("value", value, *focus == 1),
+                Line::default(),
+                match error {
+                    Some(e) => Line::styled(e.clone(), Style::new().fg(Color::Red).bold()),
+                    None => {
+                        Line::styled("JSON or plain text · an empty value removes the key", dim())
+                    }
+                },
+            ];
+            Paragraph::new(lines).render(inner, buf);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The header: service status (boot HTTP, API, dnsmasq, templates) and machine counts.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget};
+use time::OffsetDateTime;
+
+use mayu::lease::ServiceState;
+use mayu::machine::State;
+
+use super::{clock, dim};
+use crate::action::Page;
+use crate::app::App;
+
+/// The services the header always names, matched by a part of the engine's service name.
+const SLOTS: [(&str, &str); 4] = [
+    ("boot http", "boot"),
+    ("api", "api"),
+    ("dnsmasq", "dnsmasq"),
+    ("templates", "template"),
+];
+
+fn status_style(status: &str) -> (Style, &'static str) {
+    match status {
+        "running" | "ok" | "ready" | "listening" | "watching" => {
+            (Style::new().fg(Color::Green), "●")
+        }
+        "starting" | "restarting" | "reloading" => (Style::new().fg(Color::Yellow), "◐"),
+        "failed" | "error" => (Style::new().fg(Color::Red).bold(), "✖"),
+        _ => (dim(), "○"),
+    }
+}
+
+fn slot_detail(app: &App, label: &str, svc: Option<&ServiceState>, wide: bool) -> String {
+    match label {
+        "boot http" if wide => app.setup.boot_addr.clone(),
+        "api" if wide => app.setup.api_addr.clone(),
+        "boot http" | "api" => String::new(),
+        "dnsmasq" => {
+            let restarts = svc.map(|s| s.restarts).unwrap_or(0);
+            format!(
+                "{} on {} ↻{restarts}",
+                app.setup.dhcp_mode, app.setup.interface
+            )
+        }
+        _ => match (&app.templates.ok, svc) {
+            (Some(false), _) => format!("{} errors", app.templates.errors.len()),
+            (Some(true), _) => "ok".into(),
+            (None, Some(s)) if !s.detail.is_empty() => s.detail.clone(),
+            _ => app.setup.templates_dir.clone(),
+        },
+    }
+}
+
+pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
+    let mut spans = vec![Span::styled(
+        " mayu ",
+        Style::new().fg(Color::Black).bg(Color::Cyan).bold(),
+    )];
+    let mut named = Vec::new();
+    let wide = area.width >= 130;
+    for (label, key) in SLOTS {
+        let svc = app
+            .services
+            .values()
+            .find(|s| s.name.to_lowercase().contains(key));
+        if let Some(s) = svc {
+            named.push(s.name.clone());
+        }
+        let status = match (label, svc) {
+            ("templates", _) if app.templates.ok == Some(false) => "failed",
+            ("templates", None) if app.templates.ok == Some(true) => "ok",
+            (_, Some(s)) => s.status.as_str(),
+            (_, None) => "not started",
+        };
+        let (style, dot) = status_style(status);
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(dot, style));
+        spans.push(Span::styled(format!(" {label} "), Style::new().bold()));
+        let detail = if svc.is_none() && status == "not started" && label != "dnsmasq" {
+            "off".to_string()
+        } else {
+            slot_detail(app, label, svc, wide)
+        };
+        spans.push(Span::styled(detail, dim()));
+    }
+    for s in app.services.values().filter(|s| !named.contains(&s.name)) {
+        let (style, dot) = status_style(&s.status);
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(dot, style));
+        spans.push(Span::styled(format!(" {} ", s.name), Style::new().bold()));
+        spans.push(Span::styled(s.status.clone(), dim()));
+    }
+    Paragraph::new(Line::from(spans)).render(Rect { height: 1, ..area }, buf);
+
+    let count = |st: State| app.machines.values().filter(|m| m.state == st).count();
+    let stalled = app.stalled_count(now);
+    let mut line = vec![
+        Span::raw(" "),
+        Span::styled(format!("{}", app.machines.len()), Style::new().bold()),
+        Span::raw(" machines  "),
+        Span::styled(
+            format!("{}", app.waiting),
+            Style::new().fg(Color::Yellow).bold(),
+        ),
+        Span::raw(" waiting  "),
+        Span::styled(
+            format!("{}", count(State::Configured) + count(State::Installing)),
+            Style::new().fg(Color::Magenta).bold(),
+        ),
+        Span::raw(" booting  "),
+        Span::styled(
+            format!("{}", count(State::Running)),
+            Style::new().fg(Color::Green).bold(),
+        ),
+        Span::raw(" running  "),
+    ];
+    if stalled > 0 {
+        line.push(Span::styled(
+            format!("{stalled} stalled  "),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    line.push(Span::styled(
+        format!("{}", app.leases.len()),
+        Style::new().bold(),
+    ));
+    line.push(Span::raw(" leases"));
+    let second = Rect {
+        y: area.y + 1,
+        height: 1,
+        ..area
+    };
+    if area.height > 1 {
+        Paragraph::new(Line::from(line)).render(second, buf);
+        let mut tabs = Vec::new();
+        if area.width >= 110 {
+            for (i, p) in Page::ALL.iter().enumerate() {
+                let style = if *p == app.page {
+                    Style::new().fg(Color::Black).bg(Color::Cyan)
+                } else {
+                    dim()
+                };
+                tabs.push(Span::styled(format!(" {} {} ", i + 1, p.title()), style));
+            }
+            tabs.push(Span::raw(" "));
+        }
+        if area.width >= 90 {
+            tabs.push(Span::styled(format!("{} UTC ", clock(now)), dim()));
+        }
+        Paragraph::new(Line::from(tabs))
+            .alignment(Alignment::Right)
+            .render(second, buf);
+    }
+}

@@ -1,0 +1,127 @@
+//! `mayu --headless`: the services run without a terminal, log to stdout, and stop cleanly on
+//! SIGTERM with exit status 0. Waits are bounded polls on observable output.
+
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn headless_serves_logs_to_stdout_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "templates",
+        "templates/snippets",
+        "images/flatcar",
+        "images/discovery",
+    ] {
+        let from = repo().join(sub);
+        if !from.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let boot = free_port();
+    let text = std::fs::read_to_string(repo().join("config.yaml"))
+        .unwrap()
+        .replace("boot: 0.0.0.0:4081", &format!("boot: 127.0.0.1:{boot}"))
+        .replace(
+            "api: 127.0.0.1:4080",
+            &format!("api: 127.0.0.1:{}", free_port()),
+        )
+        .replace("mode: full", "mode: off")
+        .replace(
+            "images: images",
+            &format!("images: {}", repo().join("images").display()),
+        );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, text).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mayu"))
+        .arg("--headless")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    // the log line that says where the boot port listens, within a bounded wait
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let ready = line.contains("running headless");
+                seen.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => panic!("no start-up line on stdout; got:\n{}", seen.join("\n")),
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{boot}"))),
+        "{}",
+        seen.join("\n")
+    );
+    std::net::TcpStream::connect(("127.0.0.1", boot)).expect("the boot port listens");
+
+    let pid = i32::try_from(child.id()).unwrap();
+    // the kill(1) tool keeps libc out of the dev-dependencies
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopped")),
+        "no clean stop in the log:\n{}",
+        rest.join("\n")
+    );
+    // the log file got the same lines
+    let logs = std::fs::read_dir(dir.path().join("logs")).unwrap().count();
+    assert!(logs > 0, "no log file");
+}

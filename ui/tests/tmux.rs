@@ -1,0 +1,353 @@
+//! End-to-end: the real `mayu` binary in a tmux pane on a temp config. A machine registers
+//! over HTTP as iPXE would, shows up on screen, is assigned with keystrokes, and the inventory,
+//! its git history and the admin API show the assignment by the configured operator. Waits are
+//! bounded polls of `tmux capture-pane`, never fixed sleeps.
+
+// Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "e2e-operator";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn free_port() -> u16 {
+    // bind to port 0, read the port, release it for mayu
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped config and templates in a temp folder (images used in place), on loopback ports, assignment
+/// by hand, no DHCP (no dnsmasq needed) and a fixed operator name.
+fn lab(boot: u16, api: u16) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "templates",
+        "templates/snippets",
+        "images/flatcar",
+        "images/discovery",
+    ] {
+        let from = repo().join(sub);
+        if !from.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
+    let edited = text
+        .replace("boot: 0.0.0.0:4081", &format!("boot: 127.0.0.1:{boot}"))
+        .replace("api: 127.0.0.1:4080", &format!("api: 127.0.0.1:{api}"))
+        .replace("mode: full", "mode: off")
+        .replace("assignment: auto", "assignment: manual")
+        .replace("default_profile: discovery", "")
+        // boot images can be large: use the repository's in place (only read)
+        .replace(
+            "images: images",
+            &format!("images: {}", repo().join("images").display()),
+        );
+    assert_ne!(
+        edited, text,
+        "the shipped config changed shape; update this test"
+    );
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("{edited}\noperator: {OPERATOR}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Numbers the tmux servers of the tests in this process.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A private tmux server holding one pane; killed when dropped, whatever happened.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, dir: &Path) -> Tmux {
+        let t = Tmux {
+            socket: format!(
+                "mayu-e2e-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
+        };
+        t.ok(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "36",
+            "-c",
+            &dir.display().to_string(),
+        ]);
+        // keep the pane after mayu exits, to see what it left on the terminal
+        t.ok(&["set-option", "-t", "e2e", "remain-on-exit", "on"]);
+        t.ok(&["respawn-pane", "-k", "-t", "e2e", command]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.ok(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend(keys);
+        self.ok(&args);
+    }
+
+    fn pane(&self, format: &str) -> String {
+        self.ok(&["display-message", "-p", "-t", "e2e", format])
+            .trim()
+            .to_string()
+    }
+
+    /// Polls the screen until `cond` holds; fails with the screen after `PATIENCE`.
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// Starts `mayu` on the lab's config in a tmux pane. The shell around it writes mayu's exit
+/// status to a file: tmux itself sometimes leaves an exited pane unreaped for a long time, so
+/// its `pane_dead` flag is not a reliable signal.
+fn launch(lab: &Path) -> (Tmux, PathBuf) {
+    let status = lab.join("exit-status");
+    let command = format!(
+        "{} --config {}; echo $? > {}",
+        env!("CARGO_BIN_EXE_mayu"),
+        lab.join("config.yaml").display(),
+        status.display()
+    );
+    (Tmux::start(&command, lab), status)
+}
+
+/// Waits for mayu to exit and returns its exit status.
+fn wait_exit(tmux: &Tmux, status: &Path, lab: &Path) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(status) {
+            if s.ends_with('\n') {
+                return s.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mayu did not exit; the screen:\n{}\nlog:\n{}",
+            tmux.screen(),
+            logs_of(lab)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Everything mayu logged, for failure messages.
+fn logs_of(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("logs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    request(port, path, "User-Agent: iPXE/1.21.1\r\n")
+}
+
+fn request(port: u16, path: &str, headers: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Polls the audit repository until a commit matching `what` appears (git runs on its own
+/// thread, so the commit lands shortly after the change).
+fn wait_for_commit(inventory: &Path, what: &str) -> (String, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(repo) = git2::Repository::open(inventory) {
+            let mut walk = repo.revwalk().unwrap();
+            walk.push_head().unwrap();
+            for oid in walk {
+                let c = repo.find_commit(oid.unwrap()).unwrap();
+                let msg = c.message().unwrap_or("").to_string();
+                if msg.contains(what) {
+                    return (c.author().name().unwrap_or("").to_string(), msg);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit with `{what}` in {}",
+            inventory.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn register_see_and_assign_a_machine_in_the_console() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, status) = launch(lab.path());
+
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "1",
+        "the console uses the alternate screen"
+    );
+
+    let reply = http_get(
+        boot,
+        "/ipxe?mac=52:54:00:e2:e0:01&uuid=6b1d1e2a-4c1e-4d0e-9a57-0e2e00000001&serial=E2E-0001&arch=x86_64",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("#!ipxe"), "{reply}");
+
+    let s = tmux.wait_for("the machine on screen", |s| s.contains("e2e-0001"));
+    assert!(s.contains("waiting"), "{s}");
+
+    tmux.keys(&["a"]);
+    tmux.wait_for("the assign dialog", |s| s.contains("Assign e2e-0001"));
+    // profiles in config order: control-plane, worker, discovery
+    tmux.keys(&["Down"]);
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the assignment to land", |s| {
+        s.contains("assign e2e-0001 to worker: done")
+    });
+    assert!(s.contains("configured"), "{s}");
+
+    let inventory = lab.path().join("inventory");
+    let (author, message) = wait_for_commit(&inventory, "e2e-0001: assigned to worker");
+    assert_eq!(author, OPERATOR, "{message}");
+    let file = std::fs::read_to_string(inventory.join("e2e-0001.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(m["profile"], "worker");
+    assert_eq!(m["assigned_by"]["name"], OPERATOR);
+
+    // The API shows the same; it wrote its first admin secret beside the tokens file at start.
+    let secret = std::fs::read_to_string(lab.path().join("tokens.json.admin")).unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", secret.trim());
+    let reply = request(api, "/api/v1/machines/e2e-0001", &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    let m: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(m["profile"], "worker", "{body}");
+    assert_eq!(m["assigned_by"]["name"], OPERATOR, "{body}");
+    let reply = request(api, "/api/v1/machines/e2e-0001/history", &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(OPERATOR), "{reply}");
+
+    // the detail pane's audit history shows it too
+    tmux.wait_for("the history in the detail pane", |s| {
+        s.contains(OPERATOR) && s.contains("assigned to worker")
+    });
+
+    tmux.keys(&["q"]);
+    let code = wait_exit(&tmux, &status, lab.path());
+    assert_eq!(code, "0", "{}\n{}", tmux.screen(), logs_of(lab.path()));
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "the terminal was restored"
+    );
+}
+
+#[test]
+fn resize_relayouts_and_sigterm_restores_the_terminal() {
+    let lab = lab(free_port(), free_port());
+    let (tmux, status) = launch(lab.path());
+    // 120 columns: the page tabs fit in the header
+    tmux.wait_for("the console at 120x36", |s| {
+        s.contains("No machines yet") && s.contains("1 Machines")
+    });
+    tmux.ok(&["resize-window", "-t", "e2e", "-x", "80", "-y", "24"]);
+    tmux.wait_for("the console at 80x24", |s| {
+        s.contains("No machines yet") && !s.contains("1 Machines") && s.lines().count() <= 24
+    });
+
+    // the pane runs a shell; mayu is its child
+    let shell = tmux.pane("#{pane_pid}");
+    let out = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &shell])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!pid.is_empty(), "no mayu under the pane's shell {shell}");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let code = wait_exit(&tmux, &status, lab.path());
+    assert_eq!(code, "0", "{}", tmux.screen());
+    assert_eq!(
+        tmux.pane("#{alternate_on}"),
+        "0",
+        "the terminal was restored"
+    );
+}
