@@ -22,7 +22,23 @@ pub fn check(path: &Path) -> i32 {
         }
         return 1;
     }
+    use crate::dnsmasq::{CheckError, SelfTestError};
+    let mut warnings = Vec::new();
+    match crate::dnsmasq::check(&c) {
+        Ok(()) => {}
+        // A machine without dnsmasq can still check its config; the service will say so too.
+        Err(CheckError::SelfTest(e @ SelfTestError::NotFound { .. })) => {
+            warnings.push(format!("warning: {e}; the dnsmasq self-test was skipped"))
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", c.templates.join("dnsmasq.conf").display());
+            return 1;
+        }
+    }
     println!("{}: ok", path.display());
+    for w in warnings {
+        println!("  {w}");
+    }
     let net = &c.network;
     println!(
         "  network    {}/{} on {} (dhcp {:?}{})",

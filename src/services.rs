@@ -1,5 +1,5 @@
-//! Starts the boot services around an engine: boot HTTP, the template reloader, and (as they
-//! land) the admin API and the dnsmasq supervisor, all stopped by one cancellation token.
+//! Starts the boot services around an engine: boot HTTP, the template reloader,
+//! the admin API and the dnsmasq supervisor, all stopped by one cancellation token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +123,11 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
             e.set_service("templates", "failed", 0, &err.to_string());
         }
     }));
+
+    tasks.push(tokio::spawn(crate::dnsmasq::run(
+        engine.clone(),
+        cancel.clone(),
+    )));
 
     let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {
         templates: templates.clone(),
