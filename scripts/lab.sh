@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# mayu's network-boot lab: QEMU machines (BIOS and UEFI mixed) PXE-boot through mayu's dnsmasq
+# child and boot HTTP on an isolated network, so mayu can be tried without hardware.
+#
+#   sudo scripts/lab.sh deps              install the Debian packages the lab and its tests need
+#   sudo scripts/lab.sh up [--vms N]      namespace + bridge, mayu headless, N machines booting
+#   sudo scripts/lab.sh up --console      the same, with mayu's console in this terminal
+#   sudo scripts/lab.sh status            what runs, where each machine is
+#   sudo scripts/lab.sh ctl ARGS...       mayuctl against the lab's API (e.g. `ctl list`)
+#   sudo scripts/lab.sh serial N          follow machine N's serial console
+#   sudo scripts/lab.sh down [--keep]     stop everything it started, remove the namespace
+#                                         (--keep leaves lab/ with logs and inventory)
+#
+# Everything lives in the network namespace `mayu-lab` (MAYU_LAB_NS to change): a bridge br0 with
+# 10.77.0.1/24 and a ULA, one tap per machine, no uplink, no NAT, no route out. State, logs and
+# pids go to <repo>/lab/. Processes are stopped by the pids recorded at start, never by name.
+set -Eeuo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LAB="$REPO/lab"
+NS="${MAYU_LAB_NS:-mayu-lab}"
+CONFIG="$REPO/scripts/lab-config.yaml"
+ADDR=10.77.0.1
+ULA=fd77:77::1/64
+BOOT_PORT=4081
+API_URL=http://127.0.0.1:4080
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+die() { echo "lab: error: $*" >&2; exit 1; }
+say() { echo "lab: $*" >&2; }
+
+need_root() {
+    [[ $(id -u) == 0 ]] || die "run as root (network namespaces, taps): sudo $0 $*"
+}
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# --- deps --------------------------------------------------------------------------------------
+
+# The packages come from Debian only; scripts/install-deps.sh (shared with CI) knows which, and
+# takes qemu-system-x86 from bookworm-backports on Debian 12.
+cmd_deps() {
+    need_root deps
+    "$REPO/scripts/install-deps.sh"
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+
+ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$NS"; }
+
+# pid_alive PIDFILE MARKER: the recorded process runs and its command line holds MARKER (so a
+# reused pid is never mistaken for ours).
+pid_alive() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 1
+    [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
+
+# stop_pid PIDFILE MARKER: TERM, up to 10 s, then KILL.
+stop_pid() {
+    local file="$1" marker="$2" pid i
+    pid_alive "$file" "$marker" || { rm -f "$file"; return 0; }
+    pid="$(cat "$file")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$file" "$marker" || break
+        sleep 0.1
+    done
+    if pid_alive "$file" "$marker"; then
+        say "pid $pid did not stop on TERM; killing"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+mayu_bin() {
+    if [[ -n ${MAYU_BIN:-} ]]; then
+        [[ -x $MAYU_BIN ]] || die "MAYU_BIN=$MAYU_BIN is not an executable"
+        echo "$MAYU_BIN"
+        return
+    fi
+    local target="${CARGO_TARGET_DIR:-$REPO/target}"
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        command -v cargo >/dev/null || die "cargo not found; set MAYU_BIN to a built mayu binary"
+        say "building mayu (cargo build -p mayu-console --bin mayu)"
+        (cd "$REPO" && cargo build -q -p mayu-console --bin mayu) >&2 || die "cargo build failed"
+    fi
+    [[ -x $target/debug/mayu ]] || die "$target/debug/mayu not found; build it or set MAYU_BIN"
+    echo "$target/debug/mayu"
+}
+
+mayuctl_bin() {
+    local target="${CARGO_TARGET_DIR:-$REPO/target}"
+    if [[ -n ${MAYUCTL_BIN:-} ]]; then echo "$MAYUCTL_BIN"; return; fi
+    if [[ ! -x $target/debug/mayuctl ]]; then
+        (cd "$REPO" && cargo build -q -p mayu --bin mayuctl) >&2 || die "cargo build mayuctl failed"
+    fi
+    echo "$target/debug/mayuctl"
+}
+
+check_tools() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v busybox >/dev/null || missing+=(busybox-static)
+    command -v cpio >/dev/null || missing+=(cpio)
+    [[ -f /usr/lib/ipxe/undionly.kpxe ]] || missing+=(ipxe)
+    [[ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]] || missing+=(ipxe-qemu)
+    [[ -f $OVMF_CODE ]] || missing+=(ovmf)
+    if ((${#missing[@]})); then
+        die "missing packages: ${missing[*]}; install them with: sudo $0 deps"
+    fi
+}
+
+# auto: KVM only where the CPU really has hardware virtualisation (a /dev/kvm backed by a
+# software module crawls or aborts with -cpu host).
+accel_args() {
+    case "$1" in
+        kvm) echo "-accel kvm -cpu host" ;;
+        tcg) echo "-accel tcg -cpu max" ;;
+        auto)
+            if [[ -w /dev/kvm ]] && grep -Eqw 'vmx|svm' /proc/cpuinfo; then
+                echo "-accel kvm -cpu host"
+            else
+                echo "-accel tcg -cpu max"
+            fi
+            ;;
+        *) die "--accel takes auto, kvm or tcg; got '$1'" ;;
+    esac
+}
+
+net_up() {
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    ip -n "$NS" link add br0 type bridge
+    ip -n "$NS" addr add "$ADDR/24" dev br0
+    # iPXE waits ~13 s for IPv6 autoconfiguration unless a router advertisement comes; mayu's
+    # dnsmasq advertises this ULA (router lifetime 0). It never leaves the namespace.
+    ip -n "$NS" addr add "$ULA" dev br0
+    ip -n "$NS" link set br0 up
+}
+
+add_tap() {
+    ip -n "$NS" tuntap add dev "$1" mode tap
+    ip -n "$NS" link set "$1" master br0
+    ip -n "$NS" link set "$1" up
+}
+
+# dnsmasq runs as nobody: the TFTP root and every folder above it must be readable/traversable.
+fill_tftproot() {
+    mkdir -p "$LAB/tftproot"
+    local f
+    for f in undionly.kpxe ipxe.efi snponly.efi; do
+        [[ -f /usr/lib/ipxe/$f ]] && cp "/usr/lib/ipxe/$f" "$LAB/tftproot/"
+    done
+    chmod -R a+rX "$LAB/tftproot"
+    local d="$LAB"
+    while [[ $d != / ]]; do
+        if [[ $(stat -c '%A' "$d") != ?????????[xt] ]]; then
+            say "warning: $d is not world-traversable; dnsmasq (user nobody) cannot serve TFTP from $LAB/tftproot"
+        fi
+        d="$(dirname "$d")"
+    done
+}
+
+wait_boot_port() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$ADDR/$BOOT_PORT" 2>/dev/null; then
+            return 0
+        fi
+        pid_alive "$LAB/pids/mayu.pid" "--config" || return 1
+        sleep 0.2
+    done
+    return 1
+}
+
+# start_vm I ACCEL MEM: machine I, BIOS when I is even, UEFI when odd; machine 0 has two disks.
+# Every fourth machine (3, 7, ...) boots as real UEFI hardware does: OVMF's own PXE client
+# fetches ipxe.efi over TFTP from dnsmasq (no iPXE ROM on its NIC).
+start_vm() {
+    local i="$1" accel="$2" mem="$3" fw mac rom=""
+    mac="$(printf '52:54:00:77:00:%02x' "$i")"
+    ((i % 4 == 3)) && rom=",romfile="
+    local args=(-name "mayu-lab-vm$i" $accel -m "$mem" -smp 1
+        -nodefaults -no-user-config -display none -vga none -monitor none
+        -serial "file:$LAB/vm$i.serial.log"
+        -uuid "$(printf '6d617975-6c61-4200-8000-%012x' "$i")"
+        -smbios "type=1,manufacturer=mayu-lab,product=lab-vm,serial=LAB-$(printf '%04d' "$i")"
+        -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no"
+        -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1$rom"
+        -blockdev "driver=null-co,node-name=d0,size=$((8 << 30)),read-zeroes=on"
+        -device "virtio-blk-pci,drive=d0,serial=lab$i-0")
+    if ((i == 0)); then
+        args+=(-blockdev "driver=null-co,node-name=d1,size=$((16 << 30)),read-zeroes=on"
+            -device "virtio-blk-pci,drive=d1,serial=lab$i-1")
+    fi
+    if ((i % 2 == 0)); then
+        fw=BIOS
+        printf '\xf8\x03' >"$LAB/sercon"
+        args+=(-boot order=n,strict=on -fw_cfg "name=etc/sercon-port,file=$LAB/sercon")
+    else
+        fw=UEFI
+        [[ -n $rom ]] && fw="UEFI, firmware PXE + TFTP"
+        cp "$OVMF_VARS" "$LAB/vm$i.vars.fd"
+        args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
+            -drive "if=pflash,format=raw,unit=1,file=$LAB/vm$i.vars.fd")
+    fi
+    add_tap "tap$i"
+    : >"$LAB/vm$i.serial.log"
+    # No -no-reboot: discovery reboots into the assigned profile through PXE again.
+    # `ip netns exec NS cmd &` execs cmd itself, so $! is qemu's own pid.
+    ip netns exec "$NS" qemu-system-x86_64 "${args[@]}" >"$LAB/vm$i.qemu.log" 2>&1 &
+    echo $! >"$LAB/pids/vm$i.pid"
+    echo "$fw" >"$LAB/vm$i.firmware"
+    say "vm$i: $fw, mac $mac, serial console $LAB/vm$i.serial.log (pid $!)"
+}
+
+# --- up ----------------------------------------------------------------------------------------
+
+cmd_up() {
+    local vms=3 accel=auto mem=256 console=0
+    while (($#)); do
+        case "$1" in
+            --vms) vms="${2:?--vms needs a number}"; shift 2 ;;
+            --vms=*) vms="${1#--vms=}"; shift ;;
+            --accel) accel="${2:?--accel needs auto, kvm or tcg}"; shift 2 ;;
+            --mem) mem="${2:?--mem needs MiB}"; shift 2 ;;
+            --console) console=1; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *) die "unknown option '$1' for up; see $0 --help" ;;
+        esac
+    done
+    [[ $vms =~ ^[0-9]+$ ]] && ((vms >= 1 && vms <= 32)) || die "--vms takes 1 to 32; got '$vms'"
+    need_root up
+    check_tools
+    if ns_exists; then
+        die "the lab is already up (namespace $NS); see '$0 status', or '$0 down' first"
+    fi
+    local accel_flags
+    accel_flags="$(accel_args "$accel")"
+    "$REPO/scripts/build-discovery.sh"
+    "$REPO/scripts/build-test-image.sh"
+    local mayu
+    mayu="$(mayu_bin)"
+    mkdir -p "$LAB/pids" "$LAB/logs"
+    chmod 0755 "$LAB"
+    fill_tftproot
+    "$mayu" check --config "$CONFIG" || die "mayu check refused $CONFIG"
+
+    # From here on, a failure undoes what was made.
+    trap 'say "up failed; cleaning up"; cmd_down --keep' ERR
+    net_up
+    ((vms <= 2)) || say "note: $vms machines on $(nproc) cores boot slowly under software emulation"
+
+    if ((console)); then
+        # The console needs this terminal: machines start in the background once mayu's boot
+        # port answers; quitting the console takes the lab down.
+        (
+            trap - ERR
+            if ! wait_boot_port_console; then
+                echo "lab: mayu's boot port never answered; no machines started" >>"$LAB/lab.log"
+                exit 1
+            fi
+            for ((i = 0; i < vms; i++)); do start_vm "$i" "$accel_flags" "$mem" 2>>"$LAB/lab.log"; done
+        ) &
+        echo $! >"$LAB/pids/launcher.pid"
+        trap - ERR
+        ip netns exec "$NS" "$mayu" --config "$CONFIG" || true
+        say "console closed; taking the lab down (logs stay in $LAB)"
+        cmd_down --keep
+        return
+    fi
+
+    ip netns exec "$NS" "$mayu" --headless --config "$CONFIG" >"$LAB/mayu.log" 2>&1 &
+    echo $! >"$LAB/pids/mayu.pid"
+    say "mayu headless in namespace $NS (pid $!), log $LAB/mayu.log"
+    if ! wait_boot_port; then
+        tail -20 "$LAB/mayu.log" >&2 || true
+        false
+    fi
+    for ((i = 0; i < vms; i++)); do start_vm "$i" "$accel_flags" "$mem"; done
+    trap - ERR
+    cat >&2 <<EOF
+lab: up. Watch machines boot:
+  sudo $0 status              (machines, profiles, states)
+  sudo $0 ctl watch           (mayu's event stream)
+  sudo $0 serial 0            (machine 0's serial console)
+  tail -f $LAB/mayu.log
+Take it down with: sudo $0 down
+EOF
+}
+
+# Used by the --console launcher: the console owns the terminal, so no mayu pid file to watch.
+wait_boot_port_console() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$ADDR/$BOOT_PORT" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# --- down --------------------------------------------------------------------------------------
+
+cmd_down() {
+    local keep=0
+    [[ ${1:-} == --keep ]] && keep=1
+    need_root down
+    local f
+    if [[ -d $LAB/pids ]]; then
+        [[ -f $LAB/pids/launcher.pid ]] && stop_pid "$LAB/pids/launcher.pid" lab.sh
+        for f in "$LAB"/pids/vm*.pid; do
+            [[ -e $f ]] && stop_pid "$f" qemu-system-x86_64
+        done
+        [[ -f $LAB/pids/mayu.pid ]] && stop_pid "$LAB/pids/mayu.pid" --config
+    fi
+    if ns_exists; then
+        # Whatever still runs in the lab's namespace was started for the lab (a dnsmasq child
+        # left behind by a killed mayu, say): stop it by pid before the namespace goes.
+        local pid
+        for pid in $(ip netns pids "$NS" 2>/dev/null); do
+            say "stopping leftover pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60))"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        # Deleting the namespace removes the bridge and the taps with it.
+        ip netns del "$NS"
+        say "removed namespace $NS"
+    fi
+    if ((keep)); then
+        say "down; logs and inventory kept in $LAB"
+    else
+        rm -rf "$LAB"
+        say "down; removed $LAB"
+    fi
+}
+
+# --- status ------------------------------------------------------------------------------------
+
+json_field() {
+    # The first value of "key": in a pretty-printed machine file (strings and null only).
+    sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" "$2" | head -1
+}
+
+cmd_status() {
+    need_root status
+    if ! ns_exists; then
+        say "down (no namespace $NS)"
+        return 0
+    fi
+    echo "namespace $NS: br0 $(ip -n "$NS" -br addr show br0 | awk '{print $3, $4}')"
+    if pid_alive "$LAB/pids/mayu.pid" --config; then
+        echo "mayu: running (pid $(cat "$LAB/pids/mayu.pid")), log $LAB/mayu.log"
+    else
+        echo "mayu: not running (see $LAB/mayu.log)"
+    fi
+    local f i last
+    for f in "$LAB"/pids/vm*.pid "$LAB"/vm*.firmware; do
+        [[ -e $f ]] || continue
+        [[ $f == *.firmware ]] || continue
+        i="${f##*/vm}"; i="${i%.firmware}"
+        last="$(grep -a 'mayu-' "$LAB/vm$i.serial.log" 2>/dev/null | tail -1 | tr -d '\r')" || true
+        if pid_alive "$LAB/pids/vm$i.pid" qemu-system-x86_64; then
+            echo "vm$i ($(cat "$f")): running  ${last:-(no guest output yet)}"
+        else
+            echo "vm$i ($(cat "$f")): stopped  ${last:-}"
+        fi
+    done
+    if [[ -d $LAB/inventory ]]; then
+        echo "machines (inventory):"
+        for f in "$LAB"/inventory/*.json; do
+            [[ -e $f ]] || continue
+            printf '  %-24s profile %-10s state %s\n' "$(basename "$f" .json)" \
+                "$(json_field profile "$f")" "$(json_field state "$f")"
+        done
+    fi
+}
+
+cmd_ctl() {
+    need_root ctl
+    ns_exists || die "the lab is down; start it with: sudo $0 up"
+    local ctl token
+    ctl="$(mayuctl_bin)"
+    token="$LAB/tokens.json.admin"
+    [[ -f $token ]] || die "no admin token at $token (mayu writes it at its first start)"
+    ip netns exec "$NS" "$ctl" --server "$API_URL" --token-file "$token" "$@"
+}
+
+cmd_serial() {
+    local i="${1:?usage: $0 serial N}"
+    [[ -f $LAB/vm$i.serial.log ]] || die "no machine $i (no $LAB/vm$i.serial.log)"
+    exec tail -n +1 -f "$LAB/vm$i.serial.log"
+}
+
+case "${1:-}" in
+    deps) shift; cmd_deps "$@" ;;
+    up) shift; cmd_up "$@" ;;
+    down) shift; cmd_down "$@" ;;
+    status) shift; cmd_status "$@" ;;
+    ctl) shift; cmd_ctl "$@" ;;
+    serial) shift; cmd_serial "$@" ;;
+    -h|--help|help|"") usage ;;
+    *) die "unknown command '$1'; one of: deps, up, down, status, ctl, serial" ;;
+esac
