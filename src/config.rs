@@ -173,6 +173,10 @@ pub struct NetworkConfig {
     pub ntp: Vec<Ipv4Addr>,
     #[serde(default)]
     pub domain: Option<String>,
+    /// advertise the interface's IPv6 prefix with router lifetime 0: iPXE otherwise waits about
+    /// 13 s for IPv6 autoconfiguration on networks without router advertisements.
+    #[serde(default)]
+    pub ipv6_ra: bool,
     /// UEFI x86-64 clients get `snponly.efi` instead of `ipxe.efi`.
     #[serde(default)]
     pub uefi_snponly: bool,

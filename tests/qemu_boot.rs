@@ -302,6 +302,7 @@ fn config_text(lab: &Lab) -> String {
     format!(
         r#"network:
   interface: br0
+  ipv6_ra: true
   address: {ADDR}
   prefix: 24
   dhcp:
