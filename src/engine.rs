@@ -338,9 +338,16 @@ impl Engine {
     fn apply_rules(&self, idx: &Index, m: &mut Machine) -> Option<String> {
         match assign::decide(&self.inner.config, &idx.counts, m) {
             Decision::Profile(p) if m.profile.as_deref() != Some(p.as_str()) => {
+                // A machine parked in the default (discovery) profile is still waiting for its
+                // real place; only a real profile makes it configured.
+                let parked = self.inner.config.default_profile.as_deref() == Some(p.as_str());
                 m.profile = Some(p.clone());
                 m.assigned_by = Some(AssignedBy::Rule);
-                m.state = State::Configured;
+                m.state = if parked {
+                    State::Waiting
+                } else {
+                    State::Configured
+                };
                 Some(format!("assigned to {p} by rule"))
             }
             Decision::Profile(_) => None,

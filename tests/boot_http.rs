@@ -205,6 +205,7 @@ async fn facts_move_a_discovered_machine_into_a_matching_profile() {
     get(&s, "/ipxe?mac=52:54:00:00:00:50&serial=DISC1").await;
     let m = s.engine.find("disc1").unwrap();
     assert_eq!(m.profile.as_deref(), Some("discovery"));
+    assert_eq!(m.state, State::Waiting, "discovery is not an installation");
     let (st, body) = get(&s, &format!("/assignment?id=disc1&token={}", m.token)).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("\"boot\":false"), "{body}");
