@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::auth::{AdminAccess, ReadAccess};
 use super::{blocking, ApiError, ApiJson, ApiQuery, ApiState};
-use crate::engine::Edit;
+use crate::engine::{Edit, EngineError};
 use crate::machine::{valid_hostname, Mac, Machine, MachineId, Rack, State as MachineState};
 use crate::Engine;
 
@@ -279,21 +279,27 @@ pub async fn update(
     Ok(Json(machine_json(&m)))
 }
 
+/// Runs one engine action on the machine `id` names, authored by the caller.
+async fn act<F>(who: AdminAccess, st: ApiState, id: String, f: F) -> Result<Json<Value>, ApiError>
+where
+    F: FnOnce(&Engine, &str, &str) -> Result<Machine, EngineError> + Send + 'static,
+{
+    let engine = st.engine.clone();
+    let author = who.author();
+    let m = blocking(move || {
+        let m = resolve(&engine, &id)?;
+        f(&engine, m.id.as_str(), &author).map_err(|e| ApiError::from_engine(e, &engine))
+    })
+    .await?;
+    Ok(Json(machine_json(&m)))
+}
+
 pub async fn reinstall(
     who: AdminAccess,
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let engine = st.engine.clone();
-    let author = who.author();
-    let m = blocking(move || {
-        let m = resolve(&engine, &id)?;
-        engine
-            .request_reinstall(m.id.as_str(), &author)
-            .map_err(|e| ApiError::from_engine(e, &engine))
-    })
-    .await?;
-    Ok(Json(machine_json(&m)))
+    act(who, st, id, |e, id, author| e.request_reinstall(id, author)).await
 }
 
 pub async fn boot_complete(
@@ -301,16 +307,7 @@ pub async fn boot_complete(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let engine = st.engine.clone();
-    let author = who.author();
-    let m = blocking(move || {
-        let m = resolve(&engine, &id)?;
-        engine
-            .boot_complete(m.id.as_str(), &author)
-            .map_err(|e| ApiError::from_engine(e, &engine))
-    })
-    .await?;
-    Ok(Json(machine_json(&m)))
+    act(who, st, id, |e, id, author| e.boot_complete(id, author)).await
 }
 
 pub async fn retire(
