@@ -52,6 +52,8 @@ pub enum EventKind {
     Tftp {
         file: String,
         client: String,
+        /// the machine holding the client's lease, when known.
+        machine: Option<MachineId>,
         ok: bool,
         detail: String,
     },
@@ -130,12 +132,20 @@ impl Event {
                 .join(" ")
             }
             EventKind::Tftp {
-                file, client, ok, ..
+                file,
+                client,
+                machine,
+                ok,
+                ..
             } => {
+                let to = match machine {
+                    Some(m) => format!("{m} ({client})"),
+                    None => client.clone(),
+                };
                 if *ok {
-                    format!("TFTP sent {file} to {client}")
+                    format!("TFTP sent {file} to {to}")
                 } else {
-                    format!("TFTP failed {file} to {client}")
+                    format!("TFTP failed {file} to {to}")
                 }
             }
             EventKind::Leases { count } => format!("lease table: {count} leases"),
@@ -163,6 +173,7 @@ impl Event {
             }
             EventKind::MachineRetired { id, .. } => Some(id),
             EventKind::BootStep { id, .. } => id.as_ref(),
+            EventKind::Tftp { machine, .. } => machine.as_ref(),
             _ => None,
         }
     }

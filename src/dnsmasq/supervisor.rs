@@ -425,8 +425,17 @@ impl ChildRun<'_> {
                     .strip_prefix(&self.tftproot)
                     .map(|p| p.display().to_string())
                     .unwrap_or(t.file);
+                // TFTP carries no MAC: the client's lease says which machine it is.
+                let machine = t.client.parse::<std::net::Ipv4Addr>().ok().and_then(|ip| {
+                    self.engine
+                        .leases()
+                        .into_iter()
+                        .find(|l| l.ip == ip)
+                        .and_then(|l| l.machine)
+                });
                 self.engine.bus().publish(EventKind::Tftp {
                     file,
+                    machine,
                     client: t.client,
                     ok: t.ok,
                     detail: t.detail,

@@ -424,6 +424,7 @@ pub fn session() -> Result<App, IdError> {
             EventKind::Tftp {
                 file: "undionly.kpxe".into(),
                 client: "10.77.0.113".into(),
+                machine: None,
                 ok: true,
                 detail: String::new(),
             },
