@@ -102,18 +102,7 @@ async fn script_for(s: &BootState, m: &Machine) -> Result<(String, String), Boot
     let body = s
         .templates
         .render(s.boot_addr, m, Kind::Ipxe)
-        .map_err(|e| {
-            let msg = format!("iPXE script for {} not served: {e}", m.id);
-            s.engine.bus().publish(crate::events::EventKind::Log {
-                level: "error".into(),
-                message: msg.clone(),
-            });
-            BootError::internal(msg)
-        })?;
-    if m.state == MState::Configured {
-        let engine = s.engine.clone();
-        let id = m.id.clone();
-        blocking(move || engine.mark_installing(&id)).await??;
-    }
+        .map_err(|e| super::refused(s, format!("iPXE script for {} not served: {e}", m.id)))?;
+    super::note_installing(s, m).await?;
     Ok((body, format!("profile {} script served", profile.name)))
 }

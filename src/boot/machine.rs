@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use super::{blocking, BootError, BootState};
 use crate::engine::Edit;
-use crate::events::EventKind;
-use crate::machine::{Facts, Machine, Phase, State as MState};
+use crate::machine::{Facts, Machine, Phase};
 use crate::templates::{Kind, RenderError};
 
 #[derive(Debug, Deserialize)]
@@ -54,20 +53,12 @@ async fn config(s: BootState, q: Auth, kind: Kind) -> Result<impl IntoResponse, 
             RenderError::NoProfile { .. } | RenderError::NoTemplate { .. } => {
                 BootError::not_found(e.to_string())
             }
-            RenderError::Template(t) => {
-                let msg = format!("{} for {} not served: {t}", kind.as_str(), m.id);
-                s.engine.bus().publish(EventKind::Log {
-                    level: "error".into(),
-                    message: msg.clone(),
-                });
-                BootError::internal(msg)
-            }
+            RenderError::Template(t) => super::refused(
+                &s,
+                format!("{} for {} not served: {t}", kind.as_str(), m.id),
+            ),
         })?;
-    if m.state == MState::Configured {
-        let engine = s.engine.clone();
-        let id = m.id.clone();
-        blocking(move || engine.mark_installing(&id)).await??;
-    }
+    super::note_installing(&s, &m).await?;
     s.engine.boot_step(
         Some(&m.id),
         Phase::Config,

@@ -64,6 +64,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
+/// A render that must not be served: announced on the bus and answered with a 500 and its reason.
+pub(crate) fn refused(s: &BootState, msg: String) -> BootError {
+    s.engine.bus().publish(crate::events::EventKind::Log {
+        level: "error".into(),
+        message: msg.clone(),
+    });
+    BootError::internal(msg)
+}
+
+/// Serving a configured machine its profile's script or config means it is now installing.
+pub(crate) async fn note_installing(
+    s: &BootState,
+    m: &crate::machine::Machine,
+) -> Result<(), BootError> {
+    if m.state == crate::machine::State::Configured {
+        let engine = s.engine.clone();
+        let id = m.id.clone();
+        blocking(move || engine.mark_installing(&id)).await??;
+    }
+    Ok(())
+}
+
 /// Runs an engine call off the async workers: engine calls may fsync.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, BootError>
 where
