@@ -19,7 +19,10 @@ fi
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 if [ "$codename" = bookworm ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
   # Same mirror as the machine's own Debian source.
-  mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | grep -v security | head -n1)
+  # Only live source lines: deb822 files carry commented snapshot URLs above `URIs:`, and
+  # /etc/apt/sources.list may not exist at all.
+  mirror=$({ grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } |
+    grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
   mirror=${mirror:-http://deb.debian.org/debian}
   cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
 Types: deb
