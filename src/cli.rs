@@ -35,6 +35,15 @@ pub fn check(path: &Path) -> i32 {
             return 1;
         }
     }
+    match tftproot_findings(&c) {
+        Ok(mut notes) => warnings.append(&mut notes),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: tftproot: {e}", path.display());
+            }
+            return 1;
+        }
+    }
     println!("{}: ok", path.display());
     for w in warnings {
         println!("  {w}");
@@ -75,6 +84,55 @@ pub fn check(path: &Path) -> i32 {
         );
     }
     0
+}
+
+/// The TFTP root's problems: errors, or notes when starting mayu fixes them (it fills
+/// missing programs from Debian's `ipxe` package) or they only concern optional architectures.
+fn tftproot_findings(c: &Config) -> Result<Vec<String>, Vec<String>> {
+    use crate::dnsmasq::tftproot::{self, Problem};
+    let source = tftproot::source();
+    let fix = "install Debian's ipxe package (mayu then fills the folder at start) or run scripts/fill-tftproot.sh";
+    let required: Vec<String> = tftproot::programs(c)
+        .into_iter()
+        .filter(|p| p.required)
+        .map(|p| p.file)
+        .collect();
+    let mut errors = Vec::new();
+    let mut filled_at_start = Vec::new();
+    for problem in tftproot::inspect(c) {
+        let from_debian = |f: &str| source.join(f).is_file();
+        match &problem {
+            Problem::NoRoot { .. } if required.iter().all(|f| from_debian(f)) => {
+                filled_at_start.extend(required.iter().cloned())
+            }
+            Problem::Missing { file, .. } if from_debian(file) => {
+                filled_at_start.push(file.clone())
+            }
+            Problem::NoRoot { .. } | Problem::Missing { .. } => {
+                errors.push(format!("{problem}; {fix}"))
+            }
+            _ => errors.push(problem.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut notes = Vec::new();
+    if !filled_at_start.is_empty() {
+        notes.push(format!(
+            "note: {} lacks {}; mayu copies them from {} at start",
+            c.tftproot.display(),
+            filled_at_start.join(", "),
+            source.display()
+        ));
+    }
+    for (file, who) in tftproot::missing_optional(c) {
+        notes.push(format!(
+            "note: no {file} in {}: {who} machines cannot boot (Debian ships no arm64 iPXE; see scripts/fill-tftproot.sh)",
+            c.tftproot.display()
+        ));
+    }
+    Ok(notes)
 }
 
 /// Prints exactly what a machine would be served for a template kind (or a named template).

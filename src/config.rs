@@ -438,11 +438,7 @@ impl Config {
                 message: plain_message(&e),
             }])
         })?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let base = config_folder(path);
         let mut errors = Vec::new();
         let config = build(path, &base, raw, &mut errors);
         if errors.is_empty() {
@@ -463,12 +459,47 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     first[..cut].trim_end_matches(',').to_string()
 }
 
+/// `p` made absolute against `base` (itself absolute) and normalised: no `.` or `..`
+/// components, so every consumer — dnsmasq refuses any TFTP path holding `/../` — sees one
+/// plain path that does not depend on the working directory.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
+    normalise(&base.join(p))
+}
+
+/// Removes `.` and `..` components lexically (`..` at the root stays at the root).
+pub fn normalise(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
     }
+    out
+}
+
+/// The config file's folder as an absolute path: resolved once, at load, so later changes of
+/// the working directory change nothing.
+fn config_folder(path: &Path) -> PathBuf {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(canonical) = std::fs::canonicalize(parent) {
+        return canonical;
+    }
+    let absolute = if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(parent))
+            .unwrap_or_else(|_| parent.to_path_buf())
+    };
+    normalise(&absolute)
 }
 
 fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
@@ -643,11 +674,25 @@ fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>
         .tokens
         .as_ref()
         .map(|t| resolve(base, t))
-        .unwrap_or_else(|| base.join("tokens.json"));
+        .unwrap_or_else(|| resolve(base, Path::new("tokens.json")));
+    let mut network = raw.network;
+    // A bare program name is looked up on PATH; anything with a slash is a path.
+    if let Some(bin) = network.dnsmasq.take() {
+        network.dnsmasq = Some(if bin.components().count() > 1 {
+            resolve(base, &bin)
+        } else {
+            bin
+        });
+    }
+    let mut http = raw.http;
+    if let Some(tls) = http.tls.as_mut() {
+        tls.cert = resolve(base, &tls.cert);
+        tls.key = resolve(base, &tls.key);
+    }
     Config {
         file: file.to_path_buf(),
-        network: raw.network,
-        http: raw.http,
+        network,
+        http,
         logs: resolve(base, &raw.logs),
         tftproot: resolve(base, &raw.tftproot),
         runtime: resolve(base, &raw.runtime),

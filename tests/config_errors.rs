@@ -117,3 +117,57 @@ fn unknown_default_profile_is_refused() {
         "{errs}"
     );
 }
+
+#[test]
+fn paths_are_absolute_and_normalised_at_load() {
+    // The lab's layout: a config in scripts/ pointing at ../lab/tftproot. dnsmasq refuses every
+    // TFTP path holding `/../`, so no configured path may carry one.
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    let text = text
+        .replace("tftproot: tftproot", "tftproot: ../lab/./tftproot")
+        .replace("inventory: inventory ", "inventory: ./../lab/inventory ")
+        .replace("images: images", &format!("images: {}/images", env!("CARGO_MANIFEST_DIR")))
+        .replace(
+            "templates: templates",
+            &format!("templates: {}/templates/../templates", env!("CARGO_MANIFEST_DIR")),
+        )
+        .replace(
+            "  # tls: { cert: api.crt, key: api.key }",
+            "  tls: { cert: ../tls/api.crt, key: api.key }",
+        );
+    let file = scripts.join("lab.yaml");
+    std::fs::write(&file, &text).unwrap();
+    // A relative config path, read from another working directory, gives the same paths.
+    let c = Config::load(&file).unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(c.tftproot, root.join("lab/tftproot"));
+    assert_eq!(c.inventory, root.join("lab/inventory"));
+    assert_eq!(c.templates, Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    assert_eq!(c.logs, root.join("scripts/logs"));
+    assert_eq!(c.tokens_file, root.join("scripts/tokens.json"));
+    let tls = c.http.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, root.join("tls/api.crt"));
+    assert_eq!(tls.key, root.join("scripts/api.key"));
+    for p in [&c.tftproot, &c.inventory, &c.templates, &c.images, &c.logs, &c.runtime] {
+        assert!(p.is_absolute(), "{} is not absolute", p.display());
+        assert!(
+            !p.components().any(|c| matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::CurDir
+            )),
+            "{} is not normalised",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn normalise_removes_dot_components() {
+    use mayu::config::normalise;
+    assert_eq!(normalise(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+    assert_eq!(normalise(Path::new("/../x")), Path::new("/x"));
+    assert_eq!(normalise(Path::new("/a/b/..")), Path::new("/a"));
+}

@@ -35,22 +35,10 @@ pub enum TlsError {
     },
 }
 
-/// The `http.tls` cert and key paths, relative ones taken from the config file's folder.
+/// The `http.tls` cert and key paths (made absolute when the config was loaded).
 pub fn configured_paths(config: &Config) -> Option<(PathBuf, PathBuf)> {
     let tls = config.http.tls.as_ref()?;
-    let base = config
-        .file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
-    Some((resolve(&tls.cert), resolve(&tls.key)))
+    Some((tls.cert.clone(), tls.key.clone()))
 }
 
 /// Reads a PEM certificate chain and private key into a server config (HTTP/1.1 only, as the

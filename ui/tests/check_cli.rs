@@ -32,6 +32,7 @@ fn lab(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     }
     let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
     std::fs::write(dir.path().join("config.yaml"), edit(text)).unwrap();
+    fill_tftproot(dir.path(), 0o644);
     dir
 }
 
@@ -147,4 +148,114 @@ fn import_then_render_a_machine() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean: abc1"), "{stderr}");
+}
+
+/// `tftproot/` of a lab with the two required boot programs, each with `mode`.
+fn fill_tftproot(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join("tftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(root.join(f), "a boot program").unwrap();
+        std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn check_refuses_boot_programs_dnsmasq_cannot_serve() {
+    let dir = lab(|t| t);
+    fill_tftproot(dir.path(), 0o600);
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tftproot:"), "{stderr}");
+    assert!(stderr.contains("undionly.kpxe has mode 0600"), "{stderr}");
+    assert!(stderr.contains("chmod a+r"), "{stderr}");
+
+    fill_tftproot(dir.path(), 0o644);
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A folder standing in for Debian's `/usr/lib/ipxe` (`MAYU_IPXE_DIR`).
+fn ipxe_source(files: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::write(dir.path().join(f), format!("{f} from the package")).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn check_says_an_empty_tftproot_is_filled_at_start() {
+    let dir = lab(|t| t);
+    std::fs::remove_dir_all(dir.path().join("tftproot")).unwrap();
+    let source = ipxe_source(&["undionly.kpxe", "ipxe.efi", "snponly.efi"]);
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .env("MAYU_IPXE_DIR", source.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "lacks undionly.kpxe, ipxe.efi; mayu copies them from {} at start",
+            source.path().display()
+        )),
+        "{stdout}"
+    );
+    // check itself changes nothing.
+    assert!(!dir.path().join("tftproot").exists());
+}
+
+#[test]
+fn check_refuses_missing_programs_nothing_can_fill() {
+    let dir = lab(|t| t.replace("  domain: lab\n", "  domain: lab\n  uefi_snponly: true\n"));
+    // The package copy has no snponly.efi: only the operator can provide it.
+    let source = ipxe_source(&["undionly.kpxe", "ipxe.efi"]);
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .env("MAYU_IPXE_DIR", source.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tftproot: snponly.efi (UEFI x86-64 machines) is missing from"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("install Debian's ipxe package"), "{stderr}");
+
+    // Without the folder at all, and nothing to fill it from.
+    std::fs::remove_dir_all(dir.path().join("tftproot")).unwrap();
+    let empty = ipxe_source(&[]);
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .env("MAYU_IPXE_DIR", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tftproot: TFTP root"), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
 }
