@@ -6,36 +6,60 @@
 #   tftp-hpa      a real TFTP client for the TFTP tests
 #   iproute2      network namespaces, veth pairs, bridges
 #   tmux          drives the console in its end-to-end test
+#   cloud-init    `cloud-init schema` validates the cloud-config mayu serves
+#   git, ca-certificates   the audit tests and image downloads (not on every stock image)
 #   qemu-system-x86 (from bookworm-backports, to match the image's qemu-utils 10.x), ipxe-qemu,
 #   ovmf          real machines network-booting in the QEMU tests
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
+# --root DIR --sources-only: only add the backports source, under DIR (the tests run this
+# against fixture layouts of /etc/apt).
+root=
+sources_only=
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --root) root=$2; shift 2 ;;
+  --sources-only) sources_only=1; shift ;;
+  *) echo "install-deps.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ -z "$sources_only" ] && [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get installs packages)" >&2
   exit 1
 fi
 
-codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-if [ "$codename" = bookworm ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  # Same mirror as the machine's own Debian source.
-  # Only live source lines: deb822 files carry commented snapshot URLs above `URIs:`, and
-  # /etc/apt/sources.list may not exist at all.
-  mirror=$({ grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } |
-    grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
-  cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
+codename=$(. "$root/etc/os-release" && echo "${VERSION_CODENAME:-bookworm}")
+sources=(scripts/apt-sources.sh --root "$root")
+if [ "$codename" = bookworm ] && ! "${sources[@]}" has-suite bookworm-backports; then
+  # The same mirror (and keyring) as the machine's own live Debian source; never a comment.
+  if found=$("${sources[@]}" mirror bookworm); then
+    mirror=${found%%$'\t'*}
+    keyring=${found#*$'\t'}
+  else
+    mirror=http://deb.debian.org/debian
+    keyring=
+  fi
+  keyring=${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}
+  mkdir -p "$root/etc/apt/sources.list.d"
+  cat > "$root/etc/apt/sources.list.d/bookworm-backports.sources" <<SRC
 Types: deb
 URIs: ${mirror%/}
 Suites: bookworm-backports
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Signed-By: ${keyring}
 SRC
+  echo "install-deps.sh: added bookworm-backports from ${mirror%/}"
+fi
+if [ -n "$sources_only" ]; then
+  exit 0
 fi
 
 apt-get update
 apt-get install -y --no-install-recommends \
-  dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod
+  git ca-certificates cloud-init dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else

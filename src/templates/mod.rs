@@ -2,6 +2,7 @@
 //! after the new set parses and test-renders; on any error the last good set keeps serving.
 
 pub mod context;
+pub mod ignition;
 pub mod set;
 mod watch;
 

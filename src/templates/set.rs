@@ -282,6 +282,10 @@ pub fn finish(kind: Kind, out: String) -> Result<String, String> {
             if let Some(w) = warnings.first() {
                 return Err(format!("rendered Ignition is invalid: {w}"));
             }
+            // Ignition's own rules, which would stop the machine in its initramfs.
+            if let Some(v) = super::ignition::validate(&value).first() {
+                return Err(format!("rendered Ignition breaks Ignition's rules: {v}"));
+            }
             Ok(json)
         }
         Kind::Metadata => Ok(out),
