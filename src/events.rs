@@ -136,16 +136,20 @@ impl Event {
                 client,
                 machine,
                 ok,
-                ..
+                detail,
             } => {
-                let to = match machine {
-                    Some(m) => format!("{m} ({client})"),
-                    None => client.clone(),
+                // dnsmasq names no client on some failures (`cannot access …`).
+                let to = match (machine, client.is_empty()) {
+                    (Some(m), false) => format!(" to {m} ({client})"),
+                    (Some(m), true) => format!(" to {m}"),
+                    (None, false) => format!(" to {client}"),
+                    (None, true) => String::new(),
                 };
+                let file = if file.is_empty() { "a file" } else { file };
                 if *ok {
-                    format!("TFTP sent {file} to {to}")
+                    format!("TFTP sent {file}{to}")
                 } else {
-                    format!("TFTP failed {file} to {to}")
+                    format!("TFTP failed {file}{to}: {detail}")
                 }
             }
             EventKind::Leases { count } => format!("lease table: {count} leases"),

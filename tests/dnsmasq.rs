@@ -479,7 +479,7 @@ async fn tftp_serves_undionly_and_reports_each_transfer() {
         unreachable!()
     };
     assert_eq!(file, "nothere.efi");
-    assert_eq!(detail, "not found");
+    assert_eq!(detail, "file not found");
     r.stop().await;
 }
 

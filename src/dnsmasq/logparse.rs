@@ -10,12 +10,17 @@ use std::net::Ipv4Addr;
 
 use crate::machine::Mac;
 
-/// What the PXE client says it is (DHCP option 93, or its `PXEClient:Arch:NNNNN` vendor class).
+/// What the PXE client says it is (DHCP option 93, or its `PXEClient:Arch:NNNNN` /
+/// `HTTPClient:Arch:NNNNN` vendor class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientArch {
     Bios,
     Efi64,
     Arm64,
+    /// UEFI x86-64 HTTP boot (arch 16): the firmware fetches its boot program over HTTP.
+    Efi64Http,
+    /// UEFI arm64 HTTP boot (arch 19).
+    Arm64Http,
     Other(u16),
 }
 
@@ -25,6 +30,8 @@ impl ClientArch {
             0 => ClientArch::Bios,
             7 | 9 => ClientArch::Efi64,
             11 => ClientArch::Arm64,
+            16 => ClientArch::Efi64Http,
+            19 => ClientArch::Arm64Http,
             n => ClientArch::Other(n),
         }
     }
@@ -34,6 +41,8 @@ impl ClientArch {
             ClientArch::Bios => "bios".into(),
             ClientArch::Efi64 => "efi64".into(),
             ClientArch::Arm64 => "arm64".into(),
+            ClientArch::Efi64Http => "efi64 http boot".into(),
+            ClientArch::Arm64Http => "arm64 http boot".into(),
             ClientArch::Other(n) => format!("arch {n}"),
         }
     }
@@ -201,10 +210,12 @@ fn parse_mac(word: &str) -> Option<Mac> {
     }
 }
 
-/// `PXEClient:Arch:00007:UNDI:003016` carries the architecture even where option 93 is not
-/// logged on its own.
+/// `PXEClient:Arch:00007:UNDI:003016` (or UEFI HTTP boot's `HTTPClient:Arch:00016:…`) carries
+/// the architecture even where option 93 is not logged on its own.
 fn arch_from_vendor(vendor: &str) -> Option<ClientArch> {
-    let rest = vendor.strip_prefix("PXEClient:Arch:")?;
+    let rest = vendor
+        .strip_prefix("PXEClient:Arch:")
+        .or_else(|| vendor.strip_prefix("HTTPClient:Arch:"))?;
     let code = rest.split(':').next()?;
     code.parse::<u16>().ok().map(ClientArch::from_code)
 }
@@ -329,8 +340,9 @@ impl LogParser {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            if let Some(a) = arch_from_tags(&self.ctx.tags) {
-                self.ctx.arch = Some(a);
+            // The vendor class is more precise (it tells HTTP boot from PXE); tags fill in.
+            if self.ctx.arch.is_none() {
+                self.ctx.arch = arch_from_tags(&self.ctx.tags);
             }
             if let Some(p) = &mut self.pending {
                 p.tags = self.ctx.tags.clone();
@@ -341,6 +353,14 @@ impl LogParser {
         } else if let Some(b) = body.strip_prefix("bootfile name: ") {
             if let Some(p) = &mut self.pending {
                 p.boot_file = Some(b.trim().to_string());
+            }
+        } else if let Some(b) = sent_boot_file(body) {
+            // A client that lists option 67 in its request gets the boot file (an HTTP boot URL,
+            // say) as that option, and dnsmasq logs no `bootfile name:` line for it.
+            if let Some(p) = &mut self.pending {
+                if p.boot_file.is_none() {
+                    p.boot_file = Some(b);
+                }
             }
         } else if let Some(mut log) = parse_message(body) {
             out.extend(self.flush());
@@ -354,6 +374,14 @@ impl LogParser {
             self.pending = Some(log);
         }
     }
+}
+
+/// `sent size: 31 option: 67 bootfile-name  http://10.77.0.1:4081/boot/ipxe.efi` → the URL.
+fn sent_boot_file(body: &str) -> Option<String> {
+    let rest = body.strip_prefix("sent size:")?;
+    let (_, option) = rest.split_once("option:")?;
+    let value = option.trim_start().strip_prefix("67 bootfile-name")?.trim();
+    (!value.is_empty()).then(|| value.to_string())
 }
 
 /// Lines from dnsmasq's main log that stop it or that the operator should see.
@@ -385,9 +413,21 @@ fn dhcp_problem(text: &str) -> Option<LogItem> {
     }
 }
 
-/// `sent /srv/tftp/undionly.kpxe to 10.77.0.2`, `file /srv/tftp/x not found for 10.77.0.2`,
-/// `failed sending /srv/tftp/x to 10.77.0.2`, `error 8 User aborted the transfer received from
-/// 10.77.0.2`, `cannot access /srv/tftp/x: Permission denied`.
+/// A failed transfer; `reason` is dnsmasq's own words (what the client was told).
+fn tftp_failed(file: &str, client: &str, reason: String) -> Option<LogItem> {
+    Some(LogItem::Tftp(TftpLog {
+        file: file.to_string(),
+        client: client.to_string(),
+        ok: false,
+        detail: reason,
+    }))
+}
+
+/// dnsmasq 2.90's TFTP lines: `sent /srv/tftp/undionly.kpxe to 10.77.0.2`,
+/// `file /srv/tftp/x not found for 10.77.0.2`, `failed sending /srv/tftp/x to 10.77.0.2`,
+/// `error 8 User aborted the transfer received from 10.77.0.2`, `cannot access /srv/tftp/x:
+/// Permission denied` (also what a `/../` in the path gets), `cannot read /srv/tftp/x: …`,
+/// `unsupported request from 10.77.0.2`. The last three name no client.
 fn parse_tftp(text: &str) -> Option<LogItem> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix("sent ") {
@@ -401,39 +441,25 @@ fn parse_tftp(text: &str) -> Option<LogItem> {
     }
     if let Some(rest) = text.strip_prefix("failed sending ") {
         let (file, client) = rest.rsplit_once(" to ")?;
-        return Some(LogItem::Tftp(TftpLog {
-            file: file.to_string(),
-            client: client.to_string(),
-            ok: false,
-            detail: "transfer failed".into(),
-        }));
+        return tftp_failed(file, client, "transfer failed".into());
     }
     if let Some(rest) = text.strip_prefix("file ") {
         let (file, client) = rest.rsplit_once(" not found for ")?;
-        return Some(LogItem::Tftp(TftpLog {
-            file: file.to_string(),
-            client: client.to_string(),
-            ok: false,
-            detail: "not found".into(),
-        }));
+        return tftp_failed(file, client, "file not found".into());
     }
     if let Some(rest) = text.strip_prefix("error ") {
         let (what, client) = rest.rsplit_once(" received from ")?;
-        return Some(LogItem::Tftp(TftpLog {
-            file: String::new(),
-            client: client.to_string(),
-            ok: false,
-            detail: format!("client sent error {what}"),
-        }));
+        return tftp_failed("", client, format!("client sent error {what}"));
     }
-    if let Some(rest) = text.strip_prefix("cannot access ") {
-        let (file, why) = rest.split_once(": ").unwrap_or((rest, ""));
-        return Some(LogItem::Tftp(TftpLog {
-            file: file.to_string(),
-            client: String::new(),
-            ok: false,
-            detail: format!("cannot access: {why}"),
-        }));
+    for prefix in ["cannot access ", "cannot read "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            // The reason is strerror's text after the last `: ` (a path may hold `: ` too).
+            let (file, why) = rest.rsplit_once(": ").unwrap_or((rest, "refused"));
+            return tftp_failed(file, "", why.to_string());
+        }
+    }
+    if let Some(client) = text.strip_prefix("unsupported request from ") {
+        return tftp_failed("", client, "unsupported request".into());
     }
     if text.starts_with("TFTP root is") {
         return None;
@@ -615,7 +641,7 @@ dnsmasq-tftp[14010]: sent /tmp/tftp/ipxe.efi to 10.77.0.150
             (t.file.as_str(), t.client.as_str(), t.ok),
             ("/srv/tftp/nothere", "10.77.0.2", false)
         );
-        assert_eq!(t.detail, "not found");
+        assert_eq!(t.detail, "file not found");
         let LogItem::Tftp(t) = &items[1] else {
             panic!("{items:?}")
         };
@@ -629,6 +655,80 @@ dnsmasq-tftp[14010]: sent /tmp/tftp/ipxe.efi to 10.77.0.150
         assert_eq!(
             items[4],
             LogItem::Fatal("TFTP directory /srv/tftp inaccessible: Permission denied".into())
+        );
+    }
+
+    // Captured from dnsmasq 2.90 (`--log-facility=-`): a TFTP root with `/../` in it, a file
+    // that is not there, and a file without the world-readable bit.
+    const TFTP_FAILURES: &str = "\
+dnsmasq-tftp[13906]: TFTP root is /tmp/fwx/t2/root/sub/..  
+dnsmasq-tftp[13906]: cannot access /tmp/fwx/t2/root/sub/../ipxe.efi: Permission denied
+dnsmasq-tftp[26209]: file /tmp/fwx/t2/root/nothere.efi not found for 127.0.0.1
+dnsmasq-tftp[26209]: cannot access /tmp/fwx/t2/root/secret.efi: Permission denied
+dnsmasq-tftp[26209]: sent /tmp/fwx/t2/root/ipxe.efi to 127.0.0.1
+";
+
+    #[test]
+    fn tftp_failures_carry_dnsmasqs_reason() {
+        let items = feed_all(TFTP_FAILURES);
+        let tftp: Vec<&TftpLog> = items
+            .iter()
+            .filter_map(|i| match i {
+                LogItem::Tftp(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tftp.len(), 4, "{items:?}");
+        assert_eq!(
+            *tftp[0],
+            TftpLog {
+                file: "/tmp/fwx/t2/root/sub/../ipxe.efi".into(),
+                client: String::new(),
+                ok: false,
+                detail: "Permission denied".into(),
+            }
+        );
+        assert_eq!(
+            (tftp[1].client.as_str(), tftp[1].detail.as_str(), tftp[1].ok),
+            ("127.0.0.1", "file not found", false)
+        );
+        assert_eq!(tftp[2].file, "/tmp/fwx/t2/root/secret.efi");
+        assert_eq!(tftp[2].detail, "Permission denied");
+        assert!(tftp[3].ok);
+        assert!(tftp[3].detail.is_empty());
+    }
+
+    // Captured from dnsmasq 2.90 with --log-dhcp: OVMF's HTTP boot client asks for option 67,
+    // so the URL goes out as that option and no `bootfile name:` line is logged.
+    const HTTP_BOOT_OFFER: &str = "\
+dnsmasq-dhcp[11875]: 2814426273 available DHCP range: 10.77.0.100 -- 10.77.0.200
+dnsmasq-dhcp[11875]: 2814426273 vendor class: HTTPClient:Arch:00016:UNDI:003000
+dnsmasq-dhcp[11875]: 2814426273 DHCPDISCOVER(br0) 52:54:00:77:09:01 
+dnsmasq-dhcp[11875]: 2814426273 tags: httpboot, efi64, br0
+dnsmasq-dhcp[11875]: 2814426273 DHCPOFFER(br0) 10.77.0.144 52:54:00:77:09:01 
+dnsmasq-dhcp[11875]: 2814426273 requested options: 59:T2, 60:vendor-class, 235, 67:bootfile-name, 
+dnsmasq-dhcp[11875]: 2814426273 next server: 10.77.0.1
+dnsmasq-dhcp[11875]: 2814426273 sent size:  4 option: 51 lease-time  1h
+dnsmasq-dhcp[11875]: 2814426273 sent size: 31 option: 67 bootfile-name  http://10.77.0.1:8000/ipxe.efi
+dnsmasq-dhcp[11875]: 2814426273 sent size: 10 option: 60 vendor-class  48:54:54:50:43:6c:69:65:6e:74
+";
+
+    #[test]
+    fn an_http_boot_offer_carries_its_url_and_arch() {
+        let items = feed_all(HTTP_BOOT_OFFER);
+        let d = dhcp(&items);
+        assert_eq!(d.len(), 2, "{items:?}");
+        assert_eq!(d[0].arch, Some(ClientArch::Efi64Http));
+        assert_eq!(d[0].boot_file, None);
+        assert_eq!(d[1].message, "DHCPOFFER");
+        assert_eq!(
+            d[1].boot_file.as_deref(),
+            Some("http://10.77.0.1:8000/ipxe.efi")
+        );
+        assert!(
+            d[1].detail().contains("efi64 http boot"),
+            "{}",
+            d[1].detail()
         );
     }
 }
