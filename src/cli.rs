@@ -16,6 +16,12 @@ pub fn check(path: &Path) -> i32 {
             return 1;
         }
     };
+    // A profile whose image version is missing or unverified, located at its `image:` key.
+    let (image_errors, image_warnings) = crate::images::check_profiles(&c);
+    if !image_errors.is_empty() {
+        eprintln!("{}", crate::config::ConfigErrors(image_errors));
+        return 1;
+    }
     if let Err(errors) = templates::build(&c) {
         for e in errors {
             eprintln!("{}", c.templates.join(e.to_string()).display());
@@ -23,7 +29,7 @@ pub fn check(path: &Path) -> i32 {
         return 1;
     }
     use crate::dnsmasq::{CheckError, SelfTestError};
-    let mut warnings = Vec::new();
+    let mut warnings = image_warnings;
     match crate::dnsmasq::check(&c) {
         Ok(()) => {}
         // A machine without dnsmasq can still check its config; the service will say so too.

@@ -298,6 +298,9 @@ pub struct ProfileConfig {
     #[serde(default)]
     pub selector: Option<Spanned<Selector>>,
     pub image: Spanned<String>,
+    /// a fetched version of `image` (`images/<image>/<version>/`); default: the newest verified.
+    #[serde(default)]
+    pub image_version: Option<Spanned<String>>,
     #[serde(default)]
     pub kernel_args: String,
     pub templates: ProfileTemplates,
@@ -378,6 +381,10 @@ pub struct Profile {
     pub tags: Vec<String>,
     pub selector: Option<Selector>,
     pub image: String,
+    /// the pinned version of a fetched image; `None`: the newest verified one (or a local image).
+    pub image_version: Option<String>,
+    /// line and column of the profile's `image:` key, for errors found after loading.
+    pub image_at: (u64, u64),
     pub kernel_args: String,
     pub templates: ProfileTemplates,
     pub env: Env,
@@ -622,6 +629,17 @@ fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>
                 ),
             );
         }
+        if let Some(v) = &p.image_version {
+            if !crate::images::plain_segment(&v.value) {
+                err(
+                    &v.referenced,
+                    format!(
+                        "image_version `{}` is not a version folder name (letters, digits, `.`, `-`, `_`, `+`)",
+                        v.value
+                    ),
+                );
+            }
+        }
         for t in p.templates.names() {
             if t.value.contains("..") || !templates.join(&t.value).is_file() {
                 err(
@@ -647,7 +665,9 @@ fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>
             quantity,
             tags: p.tags,
             selector: p.selector.map(|s| s.value),
+            image_at: (p.image.referenced.line(), p.image.referenced.column()),
             image: p.image.value,
+            image_version: p.image_version.map(|v| v.value),
             kernel_args: p.kernel_args,
             templates: p.templates,
             env: p.env,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dnsmasq;
 pub mod engine;
 pub mod events;
+pub mod images;
 pub mod import;
 pub mod inventory;
 pub mod lease;

@@ -67,6 +67,15 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
             }])
         })?;
     let templates = Arc::new(loaded.map_err(ServiceError::Templates)?);
+    // Images a profile or a pinned machine would boot but cannot: `mayu check` refuses these,
+    // the running services only warn (other profiles keep booting).
+    for message in crate::images::startup_warnings(&config, &engine.list()) {
+        tracing::warn!("{message}");
+        engine.bus().publish(crate::events::EventKind::Log {
+            level: "warn".into(),
+            message,
+        });
+    }
     let mut tasks = Vec::new();
 
     let boot_listener = listen(config.http.boot).await?;

@@ -101,6 +101,7 @@ fn who(engine: &Engine, id: Option<String>, ip: Option<IpAddr>) -> Option<Machin
         })
 }
 
+/// `GET /assets/{image}/{file}`: a local image (files directly in its folder).
 pub async fn asset(
     State(s): State<BootState>,
     ClientIp(ip): ClientIp,
@@ -114,6 +115,56 @@ pub async fn asset(
             "asset paths are /assets/<image>/<file>; `..`, hidden names and separators are refused",
         ));
     }
+    serve(s, ip, method, image, file, q, headers).await
+}
+
+/// `GET /assets/{image}/{version}/{file}`: a fetched image; only a verified version is served.
+pub async fn versioned_asset(
+    State(s): State<BootState>,
+    ClientIp(ip): ClientIp,
+    method: Method,
+    Path((image, version, file)): Path<(String, String, String)>,
+    Query(q): Query<AssetQuery>,
+    headers: HeaderMap,
+) -> Result<Response, BootError> {
+    if !plain_segment(&image) || !plain_segment(&version) || !plain_segment(&file) {
+        return Err(BootError::bad_request(
+            "asset paths are /assets/<image>/<version>/<file>; `..`, hidden names and separators are refused",
+        ));
+    }
+    let dir = s.engine.config().images.join(&image).join(&version);
+    let state = tokio::task::spawn_blocking(move || {
+        dir.is_dir().then(|| crate::images::version_state(&dir))
+    })
+    .await
+    .map_err(|e| BootError::internal(e.to_string()))?;
+    match state {
+        None => Err(BootError::not_found(format!(
+            "no image version {image}/{version}"
+        ))),
+        Some(crate::images::VersionState::Unverified(why)) => Err(BootError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{image}/{version} is not verified: {why}"),
+        )),
+        Some(crate::images::VersionState::Verified { .. }) => {
+            let dir = format!("{image}/{version}");
+            serve(s, ip, method, dir, file, q, headers).await
+        }
+    }
+}
+
+/// Streams `images/<image>/<file>` (`image` may be `name/version`), already checked to be
+/// plain segments.
+async fn serve(
+    s: BootState,
+    ip: Option<IpAddr>,
+    method: Method,
+    image: String,
+    file: String,
+    q: AssetQuery,
+    headers: HeaderMap,
+) -> Result<Response, BootError> {
     let root = &s.engine.config().images;
     let root = tokio::fs::canonicalize(root)
         .await

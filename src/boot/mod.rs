@@ -43,6 +43,10 @@ pub fn router(state: BootState) -> Router {
             post(machine::boot_complete).put(machine::boot_complete),
         )
         .route("/assets/{image}/{file}", get(assets::asset))
+        .route(
+            "/assets/{image}/{version}/{file}",
+            get(assets::versioned_asset),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -18,7 +18,9 @@ pub struct Urls {
     pub boot: String,
     /// base of the API port (operators only; machines cannot use it).
     pub api: String,
-    /// `{boot}/assets/{image}`: kernel and initrd live below it.
+    /// `{boot}/assets/{image}`, or `{boot}/assets/{image}/{version}` for a fetched image (the
+    /// machine's `image_version` override, else the profile's, else the newest verified):
+    /// kernel and initrd live below it.
     pub assets: String,
     /// the generic chain script.
     pub chain: String,
@@ -35,6 +37,8 @@ pub struct Urls {
 struct ProfileView<'a> {
     name: &'a str,
     image: &'a str,
+    /// the version this machine boots (fetched images only).
+    image_version: Option<String>,
     kernel_args: &'a str,
     tags: &'a [String],
     quantity: Option<u32>,
@@ -65,7 +69,9 @@ pub fn merged_env(config: &Config, profile: Option<&Profile>, m: &Machine) -> En
 pub fn urls(config: &Config, boot: SocketAddr, profile: Option<&Profile>, m: &Machine) -> Urls {
     let base = boot_base(config, boot);
     let q = format!("id={}&token={}", m.id, m.token);
-    let image = profile.map(|p| p.image.as_str()).unwrap_or("none");
+    let image = profile
+        .map(|p| crate::images::asset_dir(config, p, &m.overrides))
+        .unwrap_or_else(|| "none".into());
     Urls {
         api: format!("http://{}", config.http.api),
         assets: format!("{base}/assets/{image}"),
@@ -110,6 +116,7 @@ pub fn build(
             &ProfileView {
                 name: &p.name,
                 image: &p.image,
+                image_version: crate::images::chosen_version(config, p, &m.overrides),
                 kernel_args: &p.kernel_args,
                 tags: &p.tags,
                 quantity: p.quantity,

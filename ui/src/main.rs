@@ -1,5 +1,5 @@
 //! `mayu`: the operator console with the boot services in-process; `--headless` runs the
-//! services alone; `check`, `render` and `import-mayu` are one-shot tools.
+//! services alone; `check`, `render`, `import-mayu` and `images` are one-shot tools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,40 @@ enum Command {
         #[arg(long, default_value = "ipxe")]
         template: String,
     },
+    /// OS images: fetch and verify vendor releases, list them, remove unused versions
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// download a release's PXE kernel and initrd, verify their signatures, record the result
+    Fetch {
+        /// flatcar or fedora-coreos
+        name: String,
+        /// flatcar: stable, beta, alpha, lts; fedora-coreos: stable, testing, next
+        #[arg(long)]
+        channel: Option<String>,
+        /// a release (default: the channel's current one)
+        #[arg(long)]
+        version: Option<String>,
+        /// base URL to fetch from instead of the vendor's
+        #[arg(long)]
+        mirror: Option<String>,
+        /// trust this OpenPGP key file instead of the vendor key shipped with mayu
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// image versions with sizes, verification state and the profiles and machines using them
+    List,
+    /// remove image versions no profile or machine uses
+    Gc {
+        /// only print what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +85,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::ImportMayu { dir }) => import(&cli.config, &dir),
+        Some(Command::Images { command }) => images(&cli.config, command),
         Some(Command::Render {
             machine,
             mac,
@@ -105,6 +140,30 @@ fn import(config: &std::path::Path, dir: &std::path::Path) -> ExitCode {
 
 fn render(config: &std::path::Path, machine: &str, template: &str) -> ExitCode {
     code(mayu::cli::render(config, machine, template))
+}
+
+fn images(config: &std::path::Path, command: ImagesCommand) -> ExitCode {
+    use mayu::images::command as cmd;
+    code(match command {
+        ImagesCommand::Fetch {
+            name,
+            channel,
+            version,
+            mirror,
+            key,
+        } => cmd::fetch(
+            config,
+            cmd::FetchArgs {
+                name,
+                channel,
+                version,
+                mirror,
+                key,
+            },
+        ),
+        ImagesCommand::List => cmd::list(config),
+        ImagesCommand::Gc { dry_run } => cmd::gc(config, dry_run),
+    })
 }
 
 fn code(c: i32) -> ExitCode {
