@@ -5,6 +5,7 @@ mod assets;
 mod error;
 mod ipxe;
 mod machine;
+mod programs;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub fn router(state: BootState) -> Router {
             "/assets/{image}/{version}/{file}",
             get(assets::versioned_asset),
         )
+        .route("/boot/{file}", get(programs::program))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -111,6 +111,8 @@ pub struct BootPrograms {
     pub efi64: String,
     pub arm64: String,
     pub url: String,
+    /// where the boot port serves the same programs for UEFI HTTP boot (ends in `/`).
+    pub http: String,
 }
 
 impl BootPrograms {
@@ -125,6 +127,11 @@ impl BootPrograms {
             arm64: ARM64_PROGRAM.into(),
             url: format!(
                 "http://{}:{}/boot.ipxe",
+                config.network.address.value,
+                config.http.boot.port()
+            ),
+            http: format!(
+                "http://{}:{}/boot/",
                 config.network.address.value,
                 config.http.boot.port()
             ),
@@ -447,10 +454,17 @@ mod tests {
             "pid-file=/run/mayu/dnsmasq.pid",
             "dhcp-match=set:ipxe,175",
             "dhcp-userclass=set:ipxe,iPXE",
-            "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,10.77.0.1",
-            "dhcp-boot=tag:!ipxe,tag:arm64,ipxe-arm64.efi,,10.77.0.1",
-            "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!arm64,undionly.kpxe,,10.77.0.1",
+            "dhcp-boot=tag:!ipxe,tag:!httpboot,tag:efi64,ipxe.efi,,10.77.0.1",
+            "dhcp-boot=tag:!ipxe,tag:!httpboot,tag:arm64,ipxe-arm64.efi,,10.77.0.1",
+            "dhcp-boot=tag:!ipxe,tag:!httpboot,tag:!efi64,tag:!arm64,undionly.kpxe,,10.77.0.1",
             "dhcp-boot=tag:ipxe,http://10.77.0.1:4081/boot.ipxe",
+            // UEFI HTTP boot: the vendor class echoed, iPXE from the boot port, no TFTP.
+            "dhcp-vendorclass=set:httpboot,HTTPClient",
+            "dhcp-match=set:efi64,option:client-arch,16",
+            "dhcp-match=set:arm64,option:client-arch,19",
+            "dhcp-option-force=tag:httpboot,option:vendor-class,HTTPClient",
+            "dhcp-boot=tag:!ipxe,tag:httpboot,tag:efi64,http://10.77.0.1:4081/boot/ipxe.efi",
+            "dhcp-boot=tag:!ipxe,tag:httpboot,tag:arm64,http://10.77.0.1:4081/boot/ipxe-arm64.efi",
             "tftp-root=/srv/tftp",
         ] {
             assert!(l.contains(&want), "missing `{want}` in\n{text}");
@@ -469,7 +483,10 @@ mod tests {
             );
         let text = render_conf(&config(&net)).expect("test fixture");
         let l = lines(&text);
-        assert!(l.contains(&"dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi,,10.77.0.1"));
+        assert!(l.contains(&"dhcp-boot=tag:!ipxe,tag:!httpboot,tag:efi64,snponly.efi,,10.77.0.1"));
+        assert!(l.contains(
+            &"dhcp-boot=tag:!ipxe,tag:httpboot,tag:efi64,http://10.77.0.1:4081/boot/snponly.efi"
+        ));
         assert!(l.contains(&"dhcp-ignore=tag:!known"), "{text}");
     }
 
