@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod selector;
 pub mod services;
 pub mod templates;
+pub mod text;
 pub mod tokens;
 
 pub use config::Config;
