@@ -129,6 +129,19 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
         ));
     }
     m.notes = notes.join("\n");
+    // The notes are ours (unknown fields as JSON); a huge leftover is cut, not a reason to
+    // leave the machine behind.
+    if m.notes.len() > crate::text::MAX_NOTES {
+        let mut end = crate::text::MAX_NOTES - "…".len();
+        while !m.notes.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.notes.truncate(end);
+        m.notes.push('…');
+    }
+    // Everything else is held to the API's rules; a file that breaks them is skipped with
+    // the field named.
+    crate::text::check_machine(&m).map_err(|e| e.to_string())?;
     Ok(m)
 }
 

@@ -27,7 +27,36 @@ pub enum TextError {
     NotIp,
     #[error("is not a hostname (letters, digits, '-' and '.', labels of 1–63 characters)")]
     NotHostname,
+    #[error("has {0} entries; at most {1} are allowed")]
+    TooMany(usize, usize),
+    #[error("is empty")]
+    Empty,
 }
+
+/// A field that failed its check, named as the API and the JSON files name it
+/// (`provider_id`, `rack.rack`, `facts.disks[2].model`, `overrides` key…).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {error}")]
+pub struct FieldError {
+    pub field: String,
+    pub error: TextError,
+}
+
+impl FieldError {
+    fn at(field: impl Into<String>) -> impl FnOnce(TextError) -> FieldError {
+        let field = field.into();
+        move |error| FieldError { field, error }
+    }
+}
+
+impl From<FieldError> for crate::engine::EngineError {
+    fn from(e: FieldError) -> Self {
+        crate::engine::EngineError::Invalid(e.to_string())
+    }
+}
+
+/// Most disks or NICs one facts report may list.
+pub const MAX_ITEMS: usize = 256;
 
 /// Whether `c` is a control character: C0 (NUL … US, including `\t` and `\n`), DEL and C1
 /// (U+0080 … U+009F). These are what terminals and line-oriented formats act on.
@@ -113,6 +142,124 @@ pub fn check_hostname(s: &str) -> Result<(), TextError> {
     }
 }
 
+/// What iPXE reports at registration (`serial`, `uuid`, `arch` from its query string) is
+/// refused whole when it holds a control character or is longer than [`MAX_FIELD`]: firmware
+/// never sends those, so such a request is an attack or a broken client, and refusing keeps one
+/// rule for every field (nothing is stored half-cleaned).
+pub fn check_registration(reg: &crate::engine::Registration) -> Result<(), FieldError> {
+    for (name, v) in [
+        ("serial", &reg.serial),
+        ("uuid", &reg.uuid),
+        ("arch", &reg.arch),
+    ] {
+        if let Some(v) = v {
+            check_line(v).map_err(FieldError::at(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hardware facts a machine reports: every string a single line, at most [`MAX_ITEMS`] disks
+/// and NICs.
+pub fn check_facts(f: &crate::machine::Facts) -> Result<(), FieldError> {
+    for (name, v) in [
+        ("facts.cpu_model", &f.cpu_model),
+        ("facts.vendor", &f.vendor),
+        ("facts.product", &f.product),
+    ] {
+        if let Some(v) = v {
+            check_line(v).map_err(FieldError::at(name))?;
+        }
+    }
+    for (name, n) in [("facts.disks", f.disks.len()), ("facts.nics", f.nics.len())] {
+        if n > MAX_ITEMS {
+            return Err(FieldError::at(name)(TextError::TooMany(n, MAX_ITEMS)));
+        }
+    }
+    for (i, d) in f.disks.iter().enumerate() {
+        check_line(&d.name).map_err(FieldError::at(format!("facts.disks[{i}].name")))?;
+        if let Some(m) = &d.model {
+            check_line(m).map_err(FieldError::at(format!("facts.disks[{i}].model")))?;
+        }
+    }
+    for (i, n) in f.nics.iter().enumerate() {
+        check_line(&n.name).map_err(FieldError::at(format!("facts.nics[{i}].name")))?;
+    }
+    Ok(())
+}
+
+/// A BMC address from an operator or a machine: an IP address (see [`parse_ip_addr`]),
+/// returned in its canonical spelling.
+pub fn ipmi_addr(field: &str, v: &str) -> Result<String, FieldError> {
+    parse_ip_addr(v).map_err(FieldError::at(field))
+}
+
+/// A template override's key: one line, not empty. (Values are JSON and reach text only as
+/// JSON, which escapes control characters.)
+pub fn check_override_key(k: &str) -> Result<(), FieldError> {
+    if k.is_empty() {
+        return Err(FieldError::at("overrides")(TextError::Empty));
+    }
+    check_line(k).map_err(FieldError::at(format!("overrides.{}", escape_control(k))))
+}
+
+/// An operator's (or a machine's) edit, checked field by field and returned with the BMC
+/// address in canonical form. An empty `ipmi_addr` is kept: it clears the address.
+pub fn check_edit(mut e: crate::engine::Edit) -> Result<crate::engine::Edit, FieldError> {
+    if let Some(h) = &e.hostname {
+        check_hostname(h).map_err(FieldError::at("hostname"))?;
+    }
+    if let Some(a) = &e.ipmi_addr {
+        if !a.is_empty() {
+            e.ipmi_addr = Some(ipmi_addr("ipmi_addr", a)?);
+        }
+    }
+    if let Some(p) = &e.provider_id {
+        check_line(p).map_err(FieldError::at("provider_id"))?;
+    }
+    if let Some(r) = &e.rack {
+        check_line(&r.rack).map_err(FieldError::at("rack.rack"))?;
+    }
+    if let Some(n) = &e.notes {
+        check_notes(n).map_err(FieldError::at("notes"))?;
+    }
+    for k in e.overrides.keys() {
+        check_override_key(k)?;
+    }
+    Ok(e)
+}
+
+/// A whole machine record from outside the API (an import): the same rules as the edges.
+pub fn check_machine(m: &crate::machine::Machine) -> Result<(), FieldError> {
+    for (name, v) in [
+        ("serial", &m.serial),
+        ("uuid", &m.uuid),
+        ("arch", &m.arch),
+        ("provider_id", &m.provider_id),
+    ] {
+        if let Some(v) = v {
+            check_line(v).map_err(FieldError::at(name))?;
+        }
+    }
+    if let Some(h) = &m.hostname {
+        check_hostname(h).map_err(FieldError::at("hostname"))?;
+    }
+    if let Some(a) = m.ipmi_addr.as_deref().filter(|a| !a.is_empty()) {
+        ipmi_addr("ipmi_addr", a)?;
+    }
+    if let Some(p) = &m.profile {
+        check_line(p).map_err(FieldError::at("profile"))?;
+    }
+    if let Some(r) = &m.rack {
+        check_line(&r.rack).map_err(FieldError::at("rack.rack"))?;
+    }
+    check_notes(&m.notes).map_err(FieldError::at("notes"))?;
+    for k in m.overrides.keys() {
+        check_override_key(k)?;
+    }
+    check_facts(&m.facts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +308,39 @@ mod tests {
         assert_eq!(parse_ip_addr("bmc.lab"), Err(TextError::NotIp));
         assert!(parse_ip_addr("10.0.0.5\n").is_err());
         assert!(parse_ip_addr("").is_err());
+    }
+
+    #[test]
+    fn edits_name_the_field() {
+        use crate::engine::Edit;
+        let e = check_edit(Edit {
+            provider_id: Some(r"aws:///i-1\nnot-a-newline".into()),
+            ..Edit::default()
+        });
+        assert!(e.is_ok(), "a literal backslash is fine: {e:?}");
+        let e = check_edit(Edit {
+            provider_id: Some("i-1\nforged".into()),
+            ..Edit::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "provider_id");
+        assert_eq!(
+            e.to_string(),
+            r"`provider_id` holds a control character (\n) at byte 3"
+        );
+        let e = check_edit(Edit {
+            ipmi_addr: Some("fd00::0001".into()),
+            ..Edit::default()
+        })
+        .unwrap();
+        assert_eq!(e.ipmi_addr.as_deref(), Some("fd00::1"));
+        let mut overrides = std::collections::BTreeMap::new();
+        overrides.insert("a\x1bb".to_string(), None);
+        let e = check_edit(Edit {
+            overrides,
+            ..Edit::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, r"overrides.a\x1bb");
     }
 }

@@ -6,8 +6,6 @@
 //! does not use are ignored as Mayu ignored them. Errors still carry `{error, detail}`, and the
 //! same tokens apply as on `/api/v1`.
 
-use std::net::IpAddr;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -19,6 +17,7 @@ use super::auth::{AdminAccess, ReadAccess};
 use super::{blocking, ApiError, ApiState, BODY_LIMIT};
 use crate::engine::Edit;
 use crate::machine::{Machine, State as MachineState};
+use crate::text;
 use crate::Engine;
 
 /// Mayu's host record, as far as mayu's model has the same facts.
@@ -80,7 +79,12 @@ fn host(engine: &Engine, serial: &str) -> Result<Machine, ApiError> {
                     .is_some_and(|s| s.eq_ignore_ascii_case(serial))
             })
         })
-        .ok_or_else(|| ApiError::BadRequest(format!("host `{serial}` doesn't exist")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "host `{}` doesn't exist",
+                text::escape_control(serial)
+            ))
+        })
 }
 
 /// The body as a JSON object (an empty body is an empty object).
@@ -145,6 +149,19 @@ where
     Ok(StatusCode::ACCEPTED)
 }
 
+/// A field that breaks [`crate::text`]'s rules, in Mayu's words (a 400, as its decoder gave).
+fn invalid(field: &'static str, route: &'static str) -> impl FnOnce(text::TextError) -> ApiError {
+    move |error| {
+        ApiError::BadRequest(format!(
+            "unable to parse json data in {route} request: {}",
+            text::FieldError {
+                field: field.into(),
+                error,
+            }
+        ))
+    }
+}
+
 fn engine_err(engine: &Engine) -> impl Fn(crate::engine::EngineError) -> ApiError + '_ {
     move |e| ApiError::from_engine(e, engine)
 }
@@ -175,6 +192,7 @@ pub async fn set_provider_id(
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "set_provider_id")?;
     let id = string_field(&o, "ProviderId", "set_provider_id")?;
+    text::check_line(&id).map_err(invalid("ProviderId", "set_provider_id"))?;
     let author = who.author();
     apply(st, serial, move |engine, m| {
         let edit = Edit {
@@ -197,12 +215,8 @@ pub async fn set_ipmi_addr(
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "set_ipmi_addr")?;
     let addr = string_field(&o, "IPMIAddr", "set_ipmi_addr")?;
-    // Mayu's field was a net.IP, so anything else failed to decode.
-    addr.parse::<IpAddr>().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "unable to parse json data in set_ipmi_addr request: `{addr}` is not an IP address"
-        ))
-    })?;
+    // Mayu's field was a net.IP, so anything else failed to decode; stored canonical.
+    let addr = text::parse_ip_addr(&addr).map_err(invalid("IPMIAddr", "set_ipmi_addr"))?;
     let author = who.author();
     apply(st, serial, move |engine, m| {
         let edit = Edit {
@@ -231,7 +245,8 @@ pub async fn set_state(
     } else {
         raw.parse::<MachineState>().map_err(|e| {
             ApiError::BadRequest(format!(
-                "unable to parse json data in set_state request: {e}"
+                "unable to parse json data in set_state request: {}",
+                text::escape_control(&e)
             ))
         })?
     };
@@ -268,6 +283,13 @@ pub async fn set_override(
             ))
         }
     };
+    for k in overrides.keys() {
+        text::check_override_key(k).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "unable to parse json data in override request: {e}"
+            ))
+        })?;
+    }
     let author = who.author();
     apply(st, serial, move |engine, m| {
         let edit = Edit {

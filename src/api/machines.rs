@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use super::auth::{AdminAccess, ReadAccess};
 use super::{blocking, ApiError, ApiJson, ApiQuery, ApiState};
 use crate::engine::{Edit, EngineError};
-use crate::machine::{valid_hostname, Mac, Machine, MachineId, Rack, State as MachineState};
+use crate::machine::{Mac, Machine, MachineId, Rack, State as MachineState};
+use crate::text;
 use crate::Engine;
 
 /// A machine as the API shows it: the per-machine token is never part of it.
@@ -41,6 +42,7 @@ pub(crate) fn check_key(key: &str) -> Result<(), ApiError> {
     if key.parse::<MachineId>().is_ok() || key.parse::<Mac>().is_ok() {
         return Ok(());
     }
+    let key = text::escape_control(key);
     Err(ApiError::BadRequest(format!(
         "`{key}` is neither a machine id (1–128 of a-z, 0-9, `.`, `-`, `_`) nor a MAC address \
          (six hex pairs like 52:54:00:12:34:56)"
@@ -89,7 +91,10 @@ pub async fn list(
     let state = q
         .state
         .as_deref()
-        .map(|s| s.parse::<MachineState>().map_err(ApiError::BadRequest))
+        .map(|s| {
+            s.parse::<MachineState>()
+                .map_err(|e| ApiError::BadRequest(text::escape_control(&e).into_owned()))
+        })
         .transpose()?;
     let needle = q.q.as_deref().map(str::to_lowercase);
     let out = st
@@ -179,13 +184,23 @@ impl MachinePatch {
     }
 }
 
+/// Checks the whole PATCH before anything is applied, so a bad field never leaves the
+/// assignment half done; every text field goes through [`crate::text`]'s rules and a refusal
+/// names the field (the value itself is not echoed: it is what must not reach a terminal raw).
 fn validate(engine: &Engine, m: &Machine, p: &MachinePatch) -> Result<(), ApiError> {
-    if let Some(h) = &p.hostname {
-        if !valid_hostname(h) {
-            return Err(ApiError::Unprocessable(format!(
-                "`{h}` is not a hostname; use letters, digits and `-`, dot-separated"
-            )));
-        }
+    if let Some(edit) = p.edit() {
+        text::check_edit(edit).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    }
+    if let Some(Some(name)) = &p.profile {
+        text::check_line(name).map_err(|e| {
+            ApiError::Unprocessable(
+                text::FieldError {
+                    field: "profile".into(),
+                    error: e,
+                }
+                .to_string(),
+            )
+        })?;
     }
     if p.force && !matches!(p.profile, Some(Some(_))) {
         return Err(ApiError::Unprocessable(
@@ -271,6 +286,9 @@ pub async fn update(
             (None, None) => {}
         }
         if let Some(edit) = p.edit() {
+            // checked again for its canonical form (an IPv6 BMC address spelled short).
+            let edit =
+                text::check_edit(edit).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
             engine.edit(&key, &author, edit).map_err(e)?;
         }
         resolve(&engine, &key)
