@@ -8,6 +8,7 @@
 #   tmux          drives the console in its end-to-end test
 #   cloud-init    `cloud-init schema` validates the cloud-config mayu serves
 #   git, ca-certificates   the audit tests and image downloads (not on every stock image)
+#   extlinux, syslinux-common   the lab installer makes a machine's disk bootable (install-to-disk test)
 #   gpgv, gnupg   gpgv verifies fetched OS images (mayu images fetch); gpg signs fake releases in tests
 #   qemu-system-x86 (from bookworm-backports, to match the image's qemu-utils 10.x), ipxe-qemu,
 #   ovmf          real machines network-booting in the QEMU tests
@@ -60,7 +61,8 @@ fi
 
 apt-get update
 apt-get install -y --no-install-recommends \
-  git ca-certificates gpgv gnupg cloud-init dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod
+  git ca-certificates gpgv gnupg cloud-init dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
+  extlinux syslinux-common
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else

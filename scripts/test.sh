@@ -33,7 +33,8 @@ elif [ "$(id -u)" -eq 0 ]; then
 else
   echo "test.sh: not root; skipping package installs (network and QEMU tests will not run)" >&2
 fi
-for prep in scripts/fill-tftproot.sh scripts/build-discovery.sh scripts/build-test-image.sh; do
+for prep in scripts/fill-tftproot.sh scripts/build-discovery.sh scripts/build-test-image.sh \
+  scripts/build-install-image.sh; do
   if [ -x "$prep" ]; then "$prep"; fi
 done
 # Snapshots are committed; a test never writes new ones here.

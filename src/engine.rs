@@ -342,6 +342,7 @@ impl Engine {
                 // real place; only a real profile makes it configured.
                 let parked = self.inner.config.default_profile.as_deref() == Some(p.as_str());
                 m.profile = Some(p.clone());
+                m.installed = false;
                 m.assigned_by = Some(AssignedBy::Rule);
                 m.state = if parked {
                     State::Waiting
@@ -429,6 +430,7 @@ impl Engine {
             }
             if !already {
                 m.state = State::Configured;
+                m.installed = false;
             }
             m.profile = Some(profile.to_string());
             m.assigned_by = Some(AssignedBy::Operator(actor.to_string()));
@@ -445,6 +447,7 @@ impl Engine {
     pub fn unassign(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
         self.mutate(key, actor, |_, m| {
             let was = m.profile.take();
+            m.installed = false;
             m.assigned_by = None;
             m.pinned = true;
             m.state = State::Waiting;
@@ -473,6 +476,7 @@ impl Engine {
                 )));
             }
             m.reinstall = true;
+            m.installed = false;
             m.state = State::Configured;
             Ok("reinstall requested".into())
         })
@@ -480,20 +484,56 @@ impl Engine {
 
     pub fn boot_complete(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
         let now = OffsetDateTime::now_utc();
+        let config = &self.inner.config;
+        let mut from_disk = false;
         let m = self.mutate(key, actor, |_, m| {
+            from_disk = booted_from_disk(config, m);
             m.state = State::Running;
             m.reinstall = false;
+            if from_disk {
+                m.phases.set(Phase::DiskBoot, now);
+            }
             m.phases.set(Phase::BootComplete, now);
             Ok("boot complete".into())
         })?;
-        self.inner.bus.publish(EventKind::BootStep {
-            id: Some(m.id.clone()),
-            phase: Phase::BootComplete,
-            detail: "reported".into(),
-            bytes: None,
-            duration_ms: None,
-        });
+        // Through `boot_step`, so a machine that was already running (no change to commit)
+        // still has its phase times updated.
+        if from_disk {
+            self.boot_step(
+                Some(&m.id),
+                Phase::DiskBoot,
+                "and reported in".into(),
+                None,
+                None,
+            );
+        }
+        self.boot_step(
+            Some(&m.id),
+            Phase::BootComplete,
+            "reported".into(),
+            None,
+            None,
+        );
         Ok(m)
+    }
+
+    /// The installer wrote the profile's system to the machine's disk. Its next network boot
+    /// is handed `sanboot` of that disk (for `boot_from_disk` profiles), not the installer again.
+    pub fn installed_to_disk(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        self.mutate(key, actor, |_, m| {
+            if m.profile.is_none() {
+                return Err(EngineError::Invalid(format!(
+                    "{} has no profile, so nothing was installed",
+                    m.id
+                )));
+            }
+            m.installed = true;
+            m.reinstall = false;
+            if m.state == State::Configured {
+                m.state = State::Installing;
+            }
+            Ok("installed to disk".into())
+        })
     }
 
     /// The machine is booting its profile (its install script or config was served).
@@ -730,6 +770,17 @@ fn fill(slot: &mut Option<String>, v: Option<String>) {
     if slot.is_none() {
         *slot = v;
     }
+}
+
+/// A boot-complete from this machine comes from its own disk: its profile boots from disk and
+/// it is installed (or already running), so iPXE handed it `sanboot`, not an installer.
+fn booted_from_disk(config: &Config, m: &Machine) -> bool {
+    let on_disk = m
+        .profile
+        .as_deref()
+        .and_then(|p| config.profile(p))
+        .is_some_and(|p| p.boot_from_disk);
+    on_disk && !m.reinstall && (m.installed || m.state == State::Running)
 }
 
 /// Changes worth a file write and a commit (phase timestamps alone are not).

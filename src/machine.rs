@@ -262,17 +262,21 @@ pub enum Phase {
     Kernel,
     Initrd,
     Config,
+    /// an installed machine booted its own disk (iPXE `sanboot`, or the firmware) and its
+    /// installed system reported in.
+    DiskBoot,
     BootComplete,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::FirstSeen,
         Phase::Dhcp,
         Phase::Ipxe,
         Phase::Kernel,
         Phase::Initrd,
         Phase::Config,
+        Phase::DiskBoot,
         Phase::BootComplete,
     ];
     pub fn as_str(&self) -> &'static str {
@@ -283,6 +287,7 @@ impl Phase {
             Phase::Kernel => "kernel",
             Phase::Initrd => "initrd",
             Phase::Config => "config",
+            Phase::DiskBoot => "booted from disk",
             Phase::BootComplete => "boot complete",
         }
     }
@@ -305,6 +310,8 @@ pub struct Phases {
     #[serde(with = "time::serde::rfc3339::option")]
     pub config: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    pub disk_boot: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub boot_complete: Option<OffsetDateTime>,
 }
 
@@ -317,6 +324,7 @@ impl Phases {
             Phase::Kernel => self.kernel,
             Phase::Initrd => self.initrd,
             Phase::Config => self.config,
+            Phase::DiskBoot => self.disk_boot,
             Phase::BootComplete => self.boot_complete,
         }
     }
@@ -329,6 +337,7 @@ impl Phases {
             Phase::Kernel => &mut self.kernel,
             Phase::Initrd => &mut self.initrd,
             Phase::Config => &mut self.config,
+            Phase::DiskBoot => &mut self.disk_boot,
             Phase::BootComplete => &mut self.boot_complete,
         };
         *slot = Some(at);
@@ -417,6 +426,10 @@ pub struct Machine {
     /// the next boot installs again even where the profile boots from disk.
     #[serde(default)]
     pub reinstall: bool,
+    /// the installer wrote the profile's system to the disk: a `boot_from_disk` profile boots
+    /// that disk from now on instead of installing again (no install loop).
+    #[serde(default)]
+    pub installed: bool,
     #[serde(default)]
     pub phases: Phases,
     #[serde(default)]
@@ -452,6 +465,7 @@ impl Machine {
             pinned: false,
             state: State::Waiting,
             reinstall: false,
+            installed: false,
             phases,
             overrides: BTreeMap::new(),
             ipmi_addr: None,

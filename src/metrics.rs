@@ -84,6 +84,7 @@ fn phase_label(p: Phase) -> &'static str {
         Phase::Kernel => "kernel",
         Phase::Initrd => "initrd",
         Phase::Config => "config",
+        Phase::DiskBoot => "disk_boot",
         Phase::BootComplete => "boot_complete",
     }
 }

@@ -134,6 +134,11 @@ async fn installed_machine_boots_from_disk_until_reinstall() {
     let s = state(&lab);
     let uri = "/ipxe?mac=52:54:00:00:00:30&serial=DISK1";
     get(&s, uri).await;
+    // control-plane installs to disk (worker boots live every time).
+    s.engine
+        .assign("disk1", "control-plane", "alice", false)
+        .unwrap();
+    get(&s, uri).await;
     s.engine.boot_complete("disk1", "disk1").unwrap();
     let (_, body) = get(&s, uri).await;
     assert!(

@@ -91,7 +91,10 @@ async fn script_for(s: &BootState, m: &Machine) -> Result<(String, String), Boot
         );
         return Ok((body, "held: waiting for assignment".into()));
     };
-    if profile.boot_from_disk && m.state == MState::Running && !m.reinstall {
+    // Installed (the installer reported its disk written) or running: the disk holds the
+    // profile's system, so the machine boots it instead of installing again.
+    let on_disk = m.state == MState::Running || (m.state == MState::Installing && m.installed);
+    if profile.boot_from_disk && on_disk && !m.reinstall {
         let body = format!(
             "#!ipxe\necho mayu: {id} is installed ({p}); booting from local disk\nsanboot --no-describe --drive 0x80 || exit\n",
             id = m.id,

@@ -106,6 +106,21 @@ pub async fn boot_complete(
     Ok(Json(serde_json::json!({ "id": m.id, "state": m.state })))
 }
 
+/// The installer wrote the profile's system to this machine's disk (its last step before it
+/// reboots); the machine's next network boot is handed `sanboot` of that disk.
+pub async fn installed(
+    State(s): State<BootState>,
+    Query(q): Query<Auth>,
+) -> Result<impl IntoResponse, BootError> {
+    let m = authorise(&s, &q)?;
+    let engine = s.engine.clone();
+    let actor = m.id.to_string();
+    let m = blocking(move || engine.installed_to_disk(m.id.as_str(), &actor)).await??;
+    Ok(Json(
+        serde_json::json!({ "id": m.id, "state": m.state, "installed": m.installed }),
+    ))
+}
+
 /// Facts arrive as JSON; unknown keys are refused (a typo must not silently vanish).
 pub async fn facts(
     State(s): State<BootState>,

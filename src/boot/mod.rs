@@ -43,6 +43,7 @@ pub fn router(state: BootState) -> Router {
             "/boot-complete",
             post(machine::boot_complete).put(machine::boot_complete),
         )
+        .route("/installed", post(machine::installed))
         .route("/assets/{image}/{file}", get(assets::asset))
         .route(
             "/assets/{image}/{version}/{file}",
