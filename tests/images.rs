@@ -584,3 +584,63 @@ async fn check_finds_missing_and_unverified_versions_at_the_image_key() {
         errors[0]
     );
 }
+
+#[tokio::test]
+async fn start_warns_about_machines_pinned_to_a_missing_or_unverified_version() {
+    if !tools() {
+        return;
+    }
+    let s = Setup::new();
+    let config = lab_with_two_versions(&s).await;
+    std::fs::create_dir_all(s.images().join("flatcar/5.0.0")).unwrap();
+    let engine = mayu::Engine::open(config.clone()).unwrap();
+    let mut ids = Vec::new();
+    for (mac, version) in [
+        ("00:16:3e:00:00:01", "4081.2.0"),
+        ("00:16:3e:00:00:02", "1.0.0"),
+        ("00:16:3e:00:00:03", "5.0.0"),
+    ] {
+        let reg = Registration {
+            mac: Some(mac.parse().unwrap()),
+            uuid: None,
+            serial: None,
+            arch: None,
+            ip: None,
+        };
+        let m = engine.register(reg, mayu::machine::Phase::Ipxe).unwrap();
+        engine.assign(m.id.as_str(), "node", "test", false).unwrap();
+        let mut edit = Edit::default();
+        edit.overrides
+            .insert("image_version".into(), Some(version.into()));
+        engine.edit(m.id.as_str(), "test", edit).unwrap();
+        ids.push(m.id);
+    }
+    let warnings = mayu::images::startup_warnings(&config, &engine.list());
+    let about = |id: &mayu::machine::MachineId| {
+        warnings
+            .iter()
+            .filter(|w| w.starts_with(&format!("machine {id} ")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(about(&ids[0]).is_empty(), "{warnings:?}");
+    assert!(
+        about(&ids[1])
+            .iter()
+            .any(|w| w.contains("pins flatcar/1.0.0, which is not there")),
+        "{warnings:?}"
+    );
+    assert!(
+        about(&ids[2])
+            .iter()
+            .any(|w| w.contains("pins flatcar/5.0.0, which is not verified")),
+        "{warnings:?}"
+    );
+    // The unverified folder is named once more as a folder that is never served.
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("flatcar/5.0.0 is not verified")),
+        "{warnings:?}"
+    );
+}
