@@ -644,3 +644,53 @@ async fn start_warns_about_machines_pinned_to_a_missing_or_unverified_version() 
         "{warnings:?}"
     );
 }
+
+#[test]
+fn the_shipped_keys_dearmor_as_gpg_does_and_have_the_pinned_fingerprints() {
+    if !have("gpg") {
+        return;
+    }
+    use mayu::images::verify;
+    for (text, fingerprints) in [
+        (verify::FLATCAR_KEY, vec![verify::FLATCAR_FINGERPRINT]),
+        (verify::FEDORA_KEYS, verify::FEDORA_FINGERPRINTS.to_vec()),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let mut child = std::process::Command::new("gpg")
+                .arg("--homedir")
+                .arg(home.path())
+                .arg("--batch")
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            out.stdout
+        };
+        assert_eq!(verify::dearmor(text).unwrap(), run(&["--dearmor"]));
+        let listing = String::from_utf8(run(&["--with-colons", "--show-keys"])).unwrap();
+        // The fingerprint line right after each primary key (`pub`) line.
+        let lines: Vec<&str> = listing.lines().collect();
+        let primaries: Vec<String> = lines
+            .windows(2)
+            .filter(|w| w[0].starts_with("pub:") && w[1].starts_with("fpr:"))
+            .map(|w| {
+                w[1].trim_start_matches("fpr:")
+                    .trim_matches(':')
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(primaries, fingerprints);
+    }
+}
