@@ -145,11 +145,11 @@ impl Event {
                     (None, false) => format!(" to {client}"),
                     (None, true) => String::new(),
                 };
-                let file = if file.is_empty() { "a file" } else { file };
-                if *ok {
-                    format!("TFTP sent {file}{to}")
-                } else {
-                    format!("TFTP failed {file}{to}: {detail}")
+                match (ok, file.is_empty()) {
+                    (true, _) => format!("TFTP sent {file}{to}"),
+                    (false, false) => format!("TFTP failed {file}{to}: {detail}"),
+                    // the client's own error names no file.
+                    (false, true) => format!("TFTP transfer{to} failed: {detail}"),
                 }
             }
             EventKind::Leases { count } => format!("lease table: {count} leases"),

@@ -14,9 +14,6 @@ use crate::dnsmasq::conf::{ARM64_PROGRAM, BIOS_PROGRAM, EFI64_PROGRAM, EFI64_SNP
 use crate::machine::{MachineId, Phase};
 use crate::Engine;
 
-/// The route prefix; dnsmasq's config builds its HTTP boot URLs from it.
-pub const PREFIX: &str = "/boot/";
-
 /// The names `GET /boot/{file}` serves: the boot programs dnsmasq may hand out.
 pub const SERVED: [&str; 4] = [
     EFI64_PROGRAM,
