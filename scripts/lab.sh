@@ -5,6 +5,8 @@
 #   sudo scripts/lab.sh deps              install the Debian packages the lab and its tests need
 #   sudo scripts/lab.sh up [--vms N]      namespace + bridge, mayu headless, N machines booting
 #   sudo scripts/lab.sh up --console      the same, with mayu's console in this terminal
+#   sudo scripts/lab.sh up --install      also machine `vmi`, which installs to its own disk
+#   sudo scripts/lab.sh install-vm        power `vmi` on again: mayu hands it `sanboot` of its disk
 #   sudo scripts/lab.sh status            what runs, where each machine is
 #   sudo scripts/lab.sh ctl ARGS...       mayuctl against the lab's API (e.g. `ctl list`)
 #   sudo scripts/lab.sh serial N          follow machine N's serial console
@@ -34,7 +36,7 @@ need_root() {
     [[ $(id -u) == 0 ]] || die "run as root (network namespaces, taps): sudo $0 $*"
 }
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # --- deps --------------------------------------------------------------------------------------
 
@@ -219,10 +221,43 @@ start_vm() {
     say "vm$i: $fw, mac $mac, serial console $LAB/vm$i.serial.log (pid $!)"
 }
 
+# start_install_vm ACCEL MEM: the install-to-disk machine `vmi` (BIOS, serial LAB-INSTALL, so
+# lab-config.yaml's `install` profile takes it): network first, then a real 64 MiB disk file that
+# the lab installer partitions and makes bootable. Started again, it keeps its disk; mayu hands
+# it `sanboot` of that disk. Its disk's boot index puts it in SeaBIOS's drive table for sanboot.
+start_install_vm() {
+    local accel="$1" mem="$2" mac=52:54:00:77:00:ff disk="$LAB/install.disk.raw"
+    [[ -f $disk ]] || truncate -s 64M "$disk"
+    printf '\xf8\x03' >"$LAB/sercon"
+    local args=(-name mayu-lab-install $accel -m "$mem" -smp 1
+        -nodefaults -no-user-config -display none -vga none -monitor none
+        -serial "file:$LAB/vmi.serial.log"
+        -smbios "type=1,manufacturer=mayu-lab,product=lab-vm,serial=LAB-INSTALL"
+        -netdev "tap,id=n0,ifname=tapi,script=no,downscript=no"
+        -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1"
+        -drive "file=$disk,format=raw,if=none,id=d0"
+        -device "virtio-blk-pci,drive=d0,bootindex=2"
+        -boot order=n,strict=on -fw_cfg "name=etc/sercon-port,file=$LAB/sercon")
+    ip -n "$NS" link show tapi >/dev/null 2>&1 || add_tap tapi
+    ip netns exec "$NS" qemu-system-x86_64 "${args[@]}" >"$LAB/vmi.qemu.log" 2>&1 &
+    echo $! >"$LAB/pids/vmi.pid"
+    echo "BIOS, install to disk" >"$LAB/vmi.firmware"
+    say "vmi: installs to its disk $disk, mac $mac, serial console $LAB/vmi.serial.log (pid $!)"
+}
+
+cmd_install_vm() {
+    need_root install-vm
+    ns_exists || die "the lab is down; start it with: sudo $0 up --install"
+    if pid_alive "$LAB/pids/vmi.pid" qemu-system-x86_64; then
+        die "vmi is still running (it powers off after reporting in); see '$0 serial i'"
+    fi
+    start_install_vm "$(accel_args auto)" 256
+}
+
 # --- up ----------------------------------------------------------------------------------------
 
 cmd_up() {
-    local vms=3 accel=auto mem=256 console=0
+    local vms=3 accel=auto mem=256 console=0 install=0
     while (($#)); do
         case "$1" in
             --vms) vms="${2:?--vms needs a number}"; shift 2 ;;
@@ -230,6 +265,7 @@ cmd_up() {
             --accel) accel="${2:?--accel needs auto, kvm or tcg}"; shift 2 ;;
             --mem) mem="${2:?--mem needs MiB}"; shift 2 ;;
             --console) console=1; shift ;;
+            --install) install=1; shift ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option '$1' for up; see $0 --help" ;;
         esac
@@ -244,6 +280,7 @@ cmd_up() {
     accel_flags="$(accel_args "$accel")"
     "$REPO/scripts/build-discovery.sh"
     "$REPO/scripts/build-test-image.sh"
+    ((install)) && "$REPO/scripts/build-install-image.sh"
     local mayu
     mayu="$(mayu_bin)"
     mkdir -p "$LAB/pids" "$LAB/logs"
@@ -266,6 +303,7 @@ cmd_up() {
                 exit 1
             fi
             for ((i = 0; i < vms; i++)); do start_vm "$i" "$accel_flags" "$mem" 2>>"$LAB/lab.log"; done
+            if ((install)); then start_install_vm "$accel_flags" "$mem" 2>>"$LAB/lab.log"; fi
         ) &
         echo $! >"$LAB/pids/launcher.pid"
         trap - ERR
@@ -283,6 +321,7 @@ cmd_up() {
         false
     fi
     for ((i = 0; i < vms; i++)); do start_vm "$i" "$accel_flags" "$mem"; done
+    if ((install)); then start_install_vm "$accel_flags" "$mem"; fi
     trap - ERR
     cat >&2 <<EOF
 lab: up. Watch machines boot:
@@ -402,6 +441,7 @@ case "${1:-}" in
     status) shift; cmd_status "$@" ;;
     ctl) shift; cmd_ctl "$@" ;;
     serial) shift; cmd_serial "$@" ;;
+    install-vm) shift; cmd_install_vm "$@" ;;
     -h|--help|help|"") usage ;;
-    *) die "unknown command '$1'; one of: deps, up, down, status, ctl, serial" ;;
+    *) die "unknown command '$1'; one of: deps, up, down, status, ctl, serial, install-vm" ;;
 esac

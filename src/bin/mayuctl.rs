@@ -191,13 +191,14 @@ const FIELDS: &[(&str, &str)] = &[
     ("notes", "NOTES"),
 ];
 const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,hostname,ipmiaddr";
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "first_seen",
     "dhcp",
     "ipxe",
     "kernel",
     "initrd",
     "config",
+    "disk_boot",
     "boot_complete",
 ];
 
