@@ -50,6 +50,7 @@ pub fn check(path: &Path) -> i32 {
             return 1;
         }
     }
+    warnings.extend(unreadable_machine_files(&c));
     println!("{}: ok", path.display());
     for w in warnings {
         println!("  {w}");
@@ -90,6 +91,30 @@ pub fn check(path: &Path) -> i32 {
         );
     }
     0
+}
+
+/// Machine files mayu cannot read: they keep their place (id, MACs, profile seat) until an
+/// operator repairs or removes them.
+fn unreadable_machine_files(c: &Config) -> Vec<String> {
+    if !c.inventory.is_dir() {
+        return Vec::new();
+    }
+    match crate::inventory::files::load_dir(&c.inventory) {
+        Ok((_, problems)) => problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "warning: machine file {} cannot be read ({}); its id, MACs and profile seat stay reserved until it is repaired or removed",
+                    p.file.display(),
+                    crate::text::escape_control(&p.error)
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!(
+            "warning: cannot read the inventory {}: {e}",
+            c.inventory.display()
+        )],
+    }
 }
 
 /// The TFTP root's problems: errors, or notes when starting mayu fixes them (it fills
@@ -150,7 +175,8 @@ pub fn render(config_path: &Path, machine: &str, template: &str) -> i32 {
             return 1;
         }
     };
-    let engine = match Engine::open(config.clone()) {
+    // Read-only: a running mayu holds the inventory, and rendering changes nothing.
+    let engine = match Engine::open_read_only(config.clone()) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("{e}");

@@ -14,7 +14,7 @@ use crate::assign::{self, Decision};
 use crate::config::Config;
 use crate::events::{Bus, Event, EventKind};
 use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
-use crate::lease::{Lease, ServiceState};
+use crate::lease::{Lease, ServiceProblem, ServiceState};
 use crate::machine::{
     new_token, valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack,
     State,
@@ -36,6 +36,14 @@ pub enum EngineError {
     Invalid(String),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    #[error(
+        "machine `{id}` has an inventory file mayu cannot read ({}); it keeps its place until an operator repairs or removes that file",
+        .file.display()
+    )]
+    Unreadable {
+        id: String,
+        file: std::path::PathBuf,
+    },
 }
 
 /// What iPXE (or discovery) tells us about a machine when it asks for its script.
@@ -87,8 +95,12 @@ pub struct Snapshot {
 struct Index {
     machines: BTreeMap<MachineId, Machine>,
     by_mac: HashMap<Mac, MachineId>,
-    /// machines per profile, kept in step with `machines` by `put`/`take`.
+    /// machines per profile, kept in step with `machines` by `put`/`take`; seats of unreadable
+    /// files are counted too.
     counts: HashMap<String, u32>,
+    /// ids and MACs of machine files that could not be read: never registered over.
+    unreadable: HashMap<MachineId, std::path::PathBuf>,
+    unreadable_macs: HashMap<Mac, MachineId>,
 }
 
 impl Index {
@@ -116,6 +128,31 @@ impl Index {
             }
         }
         Some(old)
+    }
+
+    /// Keeps the place of a machine whose file could not be read.
+    fn hold(&mut self, p: &LoadProblem) {
+        let Some(id) = p.held_id.clone().or_else(|| p.id.clone()) else {
+            return;
+        };
+        for other in [p.id.clone(), p.held_id.clone()].into_iter().flatten() {
+            self.unreadable.insert(other, p.file.clone());
+        }
+        for mac in &p.macs {
+            self.unreadable_macs.insert(*mac, id.clone());
+        }
+        if let Some(profile) = &p.profile {
+            *self.counts.entry(profile.clone()).or_default() += 1;
+        }
+    }
+
+    /// The unreadable file a registration would overwrite, if any.
+    fn unreadable_for(&self, id: &MachineId, mac: Option<&Mac>) -> Option<(MachineId, std::path::PathBuf)> {
+        let id = mac
+            .and_then(|m| self.unreadable_macs.get(m))
+            .filter(|_| !self.machines.contains_key(id))
+            .unwrap_or(id);
+        self.unreadable.get(id).map(|f| (id.clone(), f.clone()))
     }
 
     fn resolve(&self, key: &str) -> Option<&Machine> {
@@ -155,6 +192,12 @@ impl Engine {
         Self::with_backend(config, Box::new(backend))
     }
 
+    /// Opens the configured inventory to read only (no lock, no audit), beside a running mayu.
+    pub fn open_read_only(config: Config) -> Result<Engine, EngineError> {
+        let backend = LocalBackend::open_read_only(&config.inventory);
+        Self::with_backend(config, Box::new(backend))
+    }
+
     pub fn with_backend(config: Config, backend: Box<dyn Backend>) -> Result<Engine, EngineError> {
         let (machines, problems) = backend.load()?;
         for p in &problems {
@@ -163,6 +206,9 @@ impl Engine {
         let mut index = Index::default();
         for m in machines {
             index.put(m);
+        }
+        for p in &problems {
+            index.hold(p);
         }
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -261,10 +307,17 @@ impl Engine {
     /// Finds or registers the machine iPXE describes, records that it reached `phase`, and runs
     /// the assignment rules where they may act.
     pub fn register(&self, reg: Registration, phase: Phase) -> Result<Machine, EngineError> {
+        crate::text::check_registration(&reg)?;
         let derived =
             MachineId::derive(reg.serial.as_deref(), reg.uuid.as_deref(), reg.mac.as_ref())?;
         let now = OffsetDateTime::now_utc();
         let mut idx = self.index();
+        if let Some((id, file)) = idx.unreadable_for(&derived, reg.mac.as_ref()) {
+            return Err(EngineError::Unreadable {
+                id: id.to_string(),
+                file,
+            });
+        }
         let existing = idx
             .machines
             .get(&derived)
@@ -573,6 +626,7 @@ impl Engine {
     }
 
     pub fn edit(&self, key: &str, actor: &str, edit: Edit) -> Result<Machine, EngineError> {
+        let edit = crate::text::check_edit(edit)?;
         self.mutate(key, actor, |_, m| {
             let mut what = Vec::new();
             if let Some(h) = edit.hostname {
@@ -730,12 +784,25 @@ impl Engine {
 
     /// Records a service's state and announces it.
     pub fn set_service(&self, name: &str, status: &str, restarts: u32, detail: &str) {
+        self.set_service_problem(name, status, restarts, detail, None);
+    }
+
+    /// [`Engine::set_service`] with the operator-readable reason it is not (fully) working.
+    pub fn set_service_problem(
+        &self,
+        name: &str,
+        status: &str,
+        restarts: u32,
+        detail: &str,
+        problem: Option<ServiceProblem>,
+    ) {
         let state = ServiceState {
             name: name.to_string(),
             status: status.to_string(),
             restarts,
             detail: detail.to_string(),
             since: OffsetDateTime::now_utc(),
+            problem: problem.clone(),
         };
         self.inner
             .services
@@ -747,6 +814,7 @@ impl Engine {
             status: status.to_string(),
             restarts,
             detail: detail.to_string(),
+            problem,
         });
     }
 
@@ -763,6 +831,17 @@ impl Engine {
     /// Waits until every change so far is in the audit trail.
     pub fn flush(&self) -> Result<(), EngineError> {
         Ok(self.inner.backend.flush()?)
+    }
+
+    /// [`Engine::flush`] with a deadline, for shutdown: past it, the error says how many changes
+    /// are still pending (they are safe in the audit journal and committed at the next start).
+    pub fn flush_within(&self, deadline: std::time::Duration) -> Result<(), EngineError> {
+        Ok(self.inner.backend.flush_within(deadline)?)
+    }
+
+    /// The git audit's state as it changes; `None` without an audit.
+    pub fn audit_health(&self) -> Option<tokio::sync::watch::Receiver<crate::inventory::AuditHealth>> {
+        self.inner.backend.audit_health()
     }
 }
 

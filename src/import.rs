@@ -188,7 +188,11 @@ pub fn import_dir(engine: &Engine, dir: &Path) -> Result<ImportReport, ImportErr
             continue;
         }
         let id = m.id.clone();
-        match engine.import(m, ACTOR, "imported from mayu") {
+        // One commit per machine: the audit groups what is pending, so wait for each.
+        match engine
+            .import(m, ACTOR, "imported from mayu")
+            .and_then(|()| engine.flush())
+        {
             Ok(()) => report.imported.push(id),
             Err(e) => report.skipped.push((path, e.to_string())),
         }

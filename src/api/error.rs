@@ -40,6 +40,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// the disk is full: nothing was changed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable(_) => "invalid",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -97,7 +102,20 @@ impl ApiError {
             EngineError::ProfileFull { .. } => ApiError::Conflict(e.to_string()),
             EngineError::Id(_) => ApiError::BadRequest(e.to_string()),
             EngineError::Inventory(InventoryError::NoAudit) => ApiError::Unavailable(e.to_string()),
-            EngineError::Inventory(_) => ApiError::Internal(e.to_string()),
+            EngineError::Unreadable { .. } => ApiError::Conflict(e.to_string()),
+            // Storage failures: the detail (paths, OS errors) goes to the log, not the client.
+            EngineError::Inventory(ref inv) => {
+                tracing::error!(error = %e, "inventory write failed");
+                if inv.storage_full() {
+                    ApiError::InsufficientStorage(
+                        "the inventory's disk is full; nothing was changed".into(),
+                    )
+                } else {
+                    ApiError::Unavailable(
+                        "the inventory cannot be written right now; nothing was changed (see the server log)".into(),
+                    )
+                }
+            }
         }
     }
 

@@ -49,6 +49,24 @@ impl From<crate::engine::EngineError> for BootError {
             E::UnknownMachine(_) => BootError::forbidden(),
             E::Id(e) => BootError::bad_request(e.to_string()),
             E::Invalid(d) => BootError::bad_request(d),
+            // Machine-facing: say what to do, never a server path.
+            E::Unreadable { .. } => {
+                tracing::warn!(error = %e, "registration refused: the machine's file is unreadable");
+                BootError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "this machine's inventory record is unreadable; an operator must repair it",
+                )
+            }
+            E::Inventory(ref inv) => {
+                tracing::error!(error = %e, "inventory write failed");
+                let status = if inv.storage_full() {
+                    StatusCode::INSUFFICIENT_STORAGE
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                BootError::new(status, "unavailable", "the inventory cannot be written right now")
+            }
             other => BootError::internal(other.to_string()),
         }
     }

@@ -1,7 +1,10 @@
-//! Machine files: one pretty JSON file per machine, written atomically, loaded in parallel.
+//! Machine files: one pretty JSON file per machine (mode 0600: it holds the machine's token),
+//! written atomically, loaded in parallel; an unreadable one is reported with what could still
+//! be read from it, so its place is kept.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,9 +32,20 @@ pub fn stage(dest: &Path, bytes: &[u8]) -> io::Result<Staged> {
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk or a failed write leaves no temp file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(Staged {
         tmp,
         dest: dest.to_path_buf(),
@@ -70,17 +84,80 @@ pub fn machine_path(dir: &Path, id: &MachineId) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
-pub fn encode(m: &Machine) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(m).unwrap_or_default();
+pub fn encode(m: &Machine) -> io::Result<Vec<u8>> {
+    let mut v = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
     v.push(b'\n');
-    v
+    Ok(v)
 }
 
-/// A machine file that could not be loaded; it is left untouched.
+/// A machine file that could not be loaded; it is left untouched, and what could still be read
+/// from it keeps its place (its id and MACs are not re-registered, its profile seat is held).
 #[derive(Debug, Clone)]
 pub struct LoadProblem {
     pub file: PathBuf,
     pub error: String,
+    /// the id its name gives.
+    pub id: Option<MachineId>,
+    /// the id, MACs and profile read leniently from its content, when it parses as JSON at all.
+    pub held_id: Option<MachineId>,
+    pub macs: Vec<crate::machine::Mac>,
+    pub profile: Option<String>,
+}
+
+impl LoadProblem {
+    fn new(file: PathBuf, error: String) -> LoadProblem {
+        let id = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<MachineId>().ok());
+        let value: Option<serde_json::Value> = fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).cloned();
+        LoadProblem {
+            held_id: field("id")
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<MachineId>().ok())),
+            macs: field("macs")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m.as_str().and_then(|s| s.parse().ok()))
+                .collect(),
+            profile: field("profile").and_then(|v| v.as_str().map(str::to_string)),
+            id,
+            file,
+            error,
+        }
+    }
+}
+
+/// Makes the machine files of `dir` private to their owner (they hold per-machine tokens).
+pub fn restrict(dir: &Path) -> io::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    for e in fs::read_dir(dir)?.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().ends_with(".json") {
+            continue;
+        }
+        if let Ok(m) = e.metadata() {
+            if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes temp files a crashed or failed write left (`.NAME.tmp.PID.N`).
+pub fn sweep_temp(dir: &Path) -> usize {
+    let mut removed = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp.") && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn load_one(path: &Path) -> Result<Machine, String> {
@@ -130,15 +207,19 @@ pub fn load_dir(dir: &Path) -> io::Result<(Vec<Machine>, Vec<LoadProblem>)> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+            .map(|h| {
+                h.join().map_err(|_| {
+                    io::Error::other("a machine file loader thread panicked; refusing a partial inventory")
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })?;
     let mut machines = Vec::with_capacity(paths.len());
     let mut problems = Vec::new();
     for (path, r) in results.into_iter().flatten() {
         match r {
             Ok(m) => machines.push(m),
-            Err(error) => problems.push(LoadProblem { file: path, error }),
+            Err(error) => problems.push(LoadProblem::new(path, error)),
         }
     }
     Ok((machines, problems))

@@ -72,12 +72,18 @@ async fn start(config: Config) -> anyhow::Result<(Engine, CancellationToken, Ser
     Ok((engine, cancel, services))
 }
 
+/// How long a stop waits for the git audit to catch up.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn stop(engine: Engine, cancel: CancellationToken, services: Services) {
     cancel.cancel();
     services.stopped().await;
-    let flushed = tokio::task::spawn_blocking(move || engine.flush()).await;
+    // Bounded: whatever git has not taken by then is safe in the audit journal and is
+    // committed at the next start; the error says how much.
+    let flushed = tokio::task::spawn_blocking(move || engine.flush_within(SHUTDOWN_FLUSH)).await;
     if let Ok(Err(e)) = flushed {
-        tracing::error!(error = %e, "audit flush at shutdown failed");
+        tracing::error!(error = %e, "audit flush at shutdown incomplete");
+        eprintln!("mayu: audit: {e}");
     }
 }
 
