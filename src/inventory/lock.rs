@@ -8,6 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = ".mayu.lock";
+/// How long a busy lock is retried before the folder is reported busy.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -44,15 +46,24 @@ impl InventoryLock {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(LockError::Busy {
-                    dir: dir.to_path_buf(),
-                    holder: holder(&path),
-                })
+        // A holder that is just exiting (a restart), or a child process between fork and exec
+        // that briefly shares the lock's descriptor, lets go within moments: wait a little
+        // before calling the folder busy.
+        let deadline = std::time::Instant::now() + GRACE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(LockError::Busy {
+                        dir: dir.to_path_buf(),
+                        holder: holder(&path),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
