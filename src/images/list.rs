@@ -131,6 +131,22 @@ pub fn rows(config: &Config, images: &[Image], machines: &[Machine]) -> Vec<Row>
             });
         }
     }
+    // Versions a profile or machine asks for that are not here: they cannot boot.
+    for ((image, version), who) in &used {
+        let Some(v) = version else { continue };
+        let present = images
+            .iter()
+            .any(|i| i.name == *image && i.version(v).is_some());
+        if !present {
+            out.push(Row {
+                image: image.clone(),
+                version: Some(v.clone()),
+                size: 0,
+                state: format!("MISSING: run `mayu images fetch {image} --version {v}`"),
+                users: who.clone(),
+            });
+        }
+    }
     out
 }
 

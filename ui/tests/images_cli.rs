@@ -135,6 +135,7 @@ fn fetch_list_and_gc_through_the_binary() {
     assert!(lab.flatcar("4081.2.0").is_dir() && lab.flatcar("4152.0.0").is_dir());
 
     pin(&lab, "m-pinned", "4081.2.0");
+    pin(&lab, "m-ahead", "9999.0.0");
     let out = lab.mayu(&["images", "list"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -153,6 +154,11 @@ fn fetch_list_and_gc_through_the_binary() {
     );
     assert!(old.contains("machine m-pinned"), "{old}");
     assert!(old.contains("KiB"), "{old}");
+    let missing = line("9999.0.0");
+    assert!(
+        missing.contains("MISSING") && missing.contains("machine m-ahead"),
+        "{missing}"
+    );
     let new = line("4152.0.0");
     assert!(new.contains("profile node"), "{new}");
     let local = line("(local)");
@@ -170,6 +176,7 @@ fn fetch_list_and_gc_through_the_binary() {
 
     // Unpinned, the older one is unused: a dry run names it and keeps it, gc removes it.
     std::fs::remove_file(lab.dir.path().join("inventory/m-pinned.json")).unwrap();
+    std::fs::remove_file(lab.dir.path().join("inventory/m-ahead.json")).unwrap();
     let out = lab.mayu(&["images", "gc", "--dry-run"]);
     let (stdout, _) = text(&out);
     assert!(stdout.contains("would remove flatcar/4081.2.0"), "{stdout}");
