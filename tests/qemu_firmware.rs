@@ -755,16 +755,26 @@ fn same_bytes(got: &Path, want: &str) {
 /// namespace plays it. In proxy mode the lease comes from udhcpd and the boot file from mayu's
 /// proxy answer (an event); in full mode both from mayu's dnsmasq.
 async fn bios_pxe_client(lab: &Lab, api: &Api, proxy: bool) {
-    let (ok, out) = lab
-        .udhcpc(&["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"])
-        .await;
-    assert!(ok, "udhcpc as BIOS PXE firmware got no lease:\n{out}");
+    let pxe = ["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"];
     let answer = if proxy {
+        // Firmware takes its address from the DHCP server's offer and its boot program from
+        // the proxy: its offer carries a boot menu, and the firmware asks mayu's dnsmasq for
+        // the chosen item on port 4011. udhcpc cannot do that; a few lines of BOOTP here can.
+        let ns = lab.client.clone();
+        // Its own thread: entering the client namespace must not leak into a pooled thread.
+        let thread = std::thread::spawn(move || pxe::boot_server_discovery(&ns));
+        let found = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join")
+            .expect("the PXE client thread");
+        let found = found.unwrap_or_else(|e| panic!("BIOS PXE through the proxy: {e}"));
         assert_eq!(
-            lease_field(&out, "serverid"),
-            Some(DHCPD_ADDR),
-            "the address must come from the other DHCP server:\n{out}"
+            found.address_from,
+            DHCPD_ADDR.parse::<std::net::Ipv4Addr>().ok(),
+            "{found:?}"
         );
+        assert_eq!(found.boot_file, "undionly.kpxe", "{found:?}");
+        assert_eq!(found.next_server.to_string(), ADDR, "{found:?}");
         // dnsmasq's proxy answer: no address, the boot program for arch 0.
         api.event(
             lab,
@@ -778,6 +788,8 @@ async fn bios_pxe_client(lab: &Lab, api: &Api, proxy: bool) {
         )
         .await
     } else {
+        let (ok, out) = lab.udhcpc(&pxe).await;
+        assert!(ok, "udhcpc as BIOS PXE firmware got no lease:\n{out}");
         let file = lease_field(&out, "boot_file").or_else(|| lease_field(&out, "bootfile"));
         assert_eq!(file, Some("undionly.kpxe"), "udhcpc says:\n{out}");
         assert_eq!(lease_field(&out, "siaddr"), Some(ADDR), "{out}");
@@ -1116,4 +1128,243 @@ fn firmware_pxe_http_boot_and_bios_pxe_in_full_mode() {
 #[test]
 fn firmware_pxe_and_bios_pxe_through_a_proxy() {
     in_lab("proxy", true, |lab, mayu| Box::pin(proxy_mode(lab, mayu)));
+}
+
+/// Just enough of a BIOS PXE client (PXE spec 2.1) to follow a proxyDHCP answer: DISCOVER with
+/// the PXE vendor class, collect the DHCP server's and the proxy's offers, then ask the proxy
+/// (port 4011) for the first boot menu item, as firmware does.
+mod pxe {
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    const VENDOR: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
+    const DISCOVER: u8 = 1;
+    const OFFER: u8 = 2;
+    const REQUEST: u8 = 3;
+    const ACK: u8 = 5;
+
+    #[derive(Debug)]
+    pub struct Found {
+        /// the server whose offer carried an address.
+        pub address_from: Option<Ipv4Addr>,
+        pub boot_file: String,
+        pub next_server: Ipv4Addr,
+    }
+
+    struct Reply {
+        kind: u8,
+        yiaddr: Ipv4Addr,
+        siaddr: Ipv4Addr,
+        file: String,
+        server_id: Option<Ipv4Addr>,
+        vendor_class: Vec<u8>,
+        /// option 43's sub-options (PXE vendor options).
+        pxe: Vec<(u8, Vec<u8>)>,
+    }
+
+    fn mac() -> [u8; 6] {
+        let mut m = [0u8; 6];
+        for (i, part) in super::CLIENT_MAC.split(':').enumerate() {
+            m[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+        }
+        m
+    }
+
+    fn packet(kind: u8, xid: u32, ciaddr: Ipv4Addr, extra: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 236];
+        p[0] = 1; // BOOTREQUEST
+        p[1] = 1; // Ethernet
+        p[2] = 6;
+        p[4..8].copy_from_slice(&xid.to_be_bytes());
+        if ciaddr.is_unspecified() {
+            p[10] = 0x80; // broadcast replies: no address yet
+        }
+        p[12..16].copy_from_slice(&ciaddr.octets());
+        p[28..34].copy_from_slice(&mac());
+        p.extend([99, 130, 83, 99]);
+        p.extend([53, 1, kind]);
+        p.extend([60, VENDOR.len() as u8]);
+        p.extend(VENDOR);
+        p.extend([93, 2, 0, 0]); // client architecture: x86 BIOS
+        p.extend([94, 3, 1, 2, 1]); // UNDI 2.1
+        p.extend([97, 17, 0]);
+        p.extend([0x77u8; 16]); // client UUID
+        p.extend([55, 6, 1, 3, 43, 60, 66, 67]);
+        p.extend(extra);
+        p.push(255);
+        p
+    }
+
+    fn parse(p: &[u8], xid: u32) -> Option<Reply> {
+        if p.len() < 240
+            || p[0] != 2
+            || p[4..8] != xid.to_be_bytes()
+            || p[236..240] != [99, 130, 83, 99]
+        {
+            return None;
+        }
+        let ip = |a: &[u8]| Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+        let file_end = p[108..236].iter().position(|&b| b == 0).unwrap_or(128);
+        let mut r = Reply {
+            kind: 0,
+            yiaddr: ip(&p[16..20]),
+            siaddr: ip(&p[20..24]),
+            file: String::from_utf8_lossy(&p[108..108 + file_end]).into_owned(),
+            server_id: None,
+            vendor_class: Vec::new(),
+            pxe: Vec::new(),
+        };
+        let mut i = 240;
+        while i < p.len() {
+            let code = p[i];
+            if code == 255 {
+                break;
+            }
+            if code == 0 {
+                i += 1;
+                continue;
+            }
+            let len = *p.get(i + 1)? as usize;
+            let value = p.get(i + 2..i + 2 + len)?;
+            match code {
+                53 => r.kind = *value.first()?,
+                54 if len == 4 => r.server_id = Some(ip(value)),
+                60 => r.vendor_class = value.to_vec(),
+                67 => {
+                    r.file = String::from_utf8_lossy(value)
+                        .trim_end_matches('\0')
+                        .to_string()
+                }
+                43 => {
+                    let mut j = 0;
+                    while j + 1 < value.len() && value[j] != 255 {
+                        let l = value[j + 1] as usize;
+                        let v = value.get(j + 2..j + 2 + l)?;
+                        r.pxe.push((value[j], v.to_vec()));
+                        j += 2 + l;
+                    }
+                }
+                _ => {}
+            }
+            i += 2 + len;
+        }
+        Some(r)
+    }
+
+    /// Sends `request` to `to` until replies satisfy `done` (resending every second), or fails
+    /// after ten tries with what came.
+    fn exchange(
+        sock: &UdpSocket,
+        to: SocketAddrV4,
+        request: &[u8],
+        xid: u32,
+        mut done: impl FnMut(&[Reply]) -> bool,
+    ) -> Result<Vec<Reply>, String> {
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            sock.send_to(request, to)
+                .map_err(|e| format!("send to {to}: {e}"))?;
+            let until = Instant::now() + Duration::from_secs(1);
+            let mut buf = [0u8; 1500];
+            while Instant::now() < until {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        if let Some(r) = parse(&buf[..n], xid) {
+                            replies.push(r);
+                            if done(&replies) {
+                                return Ok(replies);
+                            }
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(format!("receive: {e}")),
+                }
+            }
+        }
+        Err(format!(
+            "{} replies to {to}, not the ones expected",
+            replies.len()
+        ))
+    }
+
+    fn is_proxy_offer(r: &Reply) -> bool {
+        r.kind == OFFER && r.yiaddr.is_unspecified() && r.vendor_class.starts_with(b"PXEClient")
+    }
+
+    /// Runs in namespace `ns` (on this thread).
+    pub fn boot_server_discovery(ns: &str) -> Result<Found, String> {
+        super::enter_namespace(ns)?;
+        let sock = UdpSocket::bind("0.0.0.0:68").map_err(|e| format!("bind :68: {e}"))?;
+        sock.set_broadcast(true).map_err(|e| e.to_string())?;
+        // The client namespace has no route for 255.255.255.255; firmware sends on its NIC.
+        let dev = b"eth0\0";
+        // SAFETY: setsockopt(2) on our own socket with a NUL-terminated name and its length.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                dev.as_ptr().cast(),
+                dev.len() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "SO_BINDTODEVICE eth0: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let xid = 0x6d61_7975;
+        let offers = exchange(
+            &sock,
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+            &packet(DISCOVER, xid, Ipv4Addr::UNSPECIFIED, &[]),
+            xid,
+            |rs| {
+                rs.iter().any(is_proxy_offer)
+                    && rs
+                        .iter()
+                        .any(|r| r.kind == OFFER && !r.yiaddr.is_unspecified())
+            },
+        )?;
+        let address_from = offers
+            .iter()
+            .find(|r| r.kind == OFFER && !r.yiaddr.is_unspecified())
+            .and_then(|r| r.server_id);
+        let proxy = offers
+            .iter()
+            .find(|r| is_proxy_offer(r))
+            .ok_or("no proxy offer")?;
+        let server = proxy.server_id.ok_or("the proxy offer has no server id")?;
+        // The boot menu (sub-option 9): type (2 bytes), text length, text; take the first item.
+        let menu = proxy
+            .pxe
+            .iter()
+            .find(|(code, _)| *code == 9)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("the proxy offer has no boot menu: {:?}", proxy.pxe))?;
+        let item = menu.get(0..2).ok_or("an empty boot menu")?;
+        let select = [43, 6, 71, 4, item[0], item[1], 0, 0];
+        let xid = xid + 1;
+        let client: Ipv4Addr = super::CLIENT_ADDR.parse().map_err(|_| "client address")?;
+        let acks = exchange(
+            &sock,
+            SocketAddrV4::new(server, 4011),
+            &packet(REQUEST, xid, client, &select),
+            xid,
+            |rs| rs.iter().any(|r| r.kind == ACK),
+        )?;
+        let ack = acks.iter().find(|r| r.kind == ACK).ok_or("no ACK")?;
+        Ok(Found {
+            address_from,
+            boot_file: ack.file.clone(),
+            next_server: ack.siaddr,
+        })
+    }
 }
