@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mayu's network-boot lab: QEMU machines (BIOS and UEFI mixed) PXE-boot through mayu's dnsmasq
+# mayu's network-boot lab: QEMU machines (BIOS and UEFI, every boot path) network-boot through mayu's dnsmasq
 # child and boot HTTP on an isolated network, so mayu can be tried without hardware.
 #
 #   sudo scripts/lab.sh deps              install the Debian packages the lab and its tests need
@@ -151,14 +151,11 @@ add_tap() {
     ip -n "$NS" link set "$1" up
 }
 
-# dnsmasq runs as nobody: the TFTP root and every folder above it must be readable/traversable.
+# The repository's own script fills the TFTP root from Debian's ipxe package (the HTTP boot
+# machines get the same files from the boot port). dnsmasq serves only world-readable files
+# from a root whose folders are all traversable.
 fill_tftproot() {
-    mkdir -p "$LAB/tftproot"
-    local f
-    for f in undionly.kpxe ipxe.efi snponly.efi; do
-        [[ -f /usr/lib/ipxe/$f ]] && cp "/usr/lib/ipxe/$f" "$LAB/tftproot/"
-    done
-    chmod -R a+rX "$LAB/tftproot"
+    "$REPO/scripts/fill-tftproot.sh" "$LAB/tftproot" >/dev/null
     local d="$LAB"
     while [[ $d != / ]]; do
         if [[ $(stat -c '%A' "$d") != ?????????[xt] ]]; then
@@ -180,13 +177,18 @@ wait_boot_port() {
     return 1
 }
 
-# start_vm I ACCEL MEM: machine I, BIOS when I is even, UEFI when odd; machine 0 has two disks.
-# Every fourth machine (3, 7, ...) boots as real UEFI hardware does: OVMF's own PXE client
-# fetches ipxe.efi over TFTP from dnsmasq (no iPXE ROM on its NIC).
+# start_vm I ACCEL MEM: machine I; machine 0 has two disks. The machines take every network
+# boot path QEMU can play, in turn (I mod 4), and vmI.firmware records which:
+#   0  BIOS (SeaBIOS), the NIC's iPXE ROM → DHCP as iPXE → boot.ipxe
+#   1  UEFI firmware PXE (OVMF's own client, no ROM on the NIC) → TFTP ipxe.efi → iPXE: the path
+#      of most real servers
+#   2  UEFI HTTP boot (OVMF with its PXE clients off) → http://…/boot/ipxe.efi → iPXE, no TFTP
+#   3  UEFI, the NIC's iPXE ROM
+# Plain BIOS PXE (undionly.kpxe) cannot be played: every PXE ROM QEMU has is iPXE already.
 start_vm() {
     local i="$1" accel="$2" mem="$3" fw mac rom=""
     mac="$(printf '52:54:00:77:00:%02x' "$i")"
-    ((i % 4 == 3)) && rom=",romfile="
+    ((i % 4 == 1 || i % 4 == 2)) && rom=",romfile="
     local args=(-name "mayu-lab-vm$i" $accel -m "$mem" -smp 1
         -nodefaults -no-user-config -display none -vga none -monitor none
         -serial "file:$LAB/vm$i.serial.log"
@@ -200,13 +202,18 @@ start_vm() {
         args+=(-blockdev "driver=null-co,node-name=d1,size=$((16 << 30)),read-zeroes=on"
             -device "virtio-blk-pci,drive=d1,serial=lab$i-1")
     fi
-    if ((i % 2 == 0)); then
-        fw=BIOS
+    if ((i % 4 == 0)); then
+        fw="BIOS, iPXE ROM"
         printf '\xf8\x03' >"$LAB/sercon"
         args+=(-boot order=n,strict=on -fw_cfg "name=etc/sercon-port,file=$LAB/sercon")
     else
-        fw=UEFI
-        [[ -n $rom ]] && fw="UEFI, firmware PXE + TFTP"
+        case $((i % 4)) in
+            1) fw="UEFI, firmware PXE + TFTP ipxe.efi" ;;
+            2) fw="UEFI, HTTP boot (no TFTP)"
+               args+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n
+                   -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n) ;;
+            3) fw="UEFI, iPXE ROM" ;;
+        esac
         cp "$OVMF_VARS" "$LAB/vm$i.vars.fd"
         args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
             -drive "if=pflash,format=raw,unit=1,file=$LAB/vm$i.vars.fd")
@@ -403,9 +410,9 @@ cmd_status() {
         i="${f##*/vm}"; i="${i%.firmware}"
         last="$(grep -a 'mayu-' "$LAB/vm$i.serial.log" 2>/dev/null | tail -1 | tr -d '\r')" || true
         if pid_alive "$LAB/pids/vm$i.pid" qemu-system-x86_64; then
-            echo "vm$i ($(cat "$f")): running  ${last:-(no guest output yet)}"
+            echo "vm$i (boot path: $(cat "$f")): running  ${last:-(no guest output yet)}"
         else
-            echo "vm$i ($(cat "$f")): stopped  ${last:-}"
+            echo "vm$i (boot path: $(cat "$f")): stopped  ${last:-}"
         fi
     done
     if [[ -d $LAB/inventory ]]; then
