@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# mayu's network-boot lab: QEMU machines (BIOS and UEFI, every boot path) network-boot through mayu's dnsmasq
-# child and boot HTTP on an isolated network, so mayu can be tried without hardware.
+# mayu's network-boot lab: QEMU machines (BIOS and UEFI, every boot path) network-boot through
+# mayu's dnsmasq child and boot HTTP on an isolated network, so mayu can be tried without hardware.
 #
 #   sudo scripts/lab.sh deps              install the Debian packages the lab and its tests need
 #   sudo scripts/lab.sh up [--vms N]      namespace + bridge, mayu headless, N machines booting
