@@ -8,12 +8,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::auth::{AdminAccess, ReadAccess};
+use super::machines::ApiPath;
 use super::{blocking, ApiError, ApiState, BODY_LIMIT};
 use crate::engine::Edit;
 use crate::machine::{Machine, State as MachineState};
@@ -169,7 +170,7 @@ fn engine_err(engine: &Engine) -> impl Fn(crate::engine::EngineError) -> ApiErro
 pub async fn boot_complete(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(serial): Path<String>,
+    ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     // Mayu read the OS version from the body; we only need it to be JSON if present.
@@ -187,7 +188,7 @@ pub async fn boot_complete(
 pub async fn set_provider_id(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(serial): Path<String>,
+    ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "set_provider_id")?;
@@ -210,7 +211,7 @@ pub async fn set_provider_id(
 pub async fn set_ipmi_addr(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(serial): Path<String>,
+    ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "set_ipmi_addr")?;
@@ -234,7 +235,7 @@ pub async fn set_ipmi_addr(
 pub async fn set_state(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(serial): Path<String>,
+    ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "set_state")?;
@@ -267,7 +268,7 @@ pub async fn set_state(
 pub async fn set_override(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(serial): Path<String>,
+    ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let o = payload(body, "override")?;

@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
@@ -16,6 +19,27 @@ use crate::engine::{Edit, EngineError};
 use crate::machine::{Mac, Machine, MachineId, Rack, State as MachineState};
 use crate::text;
 use crate::Engine;
+
+/// `Path<T>` whose rejection (a segment that is not UTF-8 once percent-decoded) is the API's
+/// JSON 400 with the reason, not axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|rej: PathRejection| {
+                ApiError::BadRequest(text::escape_control(&rej.body_text()).into_owned())
+            })
+    }
+}
 
 /// A machine as the API shows it: the per-machine token is never part of it.
 pub fn machine_json(m: &Machine) -> Value {
@@ -118,7 +142,7 @@ pub async fn list(
 pub async fn show(
     _: ReadAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(machine_json(&resolve(&st.engine, &id)?)))
 }
@@ -254,7 +278,7 @@ fn validate(engine: &Engine, m: &Machine, p: &MachinePatch) -> Result<(), ApiErr
 pub async fn update(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(p): ApiJson<MachinePatch>,
 ) -> Result<Json<Value>, ApiError> {
     let engine = st.engine.clone();
@@ -315,7 +339,7 @@ where
 pub async fn reinstall(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     act(who, st, id, |e, id, author| e.request_reinstall(id, author)).await
 }
@@ -323,7 +347,7 @@ pub async fn reinstall(
 pub async fn boot_complete(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     act(who, st, id, |e, id, author| e.boot_complete(id, author)).await
 }
@@ -331,7 +355,7 @@ pub async fn boot_complete(
 pub async fn retire(
     who: AdminAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let engine = st.engine.clone();
     let author = who.author();
@@ -349,7 +373,7 @@ pub async fn retire(
 pub async fn history(
     _: ReadAccess,
     State(st): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let engine = st.engine.clone();
     let entries = blocking(move || {
@@ -373,7 +397,7 @@ pub async fn history(
 pub async fn render(
     _: AdminAccess,
     State(st): State<ApiState>,
-    Path((id, template)): Path<(String, String)>,
+    ApiPath((id, template)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let renderer = st.renderer.clone().ok_or_else(|| {
         ApiError::Unavailable(

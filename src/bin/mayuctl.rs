@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use mayu::client::{Client, ClientError};
+use mayu::text::escape_control;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -202,12 +203,41 @@ const PHASES: [&str; 8] = [
     "boot_complete",
 ];
 
+/// A field of a server answer as terminal text. Everything mayuctl prints from the server goes
+/// through [`clean`]: machine text is data, so a newline in a serial cannot forge a table row
+/// and an escape sequence in a provider id cannot clear the operator's screen.
 fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
-        Some(Value::String(x)) => x.clone(),
+        Some(Value::String(x)) => clean(x),
         Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(other) => clean(&other.to_string()),
     }
+}
+
+/// `text` with every control character as a visible escape (`\n`, `\x1b`, `\0`…).
+fn clean(text: &str) -> String {
+    escape_control(text).into_owned()
+}
+
+/// Multi-line text from the server (an error's detail): each line cleaned, the breaks kept.
+fn clean_lines(text: &str) -> String {
+    text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
+}
+
+/// JSON for the terminal. serde_json escapes C0 controls inside strings but writes DEL and C1
+/// (U+0080–U+009F, which some terminals act on) raw; those become `\u` escapes, which is the
+/// same JSON value. Outside strings only the pretty printer's line breaks are control
+/// characters, and they stay.
+fn json_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `2026-11-25T04:15:23.123Z` → `2026-11-25 04:15:23`, as Mayu printed times.
@@ -237,6 +267,7 @@ fn field(m: &Value, f: &str) -> String {
             .map(|a| {
                 a.iter()
                     .filter_map(|x| x.as_str())
+                    .map(clean)
                     .collect::<Vec<_>>()
                     .join(",")
             })
@@ -271,8 +302,14 @@ fn field(m: &Value, f: &str) -> String {
     }
 }
 
-/// Columns separated by two spaces; the last column is not padded.
+/// Columns separated by two spaces; the last column is not padded. Cells are cleaned here too,
+/// so a row is always exactly one line whatever a caller passes in.
 fn table(headers: &[&str], rows: &[Vec<String>], legend: bool) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -305,7 +342,7 @@ fn table(headers: &[&str], rows: &[Vec<String>], legend: bool) -> String {
 fn print_json(v: &Value) {
     println!(
         "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        json_safe(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
     );
 }
 
@@ -363,7 +400,7 @@ fn show(m: &Value) {
     ));
     if let Some(Value::Object(o)) = m.get("overrides") {
         for (k, v) in o {
-            rows.push((format!("override {k}"), v.to_string()));
+            rows.push((format!("override {}", clean(k)), clean(&v.to_string())));
         }
     }
     if let Some(p) = m.get("phases").and_then(|p| p.as_object()) {
@@ -375,8 +412,12 @@ fn show(m: &Value) {
     }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        let v = if v.is_empty() { "-".to_string() } else { v };
-        println!("{:<w$}  {v}", format!("{k}:"), w = w + 1);
+        let v = if v.is_empty() {
+            "-".to_string()
+        } else {
+            clean(&v)
+        };
+        println!("{:<w$}  {v}", format!("{}:", clean(&k)), w = w + 1);
     }
 }
 
@@ -805,7 +846,7 @@ async fn watch(
         seen += 1;
         let v: Value = serde_json::from_str(&msg.data).unwrap_or(Value::Null);
         let line = if json {
-            msg.data.clone()
+            json_safe(&msg.data)
         } else {
             let seq = msg.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
             let at = short_time(&s(&v, "at"));
@@ -834,9 +875,10 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(e) => {
+            // An error's detail may quote what the server was sent or holds.
             match e.downcast_ref::<ClientError>() {
-                Some(ce) => eprintln!("mayuctl: {ce}"),
-                None => eprintln!("mayuctl: {e:#}"),
+                Some(ce) => eprintln!("mayuctl: {}", clean_lines(&ce.to_string())),
+                None => eprintln!("mayuctl: {}", clean_lines(&format!("{e:#}"))),
             }
             ExitCode::from(1)
         }

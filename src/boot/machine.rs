@@ -13,6 +13,7 @@ use super::{blocking, BootError, BootState};
 use crate::engine::Edit;
 use crate::machine::{Facts, Machine, Phase};
 use crate::templates::{Kind, RenderError};
+use crate::text;
 
 #[derive(Debug, Deserialize)]
 pub struct Auth {
@@ -130,8 +131,16 @@ pub async fn facts(
     let m = authorise(&s, &q)?;
     let facts: Facts =
         serde_json::from_slice(&body).map_err(|e| BootError::bad_request(format!("facts: {e}")))?;
+    // Machine text is data: every string one line of bounded length, the BMC address an IP
+    // address (canonical spelling), or the whole report is refused and nothing changes.
+    text::check_facts(&facts).map_err(|e| BootError::bad_request(e.to_string()))?;
+    let ipmi = q
+        .ipmi
+        .filter(|i| !i.trim().is_empty())
+        .map(|i| text::ipmi_addr("ipmi", &i))
+        .transpose()
+        .map_err(|e| BootError::bad_request(e.to_string()))?;
     let engine = s.engine.clone();
-    let ipmi = q.ipmi.filter(|i| !i.trim().is_empty());
     let m = blocking(move || {
         let m = engine.set_facts(m.id.as_str(), facts)?;
         match ipmi {
