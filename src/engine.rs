@@ -661,6 +661,15 @@ impl Engine {
                 what.push("notes".into());
                 m.notes = n;
             }
+            // The pin becomes part of the asset URL and a folder name: a version name only.
+            if let Some(Some(v)) = edit.overrides.get(crate::images::VERSION_OVERRIDE) {
+                if !v.as_str().is_some_and(crate::images::plain_segment) {
+                    return Err(EngineError::Invalid(format!(
+                        "override {} must be a version name such as \"4081.2.0\"; got {v}",
+                        crate::images::VERSION_OVERRIDE
+                    )));
+                }
+            }
             for (k, v) in edit.overrides {
                 match v {
                     Some(v) => {

@@ -694,3 +694,43 @@ fn the_shipped_keys_dearmor_as_gpg_does_and_have_the_pinned_fingerprints() {
         assert_eq!(primaries, fingerprints);
     }
 }
+
+#[test]
+fn a_pin_must_be_a_version_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/node.ipxe"), "#!ipxe\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("images/flatcar")).unwrap();
+    std::fs::create_dir_all(dir.path().join("images/discovery")).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    let config = mayu::Config::load(&dir.path().join("config.yaml")).unwrap();
+    let engine = mayu::Engine::open(config).unwrap();
+    let reg = Registration {
+        mac: Some("00:16:3e:00:00:09".parse().unwrap()),
+        uuid: None,
+        serial: None,
+        arch: None,
+        ip: None,
+    };
+    let m = engine.register(reg, mayu::machine::Phase::Ipxe).unwrap();
+    for bad in [
+        serde_json::json!("../../etc"),
+        serde_json::json!(".fetch-1"),
+        serde_json::json!(4081),
+    ] {
+        let mut edit = Edit::default();
+        edit.overrides
+            .insert("image_version".into(), Some(bad.clone()));
+        let err = engine.edit(m.id.as_str(), "test", edit).unwrap_err();
+        assert!(err.to_string().contains("must be a version name"), "{err}");
+    }
+    assert!(engine.get(&m.id).unwrap().overrides.is_empty());
+    let mut edit = Edit::default();
+    edit.overrides
+        .insert("image_version".into(), Some("4081.2.0".into()));
+    engine.edit(m.id.as_str(), "test", edit).unwrap();
+    assert_eq!(
+        mayu::images::pinned_version(&engine.get(&m.id).unwrap().overrides).as_deref(),
+        Some("4081.2.0")
+    );
+}
