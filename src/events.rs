@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use crate::lease::ServiceProblem;
 use crate::machine::{Mac, Machine, MachineId, Phase};
 
 /// How many recent events are kept for `Last-Event-ID` resume and the console's log.
@@ -72,6 +73,9 @@ pub enum EventKind {
         status: String,
         restarts: u32,
         detail: String,
+        /// why it is not (fully) working and what to do, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        problem: Option<ServiceProblem>,
     },
     /// a log line worth showing to the operator (warnings and errors).
     Log {
@@ -162,6 +166,7 @@ impl Event {
                 status,
                 restarts,
                 detail,
+                ..
             } => format!("{name} {status} (restarts {restarts}) {detail}")
                 .trim_end()
                 .to_string(),

@@ -30,4 +30,24 @@ pub struct ServiceState {
     pub detail: String,
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
+    /// why the service is not doing its job (or is degraded), and what to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<ServiceProblem>,
+}
+
+/// A reason a service cannot do its job, written for the operator: what is wrong and what to
+/// do. `code` names the reason for scripts (e.g. `interface_missing`); `reason` and `hint`
+/// are the words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceProblem {
+    pub code: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+impl ServiceProblem {
+    /// `reason: hint`, one line.
+    pub fn line(&self) -> String {
+        format!("{}: {}", self.reason, self.hint)
+    }
 }

@@ -491,7 +491,7 @@ async fn a_killed_child_comes_back_and_the_restart_is_counted() {
     // SAFETY: kill(2) on the supervisor's child, which lives in our namespace.
     assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
     r.wait_for("restarting, restarts 1", |k| {
-        matches!(k, EventKind::Service { name, status, restarts: 1, detail }
+        matches!(k, EventKind::Service { name, status, restarts: 1, detail, .. }
             if name == SERVICE && status == "restarting" && detail.contains("signal 9"))
     })
     .await;
@@ -586,10 +586,18 @@ async fn a_missing_interface_is_a_status_and_is_picked_up_when_it_appears() {
                 if name == SERVICE && detail.contains("interface mt0 does not exist"))
         })
         .await;
-    let EventKind::Service { status, .. } = &ev.kind else {
+    let EventKind::Service {
+        status, problem, ..
+    } = &ev.kind
+    else {
         unreachable!()
     };
-    assert_eq!(status, "restarting");
+    // a precondition, checked before dnsmasq is started: nothing restarts while it waits
+    assert_eq!(status, "waiting");
+    assert_eq!(
+        problem.as_ref().map(|p| p.code.as_str()),
+        Some("interface_missing")
+    );
     lab.add_link();
     r.running().await;
     let (ok, out) = lab.udhcpc(&[]).await;
@@ -708,9 +716,12 @@ async fn a_broken_config_is_refused_with_its_line_and_never_started() {
         ),
     )
     .expect("broken template");
+    // Preconditions hold (loopback exists, the TFTP root has a file), so the self-test runs.
+    std::fs::create_dir_all(dir.path().join("tftp")).expect("tftproot");
+    std::fs::write(dir.path().join("tftp/undionly.kpxe"), "").expect("boot program");
     let config = plain_config(
         dir.path(),
-        "  interface: mt0\n  address: 10.77.0.1\n  dhcp:\n    mode: full\n    range: [10.77.0.100, 10.77.0.200]",
+        "  interface: lo\n  address: 10.77.0.1\n  dhcp:\n    mode: full\n    range: [10.77.0.100, 10.77.0.200]",
         &templates,
     );
     let rendered = dnsmasq::render_conf(&config).expect("renders");

@@ -1,6 +1,12 @@
-//! The dnsmasq child: self-tested before each start, run in the foreground with its output
-//! parsed into events, restarted with capped exponential backoff, told to re-read its
-//! hostsfile (SIGHUP) when the inventory changes, and stopped with TERM then KILL.
+//! The dnsmasq child: its preconditions checked and its config self-tested before each start,
+//! run in the foreground with its output parsed into events, restarted with capped
+//! exponential backoff, told to re-read its hostsfile (SIGHUP) when the inventory changes,
+//! and stopped with TERM then KILL.
+//!
+//! A precondition that does not hold (no boot interface, no privileges, no binary, no TFTP
+//! root) is the service's status with a [`ServiceProblem`] saying what to do; it is re-checked
+//! quietly every [`Options::recheck`] and announced again only when the reason changes, so a
+//! fresh clone shows one clear line instead of a restart every few seconds.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,6 +25,7 @@ use super::logparse::{LogItem, LogParser};
 use crate::config::{Config, DhcpMode};
 use crate::engine::Engine;
 use crate::events::{Event, EventKind};
+use crate::lease::ServiceProblem;
 use crate::machine::Phase;
 
 /// The service name in `engine.services()` and in `Service` events.
@@ -36,6 +43,9 @@ pub struct Options {
     pub stable_after: Duration,
     /// how long dnsmasq gets to exit after TERM before it is killed.
     pub stop_timeout: Duration,
+    /// how often an unmet precondition (e.g. a missing interface) is checked again; the
+    /// checks are a few syscalls, so an interface that appears is picked up within this.
+    pub recheck: Duration,
 }
 
 impl Default for Options {
@@ -46,6 +56,7 @@ impl Default for Options {
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(5),
+            recheck: Duration::from_secs(1),
         }
     }
 }
@@ -144,11 +155,56 @@ impl Supervisor {
 
         let mut restarts = 0u32;
         let mut backoff = self.opts.backoff_initial;
-        'supervise: loop {
-            let outcome = match self.prepare(&config) {
+        // what the status last said while not running, so a retry that finds the same
+        // reason stays quiet
+        let mut unmet_shown: Option<Vec<Unmet>> = None;
+        let mut refusal_shown: Option<String> = None;
+        loop {
+            let (binary, unmet) = preconditions(&config, &self.opts.wrapper);
+            if let Some(first) = unmet.iter().find(|u| u.blocks()) {
+                if unmet_shown.as_ref() != Some(&unmet) {
+                    let mut detail = format!("{base}: {first}: {}", first.hint());
+                    let others: Vec<String> = unmet
+                        .iter()
+                        .filter(|u| *u != first)
+                        .map(|u| u.to_string())
+                        .collect();
+                    if !others.is_empty() {
+                        detail = format!("{detail}; also {}", others.join("; "));
+                    }
+                    tracing::warn!("dnsmasq {detail}");
+                    self.engine.set_service_problem(
+                        SERVICE,
+                        first.status(),
+                        restarts,
+                        &detail,
+                        Some(first.problem()),
+                    );
+                    unmet_shown = Some(unmet);
+                    refusal_shown = None;
+                }
+                if self
+                    .idle(self.opts.recheck, &mut bus, &mut hosts, &cancel)
+                    .await
+                {
+                    break;
+                }
+                continue;
+            }
+            unmet_shown = None;
+            // a degradation such as an empty TFTP root: dnsmasq runs, the status says so
+            let warning = unmet.iter().find(|u| !u.blocks()).map(Unmet::problem);
+            let binary = binary.unwrap_or_else(|| conf::binary(&config));
+            let outcome = match self.prepare(&config, &binary) {
                 Ok(()) => {
-                    self.run_child(&config, &base, restarts, &mut bus, &mut hosts, &cancel)
-                        .await
+                    let run = RunSpec {
+                        config: &config,
+                        binary: &binary,
+                        base: &base,
+                        warning,
+                        restarts,
+                    };
+                    self.run_child(run, &mut bus, &mut hosts, &cancel).await
                 }
                 Err(reason) => Outcome::NotStarted(reason),
             };
@@ -159,36 +215,49 @@ impl Supervisor {
                         backoff = self.opts.backoff_initial;
                     }
                     restarts += 1;
-                    let detail =
-                        format!("{base}: {reason}; restart {restarts} in {}", secs(backoff));
+                    refusal_shown = None;
+                    let when = format!("restart {restarts} in {}", secs(backoff));
+                    let detail = format!("{base}: {reason}; {when}");
                     tracing::warn!("dnsmasq {detail}");
-                    self.engine
-                        .set_service(SERVICE, "restarting", restarts, &detail);
+                    let problem = ServiceProblem {
+                        code: "exited".into(),
+                        reason,
+                        hint: format!("mayu restarts it ({when})"),
+                    };
+                    self.engine.set_service_problem(
+                        SERVICE,
+                        "restarting",
+                        restarts,
+                        &detail,
+                        Some(problem),
+                    );
                     backoff
                 }
                 Outcome::NotStarted(reason) => {
-                    let detail = format!("{base}: {reason}; retrying in {}", secs(backoff));
-                    tracing::error!("dnsmasq {detail}");
-                    self.engine
-                        .set_service(SERVICE, "failed", restarts, &detail);
+                    // the same refusal again (a broken config stays broken until it is
+                    // edited) is not news
+                    if refusal_shown.as_deref() != Some(reason.as_str()) {
+                        let detail = format!("{base}: {reason}; retrying with backoff");
+                        tracing::error!("dnsmasq {detail}");
+                        let problem = ServiceProblem {
+                            code: "not_started".into(),
+                            reason: reason.clone(),
+                            hint: "fix that; mayu retries with backoff".into(),
+                        };
+                        self.engine.set_service_problem(
+                            SERVICE,
+                            "failed",
+                            restarts,
+                            &detail,
+                            Some(problem),
+                        );
+                        refusal_shown = Some(reason);
+                    }
                     backoff
                 }
             };
-            let deadline = tokio::time::sleep(wait);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'supervise,
-                    _ = &mut deadline => break,
-                    ev = bus.recv() => {
-                        // No child to signal: the next start reads the file anyway.
-                        if inventory_changed(&ev) {
-                            if let Err(e) = hosts.update(&self.engine) {
-                                tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile");
-                            }
-                        }
-                    }
-                }
+            if self.idle(wait, &mut bus, &mut hosts, &cancel).await {
+                break;
             }
             backoff = (backoff * 2).min(self.opts.backoff_max);
         }
@@ -197,20 +266,45 @@ impl Supervisor {
         let _ = lease_task.await;
     }
 
+    /// Waits `wait` with no child running, keeping the hostsfile current; true when
+    /// cancelled.
+    async fn idle(
+        &self,
+        wait: Duration,
+        bus: &mut broadcast::Receiver<std::sync::Arc<Event>>,
+        hosts: &mut HostsWriter,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return true,
+                _ = &mut deadline => return false,
+                ev = bus.recv() => {
+                    // No child to signal: the next start reads the file anyway.
+                    if inventory_changed(&ev) {
+                        if let Err(e) = hosts.update(&self.engine) {
+                            tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Renders and writes the config, then has dnsmasq check it. `dnsmasq --test` returns in
     /// milliseconds, so it runs in place rather than on a blocking thread.
-    fn prepare(&self, config: &Config) -> Result<(), String> {
+    fn prepare(&self, config: &Config, binary: &Path) -> Result<(), String> {
         let text = conf::render_conf(config).map_err(|e| e.to_string())?;
         write_atomic(&self.files.conf, &text)
             .map_err(|e| format!("cannot write {}: {e}", self.files.conf.display()))?;
-        conf::self_test(&conf::binary(config), &self.opts.wrapper, &self.files.conf)
-            .map_err(|e| e.to_string())
+        conf::self_test(binary, &self.opts.wrapper, &self.files.conf).map_err(|e| e.to_string())
     }
 
-    fn command(&self, config: &Config) -> Command {
-        let binary = conf::binary(config);
+    fn command(&self, binary: &Path) -> Command {
         let mut argv: Vec<OsString> = self.opts.wrapper.clone();
-        argv.push(binary.into_os_string());
+        argv.push(binary.as_os_str().to_os_string());
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .arg("--keep-in-foreground")
@@ -247,26 +341,32 @@ impl Supervisor {
 
     async fn run_child(
         &self,
-        config: &Config,
-        base: &str,
-        restarts: u32,
+        spec: RunSpec<'_>,
         bus: &mut broadcast::Receiver<std::sync::Arc<Event>>,
         hosts: &mut HostsWriter,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let mut child = match self.command(config).spawn() {
+        let RunSpec {
+            config,
+            binary,
+            base,
+            warning,
+            restarts,
+        } = spec;
+        let mut child = match self.command(binary).spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Outcome::NotStarted(format!(
                     "dnsmasq binary `{}` not found; install Debian's `dnsmasq-base` or set network.dnsmasq",
-                    conf::binary(config).display()
+                    binary.display()
                 ))
             }
             Err(e) => return Outcome::NotStarted(format!("cannot start dnsmasq: {e}")),
         };
         let pid = child.id();
         self.pid.send_replace(pid);
-        self.engine.set_service(SERVICE, "starting", restarts, base);
+        self.engine
+            .set_service_problem(SERVICE, "starting", restarts, base, warning.clone());
         let (line_tx, mut lines) = mpsc::channel::<String>(1024);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(out, line_tx.clone()));
@@ -281,6 +381,7 @@ impl Supervisor {
             hosts_file: self.files.hosts.clone(),
             interface: config.network.interface.clone(),
             base: base.to_string(),
+            warning,
             restarts,
             pid,
             parser: LogParser::new(),
@@ -332,6 +433,17 @@ impl Supervisor {
     }
 }
 
+/// What one start of the child runs with.
+struct RunSpec<'a> {
+    config: &'a Config,
+    /// the resolved binary (see [`find_binary`]).
+    binary: &'a Path,
+    base: &'a str,
+    /// a precondition that degrades the service without stopping it.
+    warning: Option<ServiceProblem>,
+    restarts: u32,
+}
+
 /// State of one running child: its parser and what it has told us.
 struct ChildRun<'a> {
     engine: &'a Engine,
@@ -339,6 +451,7 @@ struct ChildRun<'a> {
     hosts_file: PathBuf,
     interface: String,
     base: String,
+    warning: Option<ServiceProblem>,
     restarts: u32,
     pid: Option<u32>,
     parser: LogParser,
@@ -367,6 +480,16 @@ impl ChildRun<'_> {
         }
     }
 
+    fn running(&self, detail: &str) {
+        self.engine.set_service_problem(
+            SERVICE,
+            "running",
+            self.restarts,
+            detail,
+            self.warning.clone(),
+        );
+    }
+
     fn running_detail(&self, reread: bool) -> String {
         let n = self.hosts_count;
         if reread {
@@ -382,8 +505,7 @@ impl ChildRun<'_> {
                 self.up = true;
                 tracing::info!(version, pid = ?self.pid, "dnsmasq started");
                 let detail = self.running_detail(false);
-                self.engine
-                    .set_service(SERVICE, "running", self.restarts, &detail);
+                self.running(&detail);
                 if self.hup_pending {
                     self.hup_pending = false;
                     self.hup();
@@ -393,8 +515,7 @@ impl ChildRun<'_> {
                 if self.hup_sent && Path::new(&file) == self.hosts_file {
                     self.hup_sent = false;
                     let detail = self.running_detail(true);
-                    self.engine
-                        .set_service(SERVICE, "running", self.restarts, &detail);
+                    self.running(&detail);
                 }
             }
             LogItem::Dhcp(d) => {
@@ -584,6 +705,169 @@ async fn sweep_stale(files: &RuntimeFiles) {
     }
 }
 
+/// A precondition of starting dnsmasq that does not hold, as the operator should read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    #[error("dnsmasq binary `{}` not found", .0.display())]
+    Binary(PathBuf),
+    #[error("interface {0} does not exist")]
+    Interface(String),
+    #[error("needs root for DHCP/TFTP ports")]
+    Privileges,
+    #[error("TFTP root {} does not exist", .0.display())]
+    NoTftpRoot(PathBuf),
+    #[error("TFTP root {} is empty", .0.display())]
+    EmptyTftpRoot(PathBuf),
+}
+
+impl Unmet {
+    /// A stable name for scripts reading `/api/v1/services`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unmet::Binary(_) => "binary_missing",
+            Unmet::Interface(_) => "interface_missing",
+            Unmet::Privileges => "not_privileged",
+            Unmet::NoTftpRoot(_) => "tftproot_missing",
+            Unmet::EmptyTftpRoot(_) => "tftproot_empty",
+        }
+    }
+
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Unmet::Binary(_) => "install Debian's `dnsmasq-base` or set network.dnsmasq",
+            Unmet::Interface(_) => "set network.interface, or try sudo scripts/lab.sh up",
+            Unmet::Privileges => "run as root or set network.dhcp.mode: off",
+            Unmet::NoTftpRoot(_) => "create it with scripts/fill-tftproot.sh, or set tftproot",
+            Unmet::EmptyTftpRoot(_) => {
+                "firmware PXE clients cannot boot; fill it with scripts/fill-tftproot.sh"
+            }
+        }
+    }
+
+    /// dnsmasq cannot start (or would exit at once) while this holds. An empty TFTP root only
+    /// degrades it: clients that already run iPXE (QEMU's firmware, for one) boot over DHCP
+    /// and HTTP alone.
+    pub fn blocks(&self) -> bool {
+        !matches!(self, Unmet::EmptyTftpRoot(_))
+    }
+
+    /// The service status it shows as: an interface may still appear (a bridge being set up,
+    /// a lab starting) and is watched for; the rest wait for the operator.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Unmet::Interface(_) => "waiting",
+            _ => "failed",
+        }
+    }
+
+    pub fn problem(&self) -> ServiceProblem {
+        ServiceProblem {
+            code: self.code().into(),
+            reason: self.to_string(),
+            hint: self.hint().into(),
+        }
+    }
+}
+
+/// Checks what dnsmasq needs before it is started, in the order an operator fixes them:
+/// the binary, the boot interface, the privileges for ports 67 and 69, the TFTP root. Returns
+/// the binary's full path when found, and every precondition that does not hold. `wrapper`
+/// (e.g. `ip netns exec NS`) is where the interface must exist.
+pub fn preconditions(config: &Config, wrapper: &[OsString]) -> (Option<PathBuf>, Vec<Unmet>) {
+    let mut unmet = Vec::new();
+    let named = conf::binary(config);
+    let binary = find_binary(&named, std::env::var_os("PATH").as_deref());
+    if binary.is_none() {
+        unmet.push(Unmet::Binary(named));
+    }
+    let interface = &config.network.interface;
+    if !interface_exists(interface, wrapper) {
+        unmet.push(Unmet::Interface(interface.clone()));
+    }
+    if !privileged() {
+        unmet.push(Unmet::Privileges);
+    }
+    let root = absolute(&config.tftproot);
+    if !root.is_dir() {
+        unmet.push(Unmet::NoTftpRoot(root));
+    } else if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none()) {
+        unmet.push(Unmet::EmptyTftpRoot(root));
+    }
+    (binary, unmet)
+}
+
+/// `name` as a path if it has a slash, else the first executable of that name on `path`, then
+/// in the sbin folders (Debian leaves them off an ordinary user's PATH, and dnsmasq lives
+/// in /usr/sbin).
+pub fn find_binary(name: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.components().count() > 1 || name.is_absolute() {
+        return executable(name).then(|| name.to_path_buf());
+    }
+    let dirs: Vec<PathBuf> = path
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    dirs.into_iter()
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| executable(p))
+}
+
+/// Whether the network interface `name` exists, in our network namespace or, under a
+/// wrapper, in the wrapper's (`ip netns exec` mounts that namespace's /sys).
+pub fn interface_exists(name: &str, wrapper: &[OsString]) -> bool {
+    // an interface name is one path component of at most 15 bytes (IFNAMSIZ - 1)
+    let valid = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0']);
+    if !valid {
+        return false;
+    }
+    let sys = Path::new("/sys/class/net").join(name);
+    match wrapper.split_first() {
+        None => sys.exists(),
+        Some((program, args)) => std::process::Command::new(program)
+            .args(args)
+            .arg("test")
+            .arg("-e")
+            .arg(&sys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    }
+}
+
+/// CAP_NET_BIND_SERVICE (ports 67 and 69) and CAP_NET_ADMIN (DHCP's ARP entries).
+const NEEDED_CAPS: u64 = (1 << 10) | (1 << 12);
+
+/// Whether this process may run dnsmasq's DHCP and TFTP: root, or the capabilities it needs.
+fn privileged() -> bool {
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(status) => caps_allow(&status).unwrap_or(false),
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        Err(_) => (unsafe { libc::geteuid() }) == 0,
+    }
+}
+
+/// Reads the effective capabilities from `/proc/self/status` text; None when absent.
+fn caps_allow(status: &str) -> Option<bool> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & NEEDED_CAPS == NEEDED_CAPS)
+}
+
 /// dnsmasq's reason, made into advice where the cause is known.
 fn explain(problem: &str, interface: &str) -> String {
     if problem.contains("unknown interface") {
@@ -608,4 +892,140 @@ fn describe(status: ExitStatus) -> String {
 
 fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f32())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, interface: &str, extra: &str) -> Config {
+        let file = dir.join("config.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "network:\n  interface: {interface}\n  address: 10.77.0.1\n  dhcp:\n    mode: full\n    range: [10.77.0.100, 10.77.0.200]\n{extra}assignment: manual\naudit: {{ git: false }}\ntftproot: tftp\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&file).unwrap()
+    }
+
+    #[test]
+    fn a_missing_interface_is_the_interface_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tftp")).unwrap();
+        std::fs::write(dir.path().join("tftp/undionly.kpxe"), "x").unwrap();
+        let c = config(
+            dir.path(),
+            "mayu-nonesuch",
+            "  dnsmasq: /bin/sh
+",
+        );
+        let (binary, unmet) = preconditions(&c, &[]);
+        assert_eq!(binary.as_deref(), Some(Path::new("/bin/sh")));
+        let first = unmet.iter().find(|u| u.blocks()).unwrap();
+        assert_eq!(*first, Unmet::Interface("mayu-nonesuch".into()));
+        assert_eq!(first.status(), "waiting");
+        let p = first.problem();
+        assert_eq!(p.code, "interface_missing");
+        assert_eq!(
+            p.line(),
+            "interface mayu-nonesuch does not exist: set network.interface, or try sudo scripts/lab.sh up"
+        );
+        // loopback always exists: no interface reason for it
+        let c = config(
+            dir.path(),
+            "lo",
+            "  dnsmasq: /bin/sh
+",
+        );
+        let (_, unmet) = preconditions(&c, &[]);
+        assert!(
+            !unmet.iter().any(|u| matches!(u, Unmet::Interface(_))),
+            "{unmet:?}"
+        );
+    }
+
+    #[test]
+    fn odd_interface_names_do_not_exist() {
+        for name in ["", ".", "..", "../lo", "lo/x", "a-name-longer-than-15"] {
+            assert!(!interface_exists(name, &[]), "{name:?}");
+        }
+        assert!(interface_exists("lo", &[]));
+    }
+
+    #[test]
+    fn a_missing_binary_comes_first_and_names_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(
+            dir.path(),
+            "lo",
+            "  dnsmasq: /nonexistent/dnsmasq
+",
+        );
+        let (binary, unmet) = preconditions(&c, &[]);
+        assert_eq!(binary, None);
+        assert_eq!(unmet[0], Unmet::Binary("/nonexistent/dnsmasq".into()));
+        assert!(unmet[0].problem().line().contains("dnsmasq-base"));
+        // the TFTP root does not exist either
+        assert!(unmet
+            .iter()
+            .any(|u| matches!(u, Unmet::NoTftpRoot(p) if p.ends_with("tftp"))));
+    }
+
+    #[test]
+    fn an_empty_tftp_root_degrades_but_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tftp")).unwrap();
+        let c = config(
+            dir.path(),
+            "lo",
+            "  dnsmasq: /bin/sh
+",
+        );
+        let (_, unmet) = preconditions(&c, &[]);
+        let empty = unmet
+            .iter()
+            .find(|u| matches!(u, Unmet::EmptyTftpRoot(_)))
+            .unwrap();
+        assert!(!empty.blocks());
+        assert!(empty.hint().contains("fill-tftproot.sh"));
+    }
+
+    #[test]
+    fn binaries_are_found_on_the_path_and_in_sbin() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("mytool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        assert_eq!(
+            find_binary(Path::new("mytool"), Some(dir.path().as_os_str())),
+            None,
+            "not executable"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            find_binary(Path::new("mytool"), Some(dir.path().as_os_str())),
+            Some(tool)
+        );
+        assert_eq!(find_binary(Path::new("no-such-tool-here"), None), None);
+    }
+
+    #[test]
+    fn privileges_are_read_from_the_effective_capabilities() {
+        let root = "Name:\tmayu\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(caps_allow(root), Some(true));
+        let user = "Name:\tmayu\nCapEff:\t0000000000000000\n";
+        assert_eq!(caps_allow(user), Some(false));
+        // NET_BIND_SERVICE alone is not enough for DHCP
+        let bind_only = "CapEff:\t0000000000000400\n";
+        assert_eq!(caps_allow(bind_only), Some(false));
+        let both = "CapEff:\t0000000000001400\n";
+        assert_eq!(caps_allow(both), Some(true));
+        assert_eq!(caps_allow("Name:\tmayu\n"), None);
+        assert_eq!(
+            Unmet::Privileges.problem().line(),
+            "needs root for DHCP/TFTP ports: run as root or set network.dhcp.mode: off"
+        );
+    }
 }

@@ -62,11 +62,68 @@ pub enum Level {
     Error,
 }
 
+/// One line of the event log; identical consecutive events share one line with a count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
+    /// when it last happened.
     pub at: OffsetDateTime,
+    /// when it first happened (equal to `at` while `count` is 1).
+    pub first: OffsetDateTime,
+    /// how many identical events in a row this line stands for.
+    pub count: u32,
     pub level: Level,
+    /// what kind of event it is (`service`, `dhcp`, ...; `console` for the console's notes).
+    pub source: &'static str,
     pub text: String,
+}
+
+impl LogLine {
+    pub fn new(at: OffsetDateTime, level: Level, source: &'static str, text: String) -> LogLine {
+        LogLine {
+            at,
+            first: at,
+            count: 1,
+            level,
+            source,
+            text,
+        }
+    }
+}
+
+/// Adds `line` to `log`, folding it into the newest line when that says the same thing
+/// (same source, level and text): a retry loop then reads as one line `… ×12` with its last
+/// time instead of a screenful of copies. Drops the oldest line beyond `cap`. Returns true
+/// when a line was added, false when it was folded in.
+pub fn append_collapsed(log: &mut VecDeque<LogLine>, line: LogLine, cap: usize) -> bool {
+    if let Some(last) = log.back_mut() {
+        if last.source == line.source && last.level == line.level && last.text == line.text {
+            last.count = last.count.saturating_add(line.count);
+            last.first = last.first.min(line.first);
+            last.at = last.at.max(line.at);
+            return false;
+        }
+    }
+    while log.len() >= cap.max(1) {
+        log.pop_front();
+    }
+    log.push_back(line);
+    true
+}
+
+/// The event's kind as the event log names its source.
+fn source_of(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::MachineAdded { .. } => "machine_added",
+        EventKind::MachineChanged { .. } => "machine_changed",
+        EventKind::MachineRetired { .. } => "machine_retired",
+        EventKind::BootStep { .. } => "boot_step",
+        EventKind::Dhcp { .. } => "dhcp",
+        EventKind::Tftp { .. } => "tftp",
+        EventKind::Leases { .. } => "leases",
+        EventKind::TemplatesReloaded { .. } => "templates",
+        EventKind::Service { .. } => "service",
+        EventKind::Log { .. } => "log",
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -113,6 +170,11 @@ pub enum Dialog {
         value: String,
         focus: usize,
         error: Option<String>,
+    },
+    /// one event-log line in full, wrapped; `scroll` is in wrapped lines.
+    Event {
+        line: LogLine,
+        scroll: u16,
     },
 }
 
@@ -379,14 +441,18 @@ impl App {
             EventKind::Log { level, .. } if level.eq_ignore_ascii_case("warn") => Level::Warn,
             EventKind::TemplatesReloaded { ok: false, .. } => Level::Error,
             EventKind::Service { status, .. } if status == "failed" => Level::Error,
+            EventKind::Service { status, .. } if status == "waiting" || status == "restarting" => {
+                Level::Warn
+            }
             EventKind::Tftp { ok: false, .. } => Level::Warn,
             _ => Level::Info,
         };
-        self.push_log(LogLine {
-            at: ev.at,
+        self.push_log(LogLine::new(
+            ev.at,
             level,
-            text: ev.summary(),
-        });
+            source_of(&ev.kind),
+            ev.summary(),
+        ));
         if let Some(id) = ev.machine_id() {
             self.last_event
                 .insert(id.clone(), (ev.at, short_summary(ev)));
@@ -394,10 +460,10 @@ impl App {
     }
 
     fn push_log(&mut self, line: LogLine) {
-        if self.log.len() == LOG_CAP {
-            self.log.pop_front();
+        if !append_collapsed(&mut self.log, line, LOG_CAP) {
+            // folded into the line already shown: nothing moved
+            return;
         }
-        self.log.push_back(line);
         if !self.follow {
             // keep the operator's view still while new lines arrive below it
             self.log_scroll = (self.log_scroll + 1).min(self.log.len().saturating_sub(1));
@@ -406,7 +472,7 @@ impl App {
 
     /// A line in the in-app log from the console itself (not from the bus).
     pub fn note(&mut self, at: OffsetDateTime, level: Level, text: String) {
-        self.push_log(LogLine { at, level, text });
+        self.push_log(LogLine::new(at, level, "console", text));
     }
 
     fn set_status(&mut self, text: impl Into<String>, error: bool) {
@@ -414,6 +480,18 @@ impl App {
             text: text.into(),
             error,
         });
+    }
+
+    /// The event log has the movement keys: the events page, or its pane on the machines page.
+    pub fn events_focused(&self) -> bool {
+        self.page == Page::Events || (self.page == Page::Machines && self.focus == Pane::Events)
+    }
+
+    /// The selected event-log line: the newest one shown (the bottom of the view, which
+    /// scrolling moves).
+    pub fn selected_log(&self) -> Option<&LogLine> {
+        let i = self.log.len().checked_sub(1 + self.log_scroll)?;
+        self.log.get(i)
     }
 
     fn detail_visible(&self) -> bool {
@@ -653,6 +731,7 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
             status,
             restarts,
             detail,
+            problem,
         } => {
             app.services.insert(
                 name.clone(),
@@ -662,6 +741,7 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
                     restarts: *restarts,
                     detail: detail.clone(),
                     since: ev.at,
+                    problem: problem.clone(),
                 },
             );
             None
@@ -711,6 +791,18 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
         Action::ShowPage(p) => {
             app.page = p;
             app.want_history()
+        }
+        Action::OpenDetail if app.events_focused() => {
+            match app.selected_log() {
+                Some(line) => {
+                    app.dialog = Some(Dialog::Event {
+                        line: line.clone(),
+                        scroll: 0,
+                    })
+                }
+                None => app.set_status("no event selected", true),
+            }
+            None
         }
         Action::OpenDetail => {
             if app.selected_id.is_some() {
@@ -846,6 +938,22 @@ fn on_dialog(app: &mut App, action: Action) -> Option<Command> {
             Action::Back | Action::Help | Action::Submit => (None, None),
             _ => (Some(Dialog::Help), None),
         },
+        Dialog::Event { line, scroll } => {
+            let scroll = match action {
+                Action::Back | Action::Help | Action::Submit => {
+                    app.dialog = None;
+                    return None;
+                }
+                Action::Up => scroll.saturating_sub(1),
+                Action::Down => scroll.saturating_add(1),
+                Action::PageUp => scroll.saturating_sub(10),
+                Action::PageDown => scroll.saturating_add(10),
+                Action::Top => 0,
+                _ => scroll,
+            };
+            // the view stops scrolling at the end of the text
+            (Some(Dialog::Event { line, scroll }), None)
+        }
         Dialog::Assign { id, selected } => {
             let n = app.profiles.len();
             match action {
@@ -1551,6 +1659,122 @@ mod tests {
         assert!(app.leases.is_empty());
         assert!(app.log.back().unwrap().text.contains("42 events"));
         assert!(matches!(cmd, Some(Command::LoadHistory { .. })));
+    }
+
+    fn line(secs: i64, source: &'static str, text: &str) -> LogLine {
+        LogLine::new(
+            NOW + time::Duration::seconds(secs),
+            Level::Warn,
+            source,
+            text.into(),
+        )
+    }
+
+    #[test]
+    fn identical_events_in_a_row_collapse_with_a_count_and_both_times() {
+        let mut log = VecDeque::new();
+        assert!(append_collapsed(&mut log, line(0, "service", "retry"), 10));
+        for i in 1..12 {
+            assert!(!append_collapsed(
+                &mut log,
+                line(i * 5, "service", "retry"),
+                10
+            ));
+        }
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].count, 12);
+        assert_eq!(log[0].first, NOW);
+        assert_eq!(log[0].at, NOW + time::Duration::seconds(55));
+        // another text, another source or another level is a new line
+        assert!(append_collapsed(&mut log, line(60, "service", "other"), 10));
+        assert!(append_collapsed(&mut log, line(61, "log", "other"), 10));
+        let mut error = line(62, "log", "other");
+        error.level = Level::Error;
+        assert!(append_collapsed(&mut log, error, 10));
+        // only consecutive duplicates fold: "retry" again after others is a new line
+        assert!(append_collapsed(&mut log, line(63, "service", "retry"), 10));
+        let counts: Vec<u32> = log.iter().map(|l| l.count).collect();
+        assert_eq!(counts, vec![12, 1, 1, 1, 1]);
+        // the cap drops the oldest line
+        assert!(append_collapsed(&mut log, line(64, "log", "x"), 5));
+        assert_eq!(log.len(), 5);
+        assert_eq!(log[0].text, "other");
+    }
+
+    #[test]
+    fn repeated_bus_events_are_one_log_line() {
+        let mut app = fixtures::empty().unwrap();
+        for seq in 1..=12 {
+            update(
+                &mut app,
+                bus(
+                    seq,
+                    EventKind::Log {
+                        level: "warn".into(),
+                        message: "same thing".into(),
+                    },
+                ),
+            );
+        }
+        assert_eq!(app.log.len(), 1);
+        assert_eq!(app.log[0].count, 12);
+        // a paused view does not move for a folded line
+        update(&mut app, Action::ShowPage(Page::Events));
+        update(&mut app, bus(13, EventKind::Leases { count: 1 }));
+        update(&mut app, Action::Up);
+        assert_eq!(app.log_scroll, 1);
+        update(&mut app, bus(14, EventKind::Leases { count: 1 }));
+        assert_eq!(app.log_scroll, 1);
+        assert_eq!(app.selected_log().unwrap().text, "warn: same thing");
+    }
+
+    #[test]
+    fn enter_in_the_event_log_opens_the_selected_event_in_full() {
+        let mut app = fixtures::first_minute().unwrap();
+        // on the machines table, Enter is still the machine's detail
+        app.select(&id("52-54-00-aa-00-09"));
+        update(&mut app, Action::OpenDetail);
+        assert_eq!(app.page, Page::Detail);
+        assert!(app.dialog.is_none());
+        update(&mut app, Action::ShowPage(Page::Machines));
+        update(&mut app, Action::NextPane);
+        assert!(app.events_focused());
+        // the newest line is selected; two up is dnsmasq's status
+        update(&mut app, Action::Up);
+        update(&mut app, Action::Up);
+        update(&mut app, Action::OpenDetail);
+        match &app.dialog {
+            Some(Dialog::Event { line, scroll: 0 }) => {
+                assert!(line.text.starts_with("dnsmasq waiting"), "{}", line.text);
+                assert!(line.text.ends_with("does not exist"), "{}", line.text);
+            }
+            other => panic!("expected the event popup, got {other:?}"),
+        }
+        update(&mut app, Action::Down);
+        assert!(matches!(app.dialog, Some(Dialog::Event { scroll: 1, .. })));
+        update(&mut app, Action::Back);
+        assert!(app.dialog.is_none());
+        // the collapsed line carries its count into the popup
+        update(&mut app, Action::ToggleFollow);
+        update(&mut app, Action::OpenDetail);
+        match &app.dialog {
+            Some(Dialog::Event { line, .. }) => {
+                assert_eq!(line.count, 12);
+                assert!(line.first < line.at);
+            }
+            other => panic!("expected the event popup, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_problems_reach_the_console() {
+        let app = fixtures::first_minute().unwrap();
+        let dnsmasq = &app.services["dnsmasq"];
+        assert_eq!(dnsmasq.status, "waiting");
+        assert_eq!(
+            dnsmasq.problem.as_ref().map(|p| p.code.as_str()),
+            Some("interface_missing")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mayu::engine::{ProfileStatus, Snapshot};
 use mayu::events::{Event, EventKind};
 use mayu::inventory::HistoryEntry;
-use mayu::lease::{Lease, ServiceState};
+use mayu::lease::{Lease, ServiceProblem, ServiceState};
 use mayu::machine::{
     AssignedBy, Disk, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
 };
@@ -304,6 +304,7 @@ fn service(name: &str, status: &str, restarts: u32, detail: &str) -> ServiceStat
         restarts,
         detail: detail.into(),
         since: ago(3000),
+        problem: None,
     }
 }
 
@@ -526,6 +527,89 @@ pub fn empty() -> Result<App, IdError> {
     Ok(app)
 }
 
+/// The first minute on a fresh clone: the boot interface does not exist, so dnsmasq waits and
+/// the header says why; a machine on another DHCP server polls while it is held.
+pub fn first_minute() -> Result<App, IdError> {
+    let mut app = App::new(
+        setup(),
+        Snapshot {
+            machines: Vec::new(),
+            profiles: profiles(),
+            waiting: 0,
+        },
+    );
+    let reason = ServiceProblem {
+        code: "interface_missing".into(),
+        reason: "interface mayu0 does not exist".into(),
+        hint: "set network.interface, or try sudo scripts/lab.sh up".into(),
+    };
+    let svc = |name: &str, status: &str, detail: &str, problem: Option<ServiceProblem>| {
+        EventKind::Service {
+            name: name.into(),
+            status: status.into(),
+            restarts: 0,
+            detail: detail.into(),
+            problem,
+        }
+    };
+    let held = {
+        let mut m = Machine::new(id("52-54-00-aa-00-09")?, String::new(), ago(60));
+        m.macs = vec![mac(9)?];
+        m.arch = Some("x86_64".into());
+        m
+    };
+    let mut events = vec![
+        event(1, 62, svc("boot-http", "running", "0.0.0.0:4081", None)),
+        event(2, 62, svc("templates", "watching", "templates", None)),
+        event(3, 62, svc("api", "running", "http://127.0.0.1:4080", None)),
+        event(
+            4,
+            62,
+            EventKind::Log {
+                level: "warn".into(),
+                message: "boot programs missing from /home/alice/mayu/tftproot: undionly.kpxe (BIOS), ipxe.efi (UEFI x86-64), ipxe-arm64.efi (arm64); those clients cannot boot. Fill it with scripts/fill-tftproot.sh".into(),
+            },
+        ),
+        event(
+            5,
+            62,
+            svc(
+                "dnsmasq",
+                "waiting",
+                "full on mayu0; missing boot programs: undionly.kpxe (BIOS), ipxe.efi (UEFI x86-64), ipxe-arm64.efi (arm64): interface mayu0 does not exist: set network.interface, or try sudo scripts/lab.sh up; also needs root for DHCP/TFTP ports; also TFTP root /home/alice/mayu/tftproot does not exist",
+                Some(reason),
+            ),
+        ),
+        event(
+            6,
+            60,
+            EventKind::MachineAdded {
+                machine: Box::new(held),
+                actor: "52-54-00-aa-00-09".into(),
+            },
+        ),
+    ];
+    // a held machine asks again every 5 s: one line with a count, not a screenful
+    for i in 0..12u64 {
+        events.push(event(
+            7 + i,
+            60 - 5 * i as i64,
+            EventKind::BootStep {
+                id: Some(id("52-54-00-aa-00-09")?),
+                phase: Phase::Ipxe,
+                detail: "held for an operator, asks again in 5 s".into(),
+                bytes: None,
+                duration_ms: None,
+            },
+        ));
+    }
+    for ev in events {
+        let _ = update(&mut app, Action::Bus(ev));
+    }
+    app.prepare();
+    Ok(app)
+}
+
 /// One named screen: the app state and the terminal size it is shown at.
 pub struct Shot {
     pub name: &'static str,
@@ -608,5 +692,24 @@ pub fn shots() -> Result<Vec<Shot>, IdError> {
             })?,
         ),
         shot("empty", 80, 24, empty()?),
+        shot("first-minute", 120, 30, first_minute()?),
+        shot("first-minute-80x24", 80, 24, first_minute()?),
+        shot("event", 100, 30, {
+            // the events page, two lines up from the newest: dnsmasq's status in full
+            let mut a = first_minute()?;
+            let _ = update(&mut a, Action::ShowPage(Page::Events));
+            let _ = update(&mut a, Action::Up);
+            let _ = update(&mut a, Action::Up);
+            let _ = update(&mut a, Action::OpenDetail);
+            a.prepare();
+            a
+        }),
+        shot("event-repeated", 100, 30, {
+            let mut a = first_minute()?;
+            let _ = update(&mut a, Action::ShowPage(Page::Events));
+            let _ = update(&mut a, Action::OpenDetail);
+            a.prepare();
+            a
+        }),
     ])
 }

@@ -16,6 +16,10 @@ pub enum Mode {
     Picker,
     Confirm,
     Help,
+    /// reading one event in full: arrows scroll, Esc closes.
+    Popup,
+    /// the event log has the movement keys (its pane on the machines page, or the events page).
+    Events,
 }
 
 pub fn mode(app: &App) -> Mode {
@@ -24,7 +28,9 @@ pub fn mode(app: &App) -> Mode {
         Some(Dialog::Assign { .. }) => Mode::Picker,
         Some(Dialog::ConfirmForce { .. }) => Mode::Confirm,
         Some(Dialog::Edit { .. } | Dialog::Override { .. }) => Mode::Text,
+        Some(Dialog::Event { .. }) => Mode::Popup,
         None if app.filter_editing => Mode::Text,
+        None if app.events_focused() => Mode::Events,
         None => Mode::Normal,
     }
 }
@@ -42,7 +48,7 @@ pub fn action_for(mode: Mode, key: KeyEvent) -> Option<Action> {
     match key.code {
         KeyCode::Esc => return Some(Action::Back),
         KeyCode::Enter => {
-            return Some(if mode == Mode::Normal {
+            return Some(if matches!(mode, Mode::Normal | Mode::Events) {
                 Action::OpenDetail
             } else {
                 Action::Submit
@@ -82,7 +88,15 @@ pub fn action_for(mode: Mode, key: KeyEvent) -> Option<Action> {
             KeyCode::Char('?' | 'q') => Some(Action::Back),
             _ => None,
         },
-        Mode::Normal => match key.code {
+        Mode::Popup => match key.code {
+            KeyCode::Char('?' | 'q') => Some(Action::Back),
+            KeyCode::Char('k') => Some(Action::Up),
+            KeyCode::Char('j') => Some(Action::Down),
+            KeyCode::Char('g') | KeyCode::Home => Some(Action::Top),
+            _ => None,
+        },
+        // the same keys either way; only the hints differ
+        Mode::Normal | Mode::Events => match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
             KeyCode::Char('?') => Some(Action::Help),
             KeyCode::Char('k') => Some(Action::Up),
@@ -110,11 +124,13 @@ pub fn action_for(mode: Mode, key: KeyEvent) -> Option<Action> {
 
 /// Every key with what it does, for the help popup.
 pub const HELP: &[(&str, &str)] = &[
+    ("?", "this help"),
     ("↑↓ j k", "move the selection / scroll"),
     ("PgUp PgDn g G", "page, first, last"),
     ("Tab", "next pane (machines ↔ event log)"),
     ("1 2 3 4", "pages: machines, detail, leases, events"),
     ("Enter", "the selected machine's detail"),
+    ("Enter", "in the event log: the selected event in full"),
     (
         "/",
         "filter machines (id, MAC, IP, hostname, profile, state)",
@@ -152,6 +168,16 @@ pub fn hints(mode: Mode) -> &'static [(&'static str, &'static str)] {
         Mode::Picker => &[("↑↓", "choose"), ("Enter", "assign"), ("Esc", "cancel")],
         Mode::Confirm => &[("y", "force it"), ("n", "cancel")],
         Mode::Help => &[("Esc", "close")],
+        Mode::Popup => &[("↑↓", "scroll"), ("Esc", "close")],
+        Mode::Events => &[
+            ("?", "help"),
+            ("q", "quit"),
+            ("↑↓", "select event"),
+            ("Enter", "full text"),
+            ("f", "follow"),
+            ("Tab", "pane"),
+            ("1-4", "pages"),
+        ],
     }
 }
 
@@ -192,6 +218,8 @@ mod tests {
             Mode::Picker,
             Mode::Confirm,
             Mode::Help,
+            Mode::Popup,
+            Mode::Events,
         ] {
             let k = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
             assert!(
@@ -199,6 +227,48 @@ mod tests {
                 "{mode:?}"
             );
         }
+    }
+
+    /// Every key the hint bar offers outside dialogs is explained in the help popup, and the
+    /// keys named there do what the hint says.
+    #[test]
+    fn hints_and_help_agree() {
+        let help_keys: Vec<&str> = HELP
+            .iter()
+            .flat_map(|(k, _)| k.split_whitespace())
+            .collect();
+        for mode in [Mode::Normal, Mode::Events] {
+            for (k, what) in hints(mode) {
+                let named = match *k {
+                    "1-4" => "1",
+                    "↑↓" => "↑↓",
+                    other => other,
+                };
+                assert!(
+                    help_keys.contains(&named),
+                    "hint `{k}` ({what}) is not in the help"
+                );
+            }
+        }
+        assert!(HELP
+            .iter()
+            .any(|(k, what)| *k == "Enter" && what.contains("event log")));
+        assert!(matches!(
+            action_for(Mode::Events, key(KeyCode::Enter)),
+            Some(Action::OpenDetail)
+        ));
+        assert!(matches!(
+            action_for(Mode::Events, key(KeyCode::Char('f'))),
+            Some(Action::ToggleFollow)
+        ));
+        assert!(matches!(
+            action_for(Mode::Popup, key(KeyCode::Esc)),
+            Some(Action::Back)
+        ));
+        assert!(matches!(
+            action_for(Mode::Popup, key(KeyCode::Char('j'))),
+            Some(Action::Down)
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Popups over the page: help, the assign picker with fill levels, the force confirmation,
-//! and the edit and override forms.
+//! the edit and override forms, and one event in full.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::dim;
 use super::profiles::gauge;
-use crate::app::{App, Dialog, EDIT_FIELDS};
+use crate::app::{App, Dialog, Level, LogLine, EDIT_FIELDS};
 use crate::keys::HELP;
 
 fn popup(area: Rect, width: u16, height: u16, title: String, buf: &mut Buffer) -> Rect {
@@ -51,11 +51,78 @@ fn input_line(label: &str, value: &str, focused: bool) -> Line<'static> {
     Line::from(spans)
 }
 
+/// `2026-11-25 10:00:00 UTC`: an event may be from another day than the clock shows.
+fn stamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Rows `text` needs when wrapped at `width` (at least; word wrapping may need a few more).
+fn wrapped_rows(text: &str, width: usize) -> usize {
+    let width = width.max(1);
+    text.split('\n')
+        .map(|l| l.chars().count().div_ceil(width).max(1))
+        .sum()
+}
+
+/// One event-log line in full: its text wrapped, how often and when it happened.
+fn event_popup(line: &LogLine, scroll: u16, area: Rect, buf: &mut Buffer) {
+    let width = area.width.saturating_sub(4).min(96);
+    let text_width = usize::from(width.saturating_sub(2));
+    let (level, style) = match line.level {
+        Level::Info => ("info", Style::new()),
+        Level::Warn => ("warn", Style::new().fg(Color::Yellow)),
+        Level::Error => ("error", Style::new().fg(Color::Red).bold()),
+    };
+    let mut lines = vec![Line::from(vec![
+        Span::styled(stamp(line.at), Style::new().bold()),
+        Span::styled(format!("   {} · {level}", line.source), dim()),
+    ])];
+    if line.count > 1 {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("×{}", line.count),
+                Style::new().fg(Color::Cyan).bold(),
+            ),
+            Span::raw(format!(
+                " in a row, first at {}, last at {}",
+                stamp(line.first),
+                stamp(line.at)
+            )),
+        ]));
+    }
+    lines.push(Line::default());
+    let head = lines.len();
+    lines.push(Line::styled(line.text.clone(), style));
+    lines.push(Line::default());
+    lines.push(Line::styled("↑↓ scroll · Esc closes", dim()));
+    // a word-wrapped line can take a row more than its length says every few rows
+    let body = wrapped_rows(&line.text, text_width);
+    let rows = head + body + body / 4 + 2;
+    let height = u16::try_from(rows + 2).unwrap_or(u16::MAX);
+    let inner = popup(area, width, height, "Event".into(), buf);
+    let max_scroll = u16::try_from(rows)
+        .unwrap_or(u16::MAX)
+        .saturating_sub(inner.height);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .scroll((scroll.min(max_scroll), 0))
+        .render(inner, buf);
+}
+
 pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     let Some(dialog) = &app.dialog else {
         return;
     };
     match dialog {
+        Dialog::Event { line, scroll } => event_popup(line, *scroll, area, buf),
         Dialog::Help => {
             let h = u16::try_from(HELP.len()).unwrap_or(20) + 4;
             let inner = popup(area, 78, h, "Help".into(), buf);

@@ -1,4 +1,5 @@
-//! The header: service status (boot HTTP, API, dnsmasq, templates) and machine counts.
+//! The header: service status (boot HTTP, API, dnsmasq, templates), machine counts, and —
+//! when a service cannot do its job — one line saying why and what to do.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};
@@ -10,7 +11,7 @@ use time::OffsetDateTime;
 use mayu::lease::ServiceState;
 use mayu::machine::State;
 
-use super::{clock, dim};
+use super::{clock, dim, fit};
 use crate::action::Page;
 use crate::app::App;
 
@@ -27,7 +28,9 @@ fn status_style(status: &str) -> (Style, &'static str) {
         "running" | "ok" | "ready" | "listening" | "watching" => {
             (Style::new().fg(Color::Green), "●")
         }
-        "starting" | "restarting" | "reloading" => (Style::new().fg(Color::Yellow), "◐"),
+        "starting" | "restarting" | "reloading" | "waiting" => {
+            (Style::new().fg(Color::Yellow), "◐")
+        }
         "failed" | "error" => (Style::new().fg(Color::Red).bold(), "✖"),
         _ => (dim(), "○"),
     }
@@ -51,6 +54,24 @@ fn slot_detail(app: &App, label: &str, svc: Option<&ServiceState>, wide: bool) -
             (None, Some(s)) if !s.detail.is_empty() => s.detail.clone(),
             _ => app.setup.templates_dir.clone(),
         },
+    }
+}
+
+/// The service whose problem the header shows: the first in the header's order.
+fn problem(app: &App) -> Option<&ServiceState> {
+    let with_problem = || app.services.values().filter(|s| s.problem.is_some());
+    SLOTS
+        .iter()
+        .find_map(|(_, key)| with_problem().find(|s| s.name.to_lowercase().contains(key)))
+        .or_else(|| with_problem().next())
+}
+
+/// Rows the header needs: two, and one more while a service reports a problem.
+pub fn height(app: &App) -> u16 {
+    if problem(app).is_some() {
+        3
+    } else {
+        2
     }
 }
 
@@ -154,4 +175,38 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             .alignment(Alignment::Right)
             .render(second, buf);
     }
+    if let (Some(svc), true) = (problem(app), area.height > 2) {
+        render_problem(
+            svc,
+            Rect {
+                y: area.y + 2,
+                height: 1,
+                ..area
+            },
+            buf,
+        );
+    }
+}
+
+/// ` ✖ dnsmasq: interface mayu0 does not exist: set network.interface, …` in one line; the
+/// same words are in the event log, whose popup shows them whole if this line is cut.
+fn render_problem(svc: &ServiceState, area: Rect, buf: &mut Buffer) {
+    let Some(p) = &svc.problem else {
+        return;
+    };
+    let (style, dot) = status_style(&svc.status);
+    let label = format!("{}: ", svc.name);
+    let room = usize::from(area.width).saturating_sub(3 + label.chars().count());
+    let text_style = match svc.status.as_str() {
+        "failed" | "error" => Style::new().fg(Color::Red),
+        _ => Style::new().fg(Color::Yellow),
+    };
+    Paragraph::new(Line::from(vec![
+        Span::raw(" "),
+        Span::styled(dot, style),
+        Span::raw(" "),
+        Span::styled(label, Style::new().bold()),
+        Span::styled(fit(&p.line(), room), text_style),
+    ]))
+    .render(area, buf);
 }

@@ -36,7 +36,7 @@ impl Widget for &AppView<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.app;
         let [top, body, status, hints] = area.layout(&Layout::vertical([
-            Constraint::Length(2),
+            Constraint::Length(header::height(app)),
             Constraint::Fill(1),
             Constraint::Length(1),
             Constraint::Length(1),
