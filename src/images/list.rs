@@ -165,13 +165,16 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Version folders nothing uses (and leftovers of unfinished fetches): what gc removes.
+/// Version folders a fetch made that nothing uses (and leftovers of unfinished fetches): what
+/// gc removes. A folder without a record was put there by hand and is left alone.
 pub fn unused(config: &Config, images: &[Image], machines: &[Machine]) -> Vec<(PathBuf, String)> {
     let used = usage(config, images, machines);
     let mut out = Vec::new();
     for i in images {
         for v in &i.versions {
-            if !used.contains_key(&(i.name.clone(), Some(v.name.clone()))) {
+            if !used.contains_key(&(i.name.clone(), Some(v.name.clone())))
+                && v.dir.join(super::RECORD).exists()
+            {
                 out.push((v.dir.clone(), format!("{}/{}", i.name, v.name)));
             }
         }

@@ -227,10 +227,10 @@ pub fn scan(root: &Path, name: &str) -> io::Result<Image> {
         versions: Vec::new(),
         leftovers: Vec::new(),
     };
+    let mut dirs = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let kind = entry.file_type()?;
         if file_name.starts_with(TEMP_PREFIX) {
             image.leftovers.push(entry.path());
             continue;
@@ -240,18 +240,25 @@ pub fn scan(root: &Path, name: &str) -> io::Result<Image> {
         }
         // Follow symlinks: the lab may link a built kernel in.
         let meta = std::fs::metadata(entry.path());
-        if kind.is_dir() || meta.as_ref().is_ok_and(|m| m.is_dir()) {
-            let path = entry.path();
-            image.versions.push(Version {
-                size: dir_size(&path),
-                state: version_state(&path),
-                name: file_name,
-                dir: path,
-            });
+        if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            dirs.push((file_name, entry.path()));
         } else if !file_name.ends_with(".md") {
             let size = meta.map(|m| m.len()).unwrap_or(0);
             image.local_files.push((file_name, size));
         }
+    }
+    // In a local image a folder is the image's own business, unless a fetch made it.
+    let local = !image.local_files.is_empty();
+    for (name, path) in dirs {
+        if local && !path.join(RECORD).exists() {
+            continue;
+        }
+        image.versions.push(Version {
+            size: dir_size(&path),
+            state: version_state(&path),
+            name,
+            dir: path,
+        });
     }
     image.local_files.sort();
     image

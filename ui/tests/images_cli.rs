@@ -182,10 +182,21 @@ fn fetch_list_and_gc_through_the_binary() {
     assert!(stdout.contains("would remove flatcar/4081.2.0"), "{stdout}");
     assert!(!stdout.contains("4152.0.0"), "{stdout}");
     assert!(lab.flatcar("4081.2.0").is_dir());
+    // Folders no fetch made are left alone: one copied by hand, one inside a local image.
+    std::fs::create_dir_all(lab.flatcar("7.0.0")).unwrap();
+    std::fs::write(lab.flatcar("7.0.0").join("vmlinuz"), b"by hand").unwrap();
+    let extra = lab.dir.path().join("images/discovery/modules");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("a.ko"), b"module").unwrap();
+    let (listing, _) = text(&lab.mayu(&["images", "list"]));
+    assert!(!listing.contains("modules"), "{listing}");
+    assert!(listing.contains("UNVERIFIED"), "{listing}");
     let out = lab.mayu(&["images", "gc"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("removed flatcar/4081.2.0"), "{stdout}");
+    assert!(lab.flatcar("7.0.0").join("vmlinuz").is_file());
+    assert!(extra.join("a.ko").is_file());
     assert!(!lab.flatcar("4081.2.0").exists());
     assert!(lab.flatcar("4152.0.0").is_dir());
     assert!(lab.dir.path().join("images/discovery/vmlinuz").is_file());
