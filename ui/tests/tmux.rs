@@ -324,7 +324,8 @@ fn register_see_and_assign_a_machine_in_the_console() {
 /// dnsmasq is not running and what to do, and the event log opens that event in full.
 #[test]
 fn a_missing_boot_interface_is_one_header_line() {
-    let lab = lab(free_port(), free_port());
+    let api = free_port();
+    let lab = lab(free_port(), api);
     let config = lab.path().join("config.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
     let edited = text.replace("mode: off", "mode: full").replace(
@@ -347,6 +348,24 @@ fn a_missing_boot_interface_is_one_header_line() {
     let row = s.lines().position(|l| l.contains(want)).unwrap();
     assert_eq!(row, 2, "{s}");
     assert!(s.lines().next().unwrap().contains("dnsmasq"), "{s}");
+
+    // the API's service status carries the same typed reason
+    let secret = std::fs::read_to_string(lab.path().join("tokens.json.admin")).unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", secret.trim());
+    let reply = request(api, "/api/v1/services", &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    let services: serde_json::Value = serde_json::from_str(body).unwrap();
+    let dnsmasq = services
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "dnsmasq"))
+        .unwrap_or_else(|| panic!("no dnsmasq in {body}"));
+    assert_eq!(dnsmasq["status"], "waiting", "{body}");
+    assert_eq!(dnsmasq["problem"]["code"], "interface_missing", "{body}");
+    assert_eq!(
+        dnsmasq["problem"]["reason"], "interface mayu-e2e-none does not exist",
+        "{body}"
+    );
 
     // the full status is one key away: the events page, its dnsmasq line, Enter
     tmux.keys(&["4"]);
