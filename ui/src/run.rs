@@ -87,19 +87,33 @@ async fn stop(engine: Engine, cancel: CancellationToken, services: Services) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("interrupt: stopping"),
+/// TERM and INT, taken over before anything starts: one arriving during start-up still stops
+/// mayu gracefully (with the audit flush) instead of killing it.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = self.int.recv() => tracing::info!("interrupt: stopping"),
+        }
+    }
 }
 
 /// `mayu --headless`: the services alone, logging to stdout and the log file.
 pub async fn headless(config: Config) -> anyhow::Result<()> {
     let _log = mayu::logging::init(&config.logs, true).context("opening the log folder")?;
+    let signals = StopSignals::install()?;
     let (engine, cancel, services) = start(config).await?;
     // Bus events are what the console would show; headless, they go to the log.
     let mut rx = engine.bus().subscribe();
@@ -117,7 +131,7 @@ pub async fn headless(config: Config) -> anyhow::Result<()> {
         }
     });
     tracing::info!("running headless; Ctrl-C or SIGTERM stops");
-    shutdown_signal().await?;
+    signals.wait().await;
     stop(engine, cancel, services).await;
     let _ = echo_task.await;
     tracing::info!("stopped");
