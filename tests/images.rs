@@ -504,6 +504,19 @@ async fn templates_and_the_asset_route_follow_the_chosen_version() {
         "{}",
         render(&b.id)
     );
+    // A profile's own pin wins over the newest; a machine's pin wins over the profile's.
+    let mut pinned = config.clone();
+    pinned.profiles[0].image_version = Some("4081.2.0".into());
+    let (a_now, b_now) = (engine.get(&a.id).unwrap(), engine.get(&b.id).unwrap());
+    assert_eq!(
+        mayu::images::asset_dir(&pinned, &pinned.profiles[0], &a_now.overrides),
+        "flatcar/4081.2.0"
+    );
+    pinned.profiles[0].image_version = Some("4152.0.0".into());
+    assert_eq!(
+        mayu::images::asset_dir(&pinned, &pinned.profiles[0], &b_now.overrides),
+        "flatcar/4081.2.0"
+    );
     assert!(
         render(&c.id).contains(&format!("{base}/discovery/flatcar_production_pxe.vmlinuz")),
         "{}",

@@ -467,6 +467,7 @@ pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, Fe
         },
     }
     .map_err(FetchError::Key)?;
+    verify::gpgv_available().await.map_err(FetchError::Key)?;
     let image_dir = images_root.join(req.vendor.name());
     std::fs::create_dir_all(&image_dir).map_err(io_err(&image_dir))?;
     for gone in sweep_leftovers(&image_dir) {

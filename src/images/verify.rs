@@ -146,6 +146,19 @@ pub fn dearmor(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Fails early, before anything is downloaded, when gpgv cannot run.
+pub async fn gpgv_available() -> Result<(), VerifyError> {
+    tokio::process::Command::new("gpgv")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .map(|_| ())
+        .map_err(VerifyError::NoGpgv)
+}
+
 /// Checks `sig` (a detached signature) over `data`; returns the signer's primary fingerprint.
 /// `scratch` is a private folder for gpgv's keyring and home (left as it was).
 pub async fn verify_detached(
