@@ -747,3 +747,29 @@ fn a_pin_must_be_a_version_name() {
         Some("4081.2.0")
     );
 }
+
+#[tokio::test]
+async fn a_binary_key_file_works_as_well_as_an_armored_one() {
+    if !tools() {
+        return;
+    }
+    let s = Setup::new();
+    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
+    set_current(&s.server, "4081.2.0");
+    let binary = s.dir.path().join("vendor.gpg");
+    let out = std::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(s.gpg.home.path())
+        .args(["--batch", "--export", &s.gpg.fingerprint])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty());
+    std::fs::write(&binary, out.stdout).unwrap();
+    let Outcome::Fetched { record, .. } = fetch(&s.images(), &request(&s.server, &binary, None))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a fetch");
+    };
+    assert_eq!(record.verified_by, s.gpg.fingerprint);
+}
