@@ -1,5 +1,6 @@
 //! The boot port (machine-facing): the iPXE chain, per-machine scripts and configs rendered
-//! from memory, kernel/initrd assets, facts and boot-complete. No operator routes live here.
+//! from memory, kernel/initrd assets, the boot programs for UEFI HTTP boot, facts and
+//! boot-complete. No operator routes live here.
 
 mod assets;
 mod error;
