@@ -235,6 +235,57 @@ pub struct HttpConfig {
     /// where API bearer tokens are kept (name → hashed secret).
     #[serde(default)]
     pub tokens: Option<PathBuf>,
+    /// most boot-port connections open at once (more wait in the kernel's backlog); default:
+    /// half of what the open-file limit leaves after a reserve for the API and files.
+    #[serde(default)]
+    pub max_boot_connections: Option<std::num::NonZeroUsize>,
+    /// most API-port connections open at once; default: a quarter of that reserve (128).
+    #[serde(default)]
+    pub max_api_connections: Option<std::num::NonZeroUsize>,
+    /// time for a client to send a request's headers or TLS handshake, and the longest an idle
+    /// keep-alive connection stays open.
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub header_timeout: Duration,
+    /// time for a request body to arrive once the server starts reading it.
+    #[serde(
+        default = "default_body_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub body_timeout: Duration,
+    /// a connection that moves no byte for this long is asked to close, and dropped after as
+    /// long again (clients that stopped reading, stalled bodies).
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub idle_timeout: Duration,
+}
+
+fn default_header_timeout() -> Duration {
+    crate::listen::HEADER_TIMEOUT
+}
+
+fn default_body_timeout() -> Duration {
+    crate::listen::BODY_TIMEOUT
+}
+
+fn default_idle_timeout() -> Duration {
+    crate::listen::IDLE_TIMEOUT
+}
+
+/// A duration such as `30s` or `2m`; zero is refused (it would close every connection).
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    match parse_duration(&s) {
+        Ok(d) if d.is_zero() => Err(serde::de::Error::custom(format!(
+            "`{s}` is too short; use at least 1s"
+        ))),
+        Ok(d) => Ok(d),
+        Err(e) => Err(serde::de::Error::custom(e)),
+    }
 }
 
 fn yes() -> bool {
@@ -352,6 +403,11 @@ fn default_http() -> HttpConfig {
         api: default_api_addr(),
         tls: None,
         tokens: None,
+        max_boot_connections: None,
+        max_api_connections: None,
+        header_timeout: default_header_timeout(),
+        body_timeout: default_body_timeout(),
+        idle_timeout: default_idle_timeout(),
     }
 }
 fn d_inventory() -> PathBuf {

@@ -15,6 +15,7 @@ pub mod images;
 pub mod import;
 pub mod inventory;
 pub mod lease;
+pub mod listen;
 pub mod logging;
 pub mod machine;
 pub mod metrics;

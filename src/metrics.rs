@@ -68,6 +68,8 @@ pub struct Metrics {
     inner: Arc<Mutex<Counters>>,
     /// the sequence number of the last bus event counted, so tests can wait for the feed.
     seen: Arc<watch::Sender<u64>>,
+    /// connection and event-stream counters, kept by the listeners themselves.
+    pub http: crate::listen::HttpStats,
 }
 
 impl Default for Metrics {
@@ -101,6 +103,7 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Mutex::new(Counters::default())),
             seen: Arc::new(tx),
+            http: crate::listen::HttpStats::default(),
         }
     }
 
@@ -270,6 +273,8 @@ impl Metrics {
             "Bus events the metrics feed missed because it fell behind.",
         );
         let _ = writeln!(out, "mayu_events_missed_total {}", c.events_missed);
+
+        self.http.render(&mut out);
 
         head(
             &mut out,

@@ -78,6 +78,16 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     }
     let mut tasks = Vec::new();
 
+    // The connection caps are shares of the open-file limit; the usual soft limit (1024) is far
+    // below what the hard limit allows, so take all of it first.
+    match crate::listen::raise_fd_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file limit");
+        }
+        Ok((_, limit)) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+
     let boot_listener = listen(config.http.boot).await?;
     let boot_addr = boot_listener
         .local_addr()
@@ -99,20 +109,22 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     );
     let c = cancel.clone();
     let e = engine.clone();
+    let how = crate::listen::Serve {
+        port: crate::listen::Port::Boot,
+        limits: crate::listen::Limits::boot(&config.http),
+        stats: metrics.http.clone(),
+        tls: None,
+    };
+    let max_boot = how.limits.max_connections;
     tasks.push(tokio::spawn(async move {
         e.set_service("boot-http", "running", 0, &boot_addr.to_string());
-        let served = axum::serve(
-            boot_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(c.cancelled_owned())
-        .await;
+        let served = crate::listen::serve(boot_listener, app, how, c).await;
         match served {
             Ok(()) => e.set_service("boot-http", "stopped", 0, ""),
             Err(err) => e.set_service("boot-http", "failed", 0, &err.to_string()),
         }
     }));
-    tracing::info!(%boot_addr, "boot HTTP listening");
+    tracing::info!(%boot_addr, max_connections = max_boot, "boot HTTP listening");
 
     let (t, b, c, e) = (
         templates.clone(),

@@ -1,20 +1,38 @@
 //! The event stream: bus events as Server-Sent Events, numbered by their sequence so a client
 //! resumes with `Last-Event-ID` (or `?after=N`) and loses nothing the bus still keeps.
+//!
+//! Each subscriber has a bounded queue filled by its own task straight off the bus, whether or
+//! not the client reads. A client that lets [`CLIENT_BUFFER`] events pile up has fallen behind:
+//! its stream ends and its connection closes after it (a client that still reads sees a clean
+//! end and resumes with `Last-Event-ID`); if the connection has not ended within [`DROP_GRACE`]
+//! the client is not reading and the connection is dropped, so it holds no memory for long.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Extension;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use super::auth::ReadAccess;
 use super::{ApiError, ApiQuery, ApiState};
 use crate::events::Event;
+use crate::listen::{ConnectionHandle, HttpStats, SubscriberGuard};
+
+/// Events a subscriber may have waiting before it counts as fallen behind. Less than the bus's
+/// replay buffer, so a dropped client that reconnects at once resumes without a gap.
+pub const CLIENT_BUFFER: usize = 1024;
+/// How long a subscriber that fell behind has to take the end of its stream before its
+/// connection is dropped.
+pub const DROP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +71,7 @@ fn to_sse(ev: &Event) -> SseEvent {
 pub async fn stream(
     _: ReadAccess,
     State(st): State<ApiState>,
+    conn: Option<Extension<ConnectionHandle>>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -83,17 +102,85 @@ pub async fn stream(
         ),
         _ => None,
     };
-    let replay = stream::iter(
-        gap.into_iter()
-            .chain(past.iter().map(|e| to_sse(e)))
-            .collect::<Vec<_>>(),
-    );
-    let live = BroadcastStream::new(rx)
-        .scan((), |_, r| futures_util::future::ready(r.ok()))
-        .map(|e| to_sse(&e));
+    // The replay is serialised as it is sent, not all at once per client.
+    let replay = stream::iter(gap).chain(stream::iter(past).map(|e| to_sse(&e)));
+    let (tx, queue) = mpsc::channel(CLIENT_BUFFER);
+    let behind = CancellationToken::new();
+    let stats = st.metrics.http.clone();
+    tokio::spawn(forward(Forward {
+        bus: rx,
+        tx,
+        behind: behind.clone(),
+        conn: conn.map(|Extension(c)| c),
+        shutdown: st.shutdown.clone(),
+        _subscriber: stats.sse_subscriber(),
+        stats,
+    }));
+    let live = ReceiverStream::new(queue).map(|e| to_sse(&e));
     let s = replay
         .chain(live)
         .map(Ok)
+        .take_until(behind.cancelled_owned())
         .take_until(st.shutdown.clone().cancelled_owned());
     Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+}
+
+/// One subscriber's feed from the bus into its queue.
+struct Forward {
+    bus: broadcast::Receiver<Arc<Event>>,
+    tx: mpsc::Sender<Arc<Event>>,
+    /// cancelled when the subscriber fell behind: ends its stream.
+    behind: CancellationToken,
+    /// the subscriber's connection (absent when the router runs without a listener).
+    conn: Option<ConnectionHandle>,
+    shutdown: CancellationToken,
+    stats: HttpStats,
+    /// counts the subscriber until this task ends.
+    _subscriber: SubscriberGuard,
+}
+
+async fn forward(mut f: Forward) {
+    loop {
+        let ev = tokio::select! {
+            // The response (and its queue) is gone: the client left.
+            _ = f.tx.closed() => return,
+            _ = f.shutdown.cancelled() => return,
+            r = f.bus.recv() => match r {
+                Ok(ev) => ev,
+                // This task reads the bus at once, so lag means the runtime starved it; the
+                // client's stream has a hole either way.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        match f.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => break,
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+    // Fell behind: stop holding bus events for it and end its stream.
+    let Forward {
+        bus,
+        tx,
+        behind,
+        conn,
+        stats,
+        ..
+    } = f;
+    drop(bus);
+    behind.cancel();
+    stats.sse_dropped();
+    tracing::debug!("event-stream client fell behind; ending its stream");
+    if let Some(conn) = conn {
+        // A client that reads takes the end, and the connection closes after it; one that does
+        // not read cannot be told anything, and what was queued for it would wait in the
+        // server's buffers, so its connection goes.
+        conn.finish();
+        tokio::select! {
+            _ = conn.ended() => {}
+            _ = tokio::time::sleep(DROP_GRACE) => conn.close(),
+        }
+    }
+    drop(tx);
 }

@@ -1,5 +1,6 @@
 //! Starting the API port in one call: tokens (creating the first admin token), the listener
-//! from `http.api`, TLS when `http.tls` is set, and the service state the console shows.
+//! from `http.api` with its connection limits and timeouts, TLS when `http.tls` is set, and the
+//! service state the console shows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::tls::{self, TlsError};
-use super::{router, serve, ApiState, Renderer};
+use super::{router, ApiState, Renderer};
+use crate::listen::{self, Limits, Port, Serve};
 use crate::metrics::Metrics;
 use crate::tokens::{CreatedToken, TokenError, Tokens};
 use crate::Engine;
@@ -69,26 +71,30 @@ pub async fn launch(
     let addr = listener
         .local_addr()
         .map_err(|source| LaunchError::Listen { addr: bind, source })?;
+    let how = Serve {
+        port: Port::Api,
+        limits: Limits::api(&config.http),
+        stats: metrics.http.clone(),
+        tls: tls_config,
+    };
     let mut state =
         ApiState::new(engine.clone(), tokens.clone(), metrics).with_shutdown(cancel.clone());
     if let Some(r) = renderer {
         state = state.with_renderer(r);
     }
     let app = router(state);
-    let is_tls = tls_config.is_some();
+    let is_tls = how.tls.is_some();
+    let max_connections = how.limits.max_connections;
     let scheme = if is_tls { "https" } else { "http" };
     engine.set_service("api", "running", 0, &format!("{scheme}://{addr}"));
     let task = tokio::spawn(async move {
-        let served = match tls_config {
-            Some(t) => tls::serve(listener, app, t, cancel).await,
-            None => serve(listener, app, cancel).await,
-        };
+        let served = listen::serve(listener, app, how, cancel).await;
         match served {
             Ok(()) => engine.set_service("api", "stopped", 0, ""),
             Err(e) => engine.set_service("api", "failed", 0, &e.to_string()),
         }
     });
-    tracing::info!(%addr, scheme, "API listening");
+    tracing::info!(%addr, scheme, max_connections, "API listening");
     if let Some(c) = &created {
         tracing::warn!(
             file = %c.secret_file.display(),

@@ -271,13 +271,19 @@ pub fn router(state: ApiState) -> Router {
     metrics::instrument(router, &metrics, "api")
 }
 
-/// Serves `router` on `listener` until `cancel` fires, then finishes open requests and returns.
+/// Serves `router` on `listener` with the API port's default connection limits and timeouts
+/// (see [`crate::listen`]) until `cancel` fires, then finishes open requests and returns.
+/// [`launch`] serves with the configured limits instead.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    let how = crate::listen::Serve {
+        port: crate::listen::Port::Api,
+        limits: crate::listen::Limits::default(),
+        stats: crate::listen::HttpStats::default(),
+        tls: None,
+    };
+    crate::listen::serve(listener, router, how, cancel).await
 }

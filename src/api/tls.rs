@@ -1,25 +1,18 @@
 //! Optional TLS for the API port (rustls with the ring provider): loading the certificate and
-//! key named in `http.tls`, and serving the router over TLS with graceful shutdown.
+//! key named in `http.tls`, and serving the router over TLS (the accept loop, its limits and
+//! graceful shutdown are [`crate::listen`]'s, shared with the plain listeners).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-
-/// A client gets this long to finish its handshake, so a silent one cannot hold a task.
-const HANDSHAKE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -82,53 +75,21 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// Serves `router` over TLS on `listener` until `cancel` fires, then lets open requests finish.
-/// Each handshake runs on its own task, so a slow client never delays the next accept.
+/// Serves `router` over TLS on `listener` with the API port's default connection limits and
+/// timeouts (see [`crate::listen`]) until `cancel` fires, then lets open requests finish. Each
+/// handshake runs on its own task under the header timeout, so a slow or silent client never
+/// delays the next accept.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Arc<ServerConfig>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the connections we
-                    // have, and try again shortly rather than spinning.
-                    tracing::warn!(error = %e, "api: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "api: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "api: TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "api: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    let how = crate::listen::Serve {
+        port: crate::listen::Port::Api,
+        limits: crate::listen::Limits::default(),
+        stats: crate::listen::HttpStats::default(),
+        tls: Some(tls),
+    };
+    crate::listen::serve(listener, router, how, cancel).await
 }
