@@ -480,6 +480,49 @@ async fn tftp_serves_undionly_and_reports_each_transfer() {
     };
     assert_eq!(file, "nothere.efi");
     assert_eq!(detail, "file not found");
+    assert!(
+        ev.summary()
+            .ends_with("nothere.efi to 10.77.0.2: file not found"),
+        "{}",
+        ev.summary()
+    );
+
+    // dnsmasq serves only world-readable files; the refusal carries its reason to the event.
+    let private = lab.path().join("tftp").join("private.efi");
+    std::fs::write(&private, b"not for TFTP").expect("private file");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let got = lab.path().join("got-private");
+    let (ok, out) = lab
+        .client(&[
+            "tftp",
+            "-m",
+            "binary",
+            "10.77.0.1",
+            "-c",
+            "get",
+            "private.efi",
+            got.to_str().expect("utf-8"),
+        ])
+        .await;
+    assert!(
+        out.contains("Permission denied"),
+        "tftp ({ok}) says:\n{out}"
+    );
+    let ev = r
+        .wait_for(
+            "TFTP refusal",
+            |k| matches!(k, EventKind::Tftp { ok: false, file, .. } if file == "private.efi"),
+        )
+        .await;
+    let EventKind::Tftp { detail, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(detail, "Permission denied");
+    assert!(
+        ev.summary().ends_with("private.efi: Permission denied"),
+        "{}",
+        ev.summary()
+    );
     r.stop().await;
 }
 
