@@ -167,16 +167,23 @@ async fn control_plane_installs_flatcar_and_the_installed_system_reports_in() {
     );
     assert_eq!(data_url(file(&installed, "/etc/hostname")), "cp1");
 
-    // The install disk follows discovery's facts, or an operator's override.
+    // The install disk follows discovery's facts, or an operator's override; a pinned release
+    // is installed from its own version folder.
     s.engine
         .edit(
             "cp1",
             "t",
             mayu::engine::Edit {
-                overrides: [(
-                    "install_disk".to_string(),
-                    Some(Value::String("/dev/nvme0n1".into())),
-                )]
+                overrides: [
+                    (
+                        "install_disk".to_string(),
+                        Some(Value::String("/dev/nvme0n1".into())),
+                    ),
+                    (
+                        "image_version".to_string(),
+                        Some(Value::String("4081.2.0".into())),
+                    ),
+                ]
                 .into(),
                 ..Default::default()
             },
@@ -185,7 +192,9 @@ async fn control_plane_installs_flatcar_and_the_installed_system_reports_in() {
     let (_, body) = call(&s, "GET", &format!("/ignition?id=cp1&token={}", m.token)).await;
     let live: Value = serde_json::from_str(&body).unwrap();
     assert!(
-        unit(&live, "mayu-install.service").contains("flatcar-install -d /dev/nvme0n1 "),
+        unit(&live, "mayu-install.service").contains(
+            "flatcar-install -d /dev/nvme0n1 -i /opt/mayu/installed.ign -b http://10.77.0.1:4081/assets/flatcar -V 4081.2.0\n"
+        ),
         "{body}"
     );
 }
