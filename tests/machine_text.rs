@@ -615,3 +615,45 @@ async fn ctl(f: &Fixture, args: &[&str]) -> String {
     // Raw bytes to text without repair: a stray byte must be seen, not replaced.
     String::from_utf8(o.stdout).expect("mayuctl writes UTF-8")
 }
+
+/// A Mayu cluster folder is held to the same rules: a host file with hostile text is skipped
+/// with the field named, its neighbours are imported, and huge leftover notes are cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_follow_the_same_rules() {
+    let f = start(false).await;
+    let dir = f.dir.path().join("mayu-cluster");
+    let host = |serial: &str, body: &Value| {
+        std::fs::create_dir_all(dir.join(serial)).unwrap();
+        std::fs::write(dir.join(serial).join("conf.json"), body.to_string()).unwrap();
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cluster.json"), "{}").unwrap();
+    host(
+        "H1",
+        &json!({"Serial": "H1", "MacAddresses": ["00:16:3e:00:00:21"], "ProviderId": "i-1\nsn-a1: retired"}),
+    );
+    host(
+        "H2",
+        &json!({"Serial": "H2", "MacAddresses": ["00:16:3e:00:00:22"], "IPMIAddr": "10.1.0.5\u{1b}[2J"}),
+    );
+    host(
+        "H3",
+        &json!({"Serial": "H3", "MacAddresses": ["00:16:3e:00:00:23"], "IPMIAddr": "10.1.0.6",
+                "Unknown": "u".repeat(10_000)}),
+    );
+    let report = mayu::import::import_dir(&f.engine, &dir).unwrap();
+    let imported: Vec<String> = report.imported.iter().map(|i| i.to_string()).collect();
+    assert_eq!(imported, ["h3"], "{:?}", report.skipped);
+    let reasons: Vec<&str> = report.skipped.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("`provider_id` "), "{reasons:?}");
+    assert!(reasons[1].starts_with("`ipmi_addr` "), "{reasons:?}");
+    let h3 = f.engine.find("h3").unwrap();
+    assert!(
+        h3.notes.len() <= mayu::text::MAX_NOTES,
+        "{}",
+        h3.notes.len()
+    );
+    assert!(h3.notes.ends_with('…'));
+    f.stop().await;
+}
