@@ -31,6 +31,8 @@ pub enum TextError {
     TooMany(usize, usize),
     #[error("is empty")]
     Empty,
+    #[error("is not a device name (letters, digits and `._-:!+@/`, no `..`)")]
+    NotDeviceName,
 }
 
 /// A field that failed its check, named as the API and the JSON files name it
@@ -177,15 +179,34 @@ pub fn check_facts(f: &crate::machine::Facts) -> Result<(), FieldError> {
         }
     }
     for (i, d) in f.disks.iter().enumerate() {
-        check_line(&d.name).map_err(FieldError::at(format!("facts.disks[{i}].name")))?;
+        check_device(&d.name).map_err(FieldError::at(format!("facts.disks[{i}].name")))?;
         if let Some(m) = &d.model {
             check_line(m).map_err(FieldError::at(format!("facts.disks[{i}].model")))?;
         }
     }
     for (i, n) in f.nics.iter().enumerate() {
-        check_line(&n.name).map_err(FieldError::at(format!("facts.nics[{i}].name")))?;
+        check_device(&n.name).map_err(FieldError::at(format!("facts.nics[{i}].name")))?;
     }
     Ok(())
+}
+
+/// A disk or NIC name as the kernel gives it (`sda`, `nvme0n1`, `cciss/c0d0`, `enp1s0`). Templates
+/// build device paths and command lines from it (`/dev/{{ machine.facts.disks.0.name }}` in
+/// the shipped control-plane install), so blanks, quotes, `$` and `..` are refused, not just
+/// control characters.
+pub fn check_device(s: &str) -> Result<(), TextError> {
+    check_line(s)?;
+    let ok = !s.is_empty()
+        && !s.starts_with(['/', '-'])
+        && !s.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '!' | '+' | '@' | '/')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(TextError::NotDeviceName)
+    }
 }
 
 /// A BMC address from an operator or a machine: an IP address (see [`parse_ip_addr`]),
@@ -308,6 +329,27 @@ mod tests {
         assert_eq!(parse_ip_addr("bmc.lab"), Err(TextError::NotIp));
         assert!(parse_ip_addr("10.0.0.5\n").is_err());
         assert!(parse_ip_addr("").is_err());
+    }
+
+    #[test]
+    fn device_names() {
+        for ok in ["sda", "nvme0n1", "cciss/c0d0", "enp1s0", "eth0.100", "md-0"] {
+            assert_eq!(check_device(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "sda -b http://x",
+            "sda\n",
+            "../etc",
+            "/dev/sda",
+            "a//b",
+            "-o",
+            "$(x)",
+            "sda;x",
+            "sdä",
+        ] {
+            assert!(check_device(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
