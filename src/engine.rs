@@ -540,7 +540,8 @@ impl Engine {
         let config = &self.inner.config;
         let mut from_disk = false;
         let m = self.mutate(key, actor, |_, m| {
-            from_disk = booted_from_disk(config, m);
+            // Only the machine's own report says what booted; an operator marking it proves nothing.
+            from_disk = actor == m.id.as_str() && booted_from_disk(config, m);
             m.state = State::Running;
             m.reinstall = false;
             if from_disk {

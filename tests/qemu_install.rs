@@ -290,6 +290,28 @@ async fn installed_machine_is_handed_sanboot_and_each_disk_boot_is_a_step() {
         assert_eq!(m.phases.current().map(|c| c.0), Some(Phase::BootComplete));
     }
 
+    // An operator marking it booted says nothing about what booted.
+    let before = s.engine.find("cp2").unwrap().phases.disk_boot;
+    s.engine.boot_complete("cp2", "alice").unwrap();
+    let ev = support::wait_for(
+        &mut rx,
+        10,
+        |e| matches!(&e.kind, EventKind::BootStep { phase, .. } if *phase != Phase::Ipxe),
+    )
+    .await;
+    assert!(
+        matches!(
+            &ev.kind,
+            EventKind::BootStep {
+                phase: Phase::BootComplete,
+                ..
+            }
+        ),
+        "{}",
+        ev.summary()
+    );
+    assert_eq!(s.engine.find("cp2").unwrap().phases.disk_boot, before);
+
     // A reinstall forgets the disk: the next boot installs again.
     s.engine.request_reinstall("cp2", "t").unwrap();
     assert!(!s.engine.find("cp2").unwrap().installed);
