@@ -16,7 +16,7 @@ use crate::events::{Bus, Event, EventKind};
 use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
 use crate::lease::{Lease, ServiceProblem, ServiceState};
 use crate::machine::{
-    new_token, valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack,
+    valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack,
     State,
 };
 
@@ -169,6 +169,8 @@ impl Index {
 }
 
 struct Inner {
+    /// derives each machine's token (never stored in its file).
+    key: crate::inventory::machine_key::MachineKey,
     leases: Mutex<Vec<Lease>>,
     services: Mutex<BTreeMap<String, ServiceState>>,
     config: Config,
@@ -199,7 +201,32 @@ impl Engine {
     }
 
     pub fn with_backend(config: Config, backend: Box<dyn Backend>) -> Result<Engine, EngineError> {
-        let (machines, problems) = backend.load()?;
+        let (mut machines, problems) = backend.load()?;
+        let key = match crate::inventory::machine_key::MachineKey::open(&config.inventory) {
+            Ok(k) => k,
+            // A read-only view of a folder we may not write: tokens shown are not real.
+            Err(e) if backend.read_only() => {
+                tracing::warn!(error = %e, "no machine key; rendered tokens are placeholders");
+                crate::inventory::machine_key::MachineKey::ephemeral()
+            }
+            Err(source) => {
+                return Err(InventoryError::Io {
+                    path: config.inventory.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        for m in &mut machines {
+            let derived = key.token(m.id.as_str());
+            // A token an older mayu stored in the file: keep accepting it (installed machines
+            // baked it in), as a hash; the file loses it at its next write.
+            if !m.token.is_empty() && m.token != derived && m.legacy_token_sha256.is_none() {
+                m.legacy_token_sha256 =
+                    Some(crate::inventory::machine_key::legacy_hash(&m.token));
+            }
+            m.token = derived;
+        }
         for p in &problems {
             tracing::warn!(file = %p.file.display(), error = %p.error, "machine file skipped");
         }
@@ -212,6 +239,7 @@ impl Engine {
         }
         Ok(Engine {
             inner: Arc::new(Inner {
+                key,
                 leases: Mutex::new(Vec::new()),
                 services: Mutex::new(BTreeMap::new()),
                 config,
@@ -330,7 +358,10 @@ impl Engine {
             .cloned();
         let created = existing.is_none();
         let before = existing.clone();
-        let mut m = existing.unwrap_or_else(|| Machine::new(derived.clone(), new_token(), now));
+        let mut m = existing.unwrap_or_else(|| {
+            let token = self.inner.key.token(derived.as_str());
+            Machine::new(derived.clone(), token, now)
+        });
         let mut what = Vec::new();
         if created {
             what.push("registered".to_string());
@@ -738,7 +769,8 @@ impl Engine {
     }
 
     /// Adds or replaces a whole machine record (imports).
-    pub fn import(&self, m: Machine, actor: &str, what: &str) -> Result<(), EngineError> {
+    pub fn import(&self, mut m: Machine, actor: &str, what: &str) -> Result<(), EngineError> {
+        m.token = self.inner.key.token(m.id.as_str());
         let mut idx = self.index();
         self.inner.backend.save(
             &m,

@@ -444,8 +444,14 @@ pub struct Machine {
     pub facts: Facts,
     #[serde(default)]
     pub notes: String,
-    /// secret the machine presents to fetch its configs and report boot-complete.
+    /// secret the machine presents to fetch its configs and report boot-complete; derived from
+    /// the inventory's key and the id (`inventory::machine_key`), never written to the file.
+    /// A token found in an old file is read here once and kept only as its hash.
+    #[serde(default, skip_serializing)]
     pub token: String,
+    /// SHA-256 of a token an older mayu stored in the file: still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_token_sha256: Option<String>,
 }
 
 impl Machine {
@@ -474,7 +480,23 @@ impl Machine {
             facts: Facts::default(),
             notes: String::new(),
             token,
+            legacy_token_sha256: None,
         }
+    }
+
+    /// Whether `presented` is this machine's token (or the token an older mayu gave it), in
+    /// time that does not depend on where they differ.
+    pub fn accepts_token(&self, presented: &str) -> bool {
+        let same = |a: &[u8], b: &[u8]| {
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        };
+        (!self.token.is_empty() && same(self.token.as_bytes(), presented.as_bytes()))
+            || self.legacy_token_sha256.as_deref().is_some_and(|h| {
+                same(
+                    h.as_bytes(),
+                    crate::inventory::machine_key::legacy_hash(presented).as_bytes(),
+                )
+            })
     }
 
     /// The record as the operator API shows it: the token never leaves the engine this way.

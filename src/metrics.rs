@@ -331,6 +331,31 @@ impl Metrics {
         }
         drop(c);
 
+        if let Some(audit) = engine.audit_health() {
+            let h = audit.borrow().clone();
+            head(
+                &mut out,
+                "mayu_audit_pending",
+                "gauge",
+                "Changes journalled but not yet committed to the git audit.",
+            );
+            let _ = writeln!(out, "mayu_audit_pending {}", h.pending);
+            head(
+                &mut out,
+                "mayu_audit_commit_failures_total",
+                "counter",
+                "Git audit commits that failed (each is retried; no change is dropped).",
+            );
+            let _ = writeln!(out, "mayu_audit_commit_failures_total {}", h.failures);
+            head(
+                &mut out,
+                "mayu_audit_committed_total",
+                "counter",
+                "Changes committed to the git audit since start.",
+            );
+            let _ = writeln!(out, "mayu_audit_committed_total {}", h.committed);
+        }
+
         let machines = engine.list();
         head(
             &mut out,

@@ -149,6 +149,13 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         engine.clone(),
         cancel.clone(),
     )));
+    if let Some(health) = engine.audit_health() {
+        tasks.push(tokio::spawn(crate::inventory::audit::report(
+            engine.clone(),
+            health,
+            cancel.clone(),
+        )));
+    }
 
     let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {
         templates: templates.clone(),

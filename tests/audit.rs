@@ -407,3 +407,59 @@ fn temp_files_of_a_crashed_write_are_swept_at_start() {
     drop(lab.engine());
     assert!(!inv.join(".sn-1.json.tmp.123.0").exists());
 }
+
+#[test]
+fn machine_tokens_never_reach_files_or_git_and_old_tokens_keep_working() {
+    let lab = Lab::new(&[]);
+    let inv = lab.path().join("inventory");
+    let (m, legacy_file) = {
+        let engine = lab.engine();
+        let m = register(&engine, 4);
+        engine.flush().unwrap();
+        let file = inv.join(format!("{}.json", m.id));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("token"), "{text}");
+        assert!(!text.contains(&m.token));
+        (m, file)
+    };
+    // Every blob in the history is free of the token; the key file is not tracked.
+    let repo = git2::Repository::open(&inv).unwrap();
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_head().unwrap();
+    for oid in walk {
+        let tree = repo.find_commit(oid.unwrap()).unwrap().tree().unwrap();
+        for e in tree.iter() {
+            assert_ne!(e.name(), Some(".machine-key"));
+            let blob = repo.find_blob(e.id()).unwrap();
+            assert!(!String::from_utf8_lossy(blob.content()).contains(&m.token));
+        }
+    }
+    // The same key gives the same token after a restart.
+    assert_eq!(lab.engine().find(m.id.as_str()).unwrap().token, m.token);
+
+    // A file from an older mayu still carries its token: that token keeps working.
+    let text = std::fs::read_to_string(&legacy_file).unwrap();
+    let old = text.replacen('{', "{\n  \"token\": \"0123legacy\",", 1);
+    std::fs::write(&legacy_file, old).unwrap();
+    let engine = lab.engine();
+    let again = engine.find(m.id.as_str()).unwrap();
+    assert!(again.accepts_token("0123legacy"));
+    assert!(again.accepts_token(&m.token));
+    assert!(!again.accepts_token("0123legacY"));
+    // Its next write drops the plain token from the file, keeping only its hash.
+    engine
+        .edit(
+            m.id.as_str(),
+            "ops",
+            Edit {
+                notes: Some("migrated".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let text = std::fs::read_to_string(&legacy_file).unwrap();
+    assert!(!text.contains("0123legacy"), "{text}");
+    assert!(text.contains("legacy_token_sha256"), "{text}");
+    drop(engine);
+    assert!(lab.engine().find(m.id.as_str()).unwrap().accepts_token("0123legacy"));
+}

@@ -177,13 +177,19 @@ async fn ready(State(st): State<ApiState>) -> Response {
     };
     let templates_ok = templates.get("ok").and_then(|v| v.as_bool()) != Some(false);
     let problems = st.engine.load_problems().len();
+    // An audit that cannot commit is not ready: changes still succeed (they wait in the
+    // journal), but an operator must know.
+    let audit = st.engine.audit_health().map(|h| h.borrow().clone());
+    let audit_ok = audit.as_ref().is_none_or(|h| h.status != "retrying");
+    let ready = templates_ok && audit_ok;
     let body = json!({
-        "ready": templates_ok,
+        "ready": ready,
         "machines": st.engine.len(),
         "inventory_files_skipped": problems,
         "templates": templates,
+        "audit": audit,
     });
-    let status = if templates_ok {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -29,6 +29,8 @@ const MAX_GROUP: usize = 4096;
 const SEQ_TRAILER: &str = "Mayu-Seq: ";
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How soon `.git/index` is written again when an operator's git held its lock.
+const INDEX_RETRY: Duration = Duration::from_millis(20);
 /// The journal's name inside `.git/` (never tracked, never in the working tree).
 const JOURNAL: &str = "mayu-journal";
 
@@ -37,7 +39,7 @@ pub enum AuditError {
     #[error("git: {0}")]
     Git(#[from] git2::Error),
     #[error(transparent)]
-    Damaged(#[from] IntegrityError),
+    Damaged(#[from] Box<IntegrityError>),
     #[error("audit journal {}: {source}", .path.display())]
     Journal {
         path: PathBuf,
@@ -84,6 +86,8 @@ pub struct AuditHealth {
 enum Job {
     Records(Vec<Record>),
     Flush(mpsc::Sender<Result<(), String>>),
+    /// the backend is closing: stop now (what is pending is safe in the journal).
+    Stop,
 }
 
 /// Mirrors the audit's health into the `audit` service until `cancel`: the console header,
@@ -138,12 +142,22 @@ struct Appender {
     next_seq: u64,
 }
 
-#[derive(Clone)]
 pub struct GitAudit {
     dir: PathBuf,
     tx: mpsc::Sender<Job>,
     appender: Arc<Mutex<Appender>>,
     health: watch::Receiver<AuditHealth>,
+    /// joined on drop, so the next writer of the folder never races this one's last commit.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for GitAudit {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Job::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// libgit2 fsyncs the objects, refs and index it writes only when told to, process-wide.
@@ -212,7 +226,7 @@ impl GitAudit {
         // whether that worked before `open` returns.
         let (ready_tx, ready_rx) = mpsc::channel();
         let (for_worker, author_for_worker) = (appender.clone(), author.to_string());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("git-audit".into())
             .spawn(move || {
                 match Worker::new(repo, &author_for_worker, for_worker, health_tx) {
@@ -232,6 +246,7 @@ impl GitAudit {
             tx,
             appender,
             health,
+            thread: Some(thread),
         })
     }
 
@@ -453,6 +468,8 @@ struct Worker {
     appender: Arc<Mutex<Appender>>,
     health: watch::Sender<AuditHealth>,
     committed_seq: u64,
+    /// `.git/index` lags HEAD (its lock was held when we tried).
+    disk_index_stale: bool,
 }
 
 impl Worker {
@@ -476,6 +493,7 @@ impl Worker {
             appender,
             health,
             committed_seq,
+            disk_index_stale: false,
         })
     }
 
@@ -488,7 +506,7 @@ impl Worker {
         let mut recovered = false;
         loop {
             // Take everything queued; wait only when there is nothing to do.
-            let job = if pending.is_empty() && waiters.is_empty() && recovered {
+            let job = if pending.is_empty() && waiters.is_empty() && recovered && !self.disk_index_stale {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
                 rx.recv_timeout(next_try.saturating_duration_since(Instant::now()))
@@ -496,6 +514,7 @@ impl Worker {
             match job {
                 Ok(Job::Records(mut r)) => pending.append(&mut r),
                 Ok(Job::Flush(w)) => waiters.push(w),
+                Ok(Job::Stop) => return,
                 Err(RecvTimeoutError::Timeout) => {}
                 // Everyone has gone (after their own bounded flush): what is pending is safe in
                 // the journal and is committed at the next start.
@@ -505,6 +524,7 @@ impl Worker {
                 match job {
                     Job::Records(mut r) => pending.append(&mut r),
                     Job::Flush(w) => waiters.push(w),
+                    Job::Stop => return,
                 }
             }
             if Instant::now() < next_try {
@@ -517,6 +537,12 @@ impl Worker {
                 if result.is_ok() {
                     pending.drain(..n);
                 }
+            }
+            if result.is_ok() && self.disk_index_stale && self.refresh_disk_index().is_err() {
+                // An operator's git holds .git/index for a moment: the commits are in, but
+                // `git status` would disagree; waiters are answered once it is written.
+                next_try = Instant::now() + INDEX_RETRY;
+                continue;
             }
             if result.is_ok() {
                 tag = "";
@@ -599,25 +625,24 @@ impl Worker {
                 }
             }
         }
-        let tree = self.repo.find_tree(self.index.write_tree_to(&self.repo)?)?;
         let (author, text) = message(records, tag, &self.author);
-        let sig = signature(&author)?;
-        let parent = match self.head {
-            Some(h) => Some(self.repo.find_commit(h)?),
-            None => None,
-        };
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let oid = match self
-            .repo
-            .commit(Some("HEAD"), &sig, &sig, &text, &tree, &parents)
-        {
+        let made = (|| {
+            let tree = self
+                .repo
+                .find_tree(self.index.write_tree_to(&self.repo)?)?;
+            let sig = signature(&author)?;
+            let parent = match self.head {
+                Some(h) => Some(self.repo.find_commit(h)?),
+                None => None,
+            };
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            self.repo
+                .commit(Some("HEAD"), &sig, &sig, &text, &tree, &parents)
+        })();
+        let oid = match made {
             Ok(oid) => oid,
             Err(e) => {
-                // Put the index back to HEAD's tree: the retry starts from what git holds.
-                match &parent {
-                    Some(p) => self.index.read_tree(&p.tree()?)?,
-                    None => self.index.clear()?,
-                }
+                let _ = self.resync();
                 return Err(e);
             }
         };
@@ -627,17 +652,34 @@ impl Worker {
         }
         self.health
             .send_modify(|h| h.committed += records.len() as u64);
-        self.refresh_disk_index(&tree);
+        // Best effort here; a failure is retried by the loop before anyone is told "done".
+        let _ = self.refresh_disk_index();
         Ok(())
     }
 
-    /// Keeps `.git/index` in step for operators who run `git status`; best effort, since an
-    /// operator's own git may hold its lock for a moment (the next commit tries again).
-    fn refresh_disk_index(&self, tree: &git2::Tree) {
-        let _ = self.repo.index().and_then(|mut i| {
-            i.read_tree(tree)?;
+    /// Keeps `.git/index` in step with HEAD for operators who run `git status`. An operator's
+    /// own git may hold its lock for a moment: then it is retried like a commit.
+    fn refresh_disk_index(&mut self) -> Result<(), git2::Error> {
+        let Some(head) = self.head else {
+            return Ok(());
+        };
+        let tree = self.repo.find_commit(head)?.tree()?;
+        let written = self.repo.index().and_then(|mut i| {
+            i.read_tree(&tree)?;
             i.write()
         });
+        self.disk_index_stale = written.is_err();
+        written
+    }
+
+    /// After a failed commit: start again from what git holds (someone else may have moved
+    /// HEAD, e.g. an operator's own commit).
+    fn resync(&mut self) -> Result<(), git2::Error> {
+        self.head = self.repo.head().ok().and_then(|h| h.target());
+        match self.head {
+            Some(h) => self.index.read_tree(&self.repo.find_commit(h)?.tree()?),
+            None => self.index.clear(),
+        }
     }
 
     /// Commits machine files that differ from HEAD: changes no record describes (made while

@@ -39,19 +39,21 @@ pub struct Checked {
 
 /// Checks the commit HEAD points to, its tree and everything in it. A repository without a
 /// HEAD commit (new, empty) passes.
-pub fn verify_head(repo: &Repository) -> Result<Checked, IntegrityError> {
+pub fn verify_head(repo: &Repository) -> Result<Checked, Box<IntegrityError>> {
     let Some(head) = repo.head().ok().and_then(|h| h.target()) else {
         return Ok(Checked::default());
     };
     let git = repo.path().to_path_buf();
     let dir = repo.workdir().unwrap_or(repo.path()).to_path_buf();
-    let damaged = |kind, oid, path: &str, why: String| IntegrityError::Damaged {
-        dir: dir.clone(),
-        git: git.trim_end_matches_slash(),
-        kind,
-        oid,
-        path: path.to_string(),
-        why,
+    let damaged = |kind, oid, path: &str, why: String| {
+        Box::new(IntegrityError::Damaged {
+            dir: dir.clone(),
+            git: git.trim_end_matches_slash(),
+            kind,
+            oid,
+            path: path.to_string(),
+            why,
+        })
     };
     let mut checked = Checked::default();
     let commit = read(repo, head, "commit")

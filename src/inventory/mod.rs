@@ -8,6 +8,7 @@ pub mod files;
 pub mod integrity;
 pub mod journal;
 pub mod lock;
+pub mod machine_key;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +72,10 @@ pub trait Backend: Send + Sync {
     /// The audit's state as it changes; `None` when there is no audit.
     fn audit_health(&self) -> Option<watch::Receiver<AuditHealth>> {
         None
+    }
+    /// Opened to read only: every write is refused.
+    fn read_only(&self) -> bool {
+        false
     }
 }
 
@@ -210,5 +215,9 @@ impl Backend for LocalBackend {
 
     fn audit_health(&self) -> Option<watch::Receiver<AuditHealth>> {
         self.audit.as_ref().map(|a| a.watch_health())
+    }
+
+    fn read_only(&self) -> bool {
+        self._lock.is_none()
     }
 }

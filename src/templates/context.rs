@@ -98,6 +98,8 @@ pub fn build(
     let hostname = m.hostname.clone().unwrap_or_else(|| m.id.to_string());
     let mut machine = serde_json::to_value(m).unwrap_or_default();
     if let Some(obj) = machine.as_object_mut() {
+        // The token is never serialised with the machine (files, git, API); templates get it.
+        obj.insert("token".into(), m.token.clone().into());
         obj.insert("hostname".into(), hostname.into());
         obj.insert(
             "mac".into(),

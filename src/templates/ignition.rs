@@ -213,9 +213,7 @@ impl Rules {
         let mut in_section = false;
         for line in text.lines() {
             let t = line.trim();
-            let ok = if continued {
-                true
-            } else if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            let ok = if continued || t.is_empty() || t.starts_with('#') || t.starts_with(';') {
                 true
             } else if t.starts_with('[') {
                 in_section = t.ends_with(']');
