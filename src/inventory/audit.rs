@@ -113,7 +113,16 @@ pub async fn report(
                 Some(n) => format!("{detail}; at start: {n}"),
                 None => detail,
             };
-            engine.set_service("audit", h.status, 0, &detail);
+            // A failing audit is a problem line in the console header, not only a status.
+            let problem = (h.status == "retrying").then(|| crate::lease::ServiceProblem {
+                code: "audit_failing".into(),
+                reason: format!(
+                    "git audit cannot commit ({})",
+                    h.last_error.as_deref().unwrap_or("unknown error")
+                ),
+                hint: "changes are safe in the journal; fix the repository (a held lock, a full disk) and they are committed".into(),
+            });
+            engine.set_service_problem("audit", h.status, 0, &detail, problem);
             shown = Some(key);
         }
         tokio::select! {
