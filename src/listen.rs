@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -57,6 +57,22 @@ const MAX_DEFAULT_BOOT: u64 = 16_384;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The connection-limit warning is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Connections the kernel holds for a listener that is not accepting (at its cap); std's
+/// default of 128 would make machines past that retry their SYNs for seconds.
+const BACKLOG: u32 = 1024;
+
+/// Binds a listener for [`serve`] with room in the accept backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std does: a restarted server can bind while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// Which listener a connection came in on (a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,15 +347,23 @@ pub struct ConnectionHandle {
     close: CancellationToken,
     finish: CancellationToken,
     ended: CancellationToken,
+    idle_timeout: Duration,
 }
 
 impl ConnectionHandle {
-    fn new() -> ConnectionHandle {
+    fn new(idle_timeout: Duration) -> ConnectionHandle {
         ConnectionHandle {
             close: CancellationToken::new(),
             finish: CancellationToken::new(),
             ended: CancellationToken::new(),
+            idle_timeout,
         }
+    }
+
+    /// A response that may go quiet (an event stream) must send something more often than
+    /// this, or its connection counts as stalled.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// Closes the connection now, whatever it is doing.
@@ -518,7 +542,7 @@ impl PerConnection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stats = self.stats.of(self.port);
-        let handle = ConnectionHandle::new();
+        let handle = ConnectionHandle::new(self.limits.idle_timeout);
         let _ended = EndedGuard(handle.ended.clone());
         let inner = self.service.clone();
         let (body_timeout, h) = (self.limits.body_timeout, handle.clone());

@@ -47,9 +47,7 @@ impl Services {
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServiceError::Listen { addr, source })
+    crate::listen::bind(addr).map_err(|source| ServiceError::Listen { addr, source })
 }
 
 /// Starts every service configured for `engine`.

@@ -30,6 +30,9 @@ use crate::listen::{ConnectionHandle, HttpStats, SubscriberGuard};
 /// Events a subscriber may have waiting before it counts as fallen behind. Less than the bus's
 /// replay buffer, so a dropped client that reconnects at once resumes without a gap.
 pub const CLIENT_BUFFER: usize = 1024;
+/// How often an idle stream sends a comment, so proxies and the server's own idle timeout see
+/// it alive (more often when the listener's idle timeout is shorter).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a subscriber that fell behind has to take the end of its stream before its
 /// connection is dropped.
 pub const DROP_GRACE: Duration = Duration::from_secs(5);
@@ -107,6 +110,9 @@ pub async fn stream(
     let (tx, queue) = mpsc::channel(CLIENT_BUFFER);
     let behind = CancellationToken::new();
     let stats = st.metrics.http.clone();
+    let keep_alive = conn.as_ref().map_or(KEEP_ALIVE, |Extension(c)| {
+        KEEP_ALIVE.min(c.idle_timeout() / 2)
+    });
     tokio::spawn(forward(Forward {
         bus: rx,
         tx,
@@ -122,7 +128,7 @@ pub async fn stream(
         .map(Ok)
         .take_until(behind.cancelled_owned())
         .take_until(st.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
 /// One subscriber's feed from the bus into its queue.

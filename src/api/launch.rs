@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -65,9 +64,8 @@ pub async fn launch(
         None => None,
     };
     let bind = config.http.api;
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| LaunchError::Listen { addr: bind, source })?;
+    let listener =
+        listen::bind(bind).map_err(|source| LaunchError::Listen { addr: bind, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| LaunchError::Listen { addr: bind, source })?;
