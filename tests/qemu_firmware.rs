@@ -23,10 +23,12 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1081,15 +1083,11 @@ async fn proxy_mode(lab: &Lab, mayu: &Path) {
     );
 }
 
+/// A scenario run inside a lab's server namespace.
+type Scenario = for<'a> fn(&'a Lab, &'a Path) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
 /// Sets up a lab, runs `scenario` on a thread inside its server namespace, cleans up.
-fn in_lab(
-    tag: &str,
-    with_dhcpd: bool,
-    scenario: for<'a> fn(
-        &'a Lab,
-        &'a Path,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>,
-) {
+fn in_lab(tag: &str, with_dhcpd: bool, scenario: Scenario) {
     if let Some(reason) = missing_prerequisite() {
         return not_runnable(&reason);
     }
