@@ -27,6 +27,7 @@ use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -241,12 +242,26 @@ impl Lab {
         let log = self.file(&format!("{name}.log"));
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", ns])
             .args(cmd)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
+            .stderr(err);
+        // A test process killed outright (SIGPIPE from a closed pipe, say) runs no Drop: its
+        // machines and mayu must not outlive it. The signal survives `ip netns exec`'s exec.
+        // SAFETY: prctl(2) only, which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         self.children
