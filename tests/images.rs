@@ -28,6 +28,7 @@ fn request(server: &Server, key: &Path, version: Option<&str>) -> FetchRequest {
         mirror: Some(server.url()),
         key: Some(key.to_path_buf()),
         progress: false,
+        disk_image: false,
     }
 }
 
@@ -772,4 +773,55 @@ async fn a_binary_key_file_works_as_well_as_an_armored_one() {
         panic!("expected a fetch");
     };
     assert_eq!(record.verified_by, s.gpg.fingerprint);
+}
+
+#[tokio::test]
+async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() {
+    if !tools() {
+        return;
+    }
+    let s = Setup::new();
+    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
+    set_current(&s.server, "4081.2.0");
+    let disk: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let name = mayu::images::fetch::FLATCAR_DISK_IMAGE;
+    s.server.set(
+        &format!("/amd64-usr/4081.2.0/{name}"),
+        Reply::Body(disk.clone()),
+    );
+    s.server.set(
+        &format!("/amd64-usr/4081.2.0/{name}.sig"),
+        Reply::Body(s.gpg.sign(&disk)),
+    );
+    let req = FetchRequest {
+        disk_image: true,
+        ..request(&s.server, &s.key, None)
+    };
+    mayu::images::fetch::fetch(&s.images(), &req).await.unwrap();
+    let dir = s.images().join("flatcar/4081.2.0");
+    // Where flatcar-install -b <assets>/flatcar looks: <version>/<image> and its signature.
+    assert_eq!(std::fs::read(dir.join(name)).unwrap(), disk);
+    assert!(dir.join(format!("{name}.sig")).is_file());
+
+    // A tampered disk image lands nothing, like any other file.
+    let s = Setup::new();
+    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
+    set_current(&s.server, "4081.2.0");
+    let mut bad = disk.clone();
+    bad[10] ^= 1;
+    s.server.set(&format!("/amd64-usr/4081.2.0/{name}"), Reply::Body(bad));
+    s.server.set(
+        &format!("/amd64-usr/4081.2.0/{name}.sig"),
+        Reply::Body(s.gpg.sign(&disk)),
+    );
+    let req = FetchRequest {
+        disk_image: true,
+        ..request(&s.server, &s.key, None)
+    };
+    let err = mayu::images::fetch::fetch(&s.images(), &req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(name), "{err}");
+    s.assert_nothing_landed("4081.2.0");
 }

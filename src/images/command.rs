@@ -42,6 +42,7 @@ pub struct FetchArgs {
     pub version: Option<String>,
     pub mirror: Option<String>,
     pub key: Option<PathBuf>,
+    pub disk_image: bool,
 }
 
 pub fn fetch(config_path: &Path, args: FetchArgs) -> i32 {
@@ -59,6 +60,10 @@ pub fn fetch(config_path: &Path, args: FetchArgs) -> i32 {
             return 1;
         }
     };
+    if args.disk_image && !matches!(vendor, Vendor::Flatcar) {
+        eprintln!("--disk-image is for flatcar (flatcar-install); fedora-coreos installs with coreos-installer from its own image");
+        return 2;
+    }
     let req = FetchRequest {
         vendor,
         channel: args.channel.unwrap_or_else(|| "stable".into()),
@@ -66,6 +71,7 @@ pub fn fetch(config_path: &Path, args: FetchArgs) -> i32 {
         mirror: args.mirror,
         key: args.key,
         progress: fetch::stderr_is_terminal(),
+        disk_image: args.disk_image,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -97,7 +97,13 @@ pub struct FetchRequest {
     pub key: Option<PathBuf>,
     /// show progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Flatcar: also the disk image `flatcar-install` writes (`flatcar_production_image.bin.bz2`,
+    /// about 450 MB), for profiles that install to disk from mayu (`flatcar-install -b`).
+    pub disk_image: bool,
 }
+
+/// The Flatcar disk image `flatcar-install -b <base>` downloads from `<base>/<version>/`.
+pub const FLATCAR_DISK_IMAGE: &str = "flatcar_production_image.bin.bz2";
 
 #[derive(Debug)]
 pub enum Outcome {
@@ -363,11 +369,13 @@ async fn plan_flatcar(client: &reqwest::Client, req: &FetchRequest) -> Result<Pl
     }
     // The version's own folder, so a `current` that moves mid-download cannot mix releases.
     let folder = format!("{base}/amd64-usr/{version}");
+    let disk = req.disk_image.then_some((FLATCAR_DISK_IMAGE, "disk image"));
     let artifacts = [
         ("flatcar_production_pxe.vmlinuz", "kernel"),
         ("flatcar_production_pxe_image.cpio.gz", "initrd"),
     ]
     .into_iter()
+    .chain(disk)
     .map(|(name, role)| Artifact {
         name: name.into(),
         role,

@@ -69,6 +69,9 @@ enum ImagesCommand {
         /// trust this OpenPGP key file instead of the vendor key shipped with mayu
         #[arg(long)]
         key: Option<PathBuf>,
+        /// flatcar: also the disk image flatcar-install writes (install-to-disk profiles)
+        #[arg(long)]
+        disk_image: bool,
     },
     /// image versions with sizes, verification state and the profiles and machines using them
     List,
@@ -151,6 +154,7 @@ fn images(config: &std::path::Path, command: ImagesCommand) -> ExitCode {
             version,
             mirror,
             key,
+            disk_image,
         } => cmd::fetch(
             config,
             cmd::FetchArgs {
@@ -159,6 +163,7 @@ fn images(config: &std::path::Path, command: ImagesCommand) -> ExitCode {
                 version,
                 mirror,
                 key,
+                disk_image,
             },
         ),
         ImagesCommand::List => cmd::list(config),
