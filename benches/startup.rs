@@ -31,7 +31,11 @@ fn write_fixture(dir: &Path, n: u32) {
         m.profile = Some(if i % 2 == 0 { "worker" } else { "discovery" }.into());
         m.state = State::Running;
         m.hostname = Some(format!("node-{i}"));
-        std::fs::write(files::machine_path(&inv, &m.id), files::encode(&m).expect("encode")).expect("write");
+        std::fs::write(
+            files::machine_path(&inv, &m.id),
+            files::encode(&m).expect("encode"),
+        )
+        .expect("write");
     }
     std::fs::create_dir_all(dir.join("images/x")).expect("images");
     std::fs::create_dir_all(dir.join("templates")).expect("templates");

@@ -16,8 +16,7 @@ use crate::events::{Bus, Event, EventKind};
 use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
 use crate::lease::{Lease, ServiceProblem, ServiceState};
 use crate::machine::{
-    valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack,
-    State,
+    valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +146,11 @@ impl Index {
     }
 
     /// The unreadable file a registration would overwrite, if any.
-    fn unreadable_for(&self, id: &MachineId, mac: Option<&Mac>) -> Option<(MachineId, std::path::PathBuf)> {
+    fn unreadable_for(
+        &self,
+        id: &MachineId,
+        mac: Option<&Mac>,
+    ) -> Option<(MachineId, std::path::PathBuf)> {
         let id = mac
             .and_then(|m| self.unreadable_macs.get(m))
             .filter(|_| !self.machines.contains_key(id))
@@ -222,8 +225,7 @@ impl Engine {
             // A token an older mayu stored in the file: keep accepting it (installed machines
             // baked it in), as a hash; the file loses it at its next write.
             if !m.token.is_empty() && m.token != derived && m.legacy_token_sha256.is_none() {
-                m.legacy_token_sha256 =
-                    Some(crate::inventory::machine_key::legacy_hash(&m.token));
+                m.legacy_token_sha256 = Some(crate::inventory::machine_key::legacy_hash(&m.token));
             }
             m.token = derived;
         }
@@ -882,7 +884,9 @@ impl Engine {
     }
 
     /// The git audit's state as it changes; `None` without an audit.
-    pub fn audit_health(&self) -> Option<tokio::sync::watch::Receiver<crate::inventory::AuditHealth>> {
+    pub fn audit_health(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::inventory::AuditHealth>> {
         self.inner.backend.audit_health()
     }
 }

@@ -110,7 +110,10 @@ fn stale_locks_from_a_crash_are_cleared_and_commits_go_on() {
     let health = engine.audit_health().unwrap().borrow().clone();
     assert_eq!(health.status, "ok");
     assert!(
-        health.notes.iter().any(|n| n.contains("removed stale git lock")),
+        health
+            .notes
+            .iter()
+            .any(|n| n.contains("removed stale git lock")),
         "{health:?}"
     );
 }
@@ -206,7 +209,14 @@ fn an_operators_git_status_never_costs_a_change() {
     assert_eq!(head_files(&inv), disk_files(&inv));
     // The operator's view agrees: nothing uncommitted.
     let out = Command::new("git")
-        .args(["-c", "safe.directory=*", "status", "--porcelain", "--", "*.json"])
+        .args([
+            "-c",
+            "safe.directory=*",
+            "status",
+            "--porcelain",
+            "--",
+            "*.json",
+        ])
         .current_dir(&inv)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", &inv)
@@ -243,7 +253,11 @@ fn a_truncated_object_is_a_clear_error_at_start_not_a_hang() {
     let config = lab.config();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(mayu::Engine::open(config).map(|_| ()).map_err(|e| e.to_string()));
+        let _ = tx.send(
+            mayu::Engine::open(config)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
     });
     let err = rx
         .recv_timeout(Duration::from_secs(60))
@@ -295,7 +309,9 @@ fn journalled_records_git_never_took_are_committed_at_the_next_start() {
         );
     }
     assert!(
-        lines.iter().any(|l| l.starts_with(&format!("{}: ", kept.id)) && l.contains("hostname")),
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{}: ", kept.id)) && l.contains("hostname")),
         "{lines:?}"
     );
     // The operator's edit keeps its author.
@@ -316,7 +332,11 @@ fn a_file_changed_outside_the_audit_is_committed_as_recovered() {
     };
     let file = inv.join(format!("{}.json", m.id));
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replace("\"notes\": \"\"", "\"notes\": \"by hand\"")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("\"notes\": \"\"", "\"notes\": \"by hand\""),
+    )
+    .unwrap();
     let engine = lab.engine();
     engine.flush().unwrap();
     let lines = audit_lines(&inv);
@@ -330,7 +350,10 @@ fn a_file_changed_outside_the_audit_is_committed_as_recovered() {
 #[test]
 fn an_unreadable_file_keeps_its_quota_seat_and_its_identity() {
     // worker takes 2; one of its machines has a file mayu cannot parse.
-    let lab = Lab::new(&[("quantity: 3", "quantity: 0"), ("quantity: 10", "quantity: 2")]);
+    let lab = Lab::new(&[
+        ("quantity: 3", "quantity: 0"),
+        ("quantity: 10", "quantity: 2"),
+    ]);
     let inv = lab.path().join("inventory");
     let (a, b) = {
         let engine = lab.engine();
@@ -461,5 +484,9 @@ fn machine_tokens_never_reach_files_or_git_and_old_tokens_keep_working() {
     assert!(!text.contains("0123legacy"), "{text}");
     assert!(text.contains("legacy_token_sha256"), "{text}");
     drop(engine);
-    assert!(lab.engine().find(m.id.as_str()).unwrap().accepts_token("0123legacy"));
+    assert!(lab
+        .engine()
+        .find(m.id.as_str())
+        .unwrap()
+        .accepts_token("0123legacy"));
 }

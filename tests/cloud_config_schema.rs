@@ -11,7 +11,8 @@ use std::process::Command;
 use mayu::templates::{set::fixture, Kind, Templates};
 use support::Lab;
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDk5mR1mCBSt6Y6nZmnf0Y0h6m1p+3cFh0m3n2XbkS6Q ops@rack";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDk5mR1mCBSt6Y6nZmnf0Y0h6m1p+3cFh0m3n2XbkS6Q ops@rack";
 
 fn cloud_init_present() -> bool {
     let found = Command::new("cloud-init")
@@ -101,8 +102,11 @@ fn shipped_ignition_passes_ignitions_rules_and_a_relative_path_is_refused() {
     let snippet = lab.path().join("templates/snippets/ignition-common.yaml");
     let text = std::fs::read_to_string(&snippet).unwrap();
     assert!(text.contains("- path: /etc/hostname"), "{text}");
-    std::fs::write(&snippet, text.replacen("- path: /etc/hostname", "- path: etc/hostname", 1))
-        .unwrap();
+    std::fs::write(
+        &snippet,
+        text.replacen("- path: /etc/hostname", "- path: etc/hostname", 1),
+    )
+    .unwrap();
     let err = render(&lab, "worker", Kind::Ignition).unwrap_err();
     assert!(err.contains("path not absolute"), "{err}");
     assert!(err.contains("storage.files[0].path"), "{err}");

@@ -129,10 +129,16 @@ fn paths_are_absolute_and_normalised_at_load() {
     let text = text
         .replace("tftproot: tftproot", "tftproot: ../lab/./tftproot")
         .replace("inventory: inventory ", "inventory: ./../lab/inventory ")
-        .replace("images: images", &format!("images: {}/images", env!("CARGO_MANIFEST_DIR")))
+        .replace(
+            "images: images",
+            &format!("images: {}/images", env!("CARGO_MANIFEST_DIR")),
+        )
         .replace(
             "templates: templates",
-            &format!("templates: {}/templates/../templates", env!("CARGO_MANIFEST_DIR")),
+            &format!(
+                "templates: {}/templates/../templates",
+                env!("CARGO_MANIFEST_DIR")
+            ),
         )
         .replace(
             "  # tls: { cert: api.crt, key: api.key }",
@@ -145,13 +151,23 @@ fn paths_are_absolute_and_normalised_at_load() {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     assert_eq!(c.tftproot, root.join("lab/tftproot"));
     assert_eq!(c.inventory, root.join("lab/inventory"));
-    assert_eq!(c.templates, Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    assert_eq!(
+        c.templates,
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
+    );
     assert_eq!(c.logs, root.join("scripts/logs"));
     assert_eq!(c.tokens_file, root.join("scripts/tokens.json"));
     let tls = c.http.tls.as_ref().unwrap();
     assert_eq!(tls.cert, root.join("tls/api.crt"));
     assert_eq!(tls.key, root.join("scripts/api.key"));
-    for p in [&c.tftproot, &c.inventory, &c.templates, &c.images, &c.logs, &c.runtime] {
+    for p in [
+        &c.tftproot,
+        &c.inventory,
+        &c.templates,
+        &c.images,
+        &c.logs,
+        &c.runtime,
+    ] {
         assert!(p.is_absolute(), "{} is not absolute", p.display());
         assert!(
             !p.components().any(|c| matches!(

@@ -809,7 +809,8 @@ async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() 
     set_current(&s.server, "4081.2.0");
     let mut bad = disk.clone();
     bad[10] ^= 1;
-    s.server.set(&format!("/amd64-usr/4081.2.0/{name}"), Reply::Body(bad));
+    s.server
+        .set(&format!("/amd64-usr/4081.2.0/{name}"), Reply::Body(bad));
     s.server.set(
         &format!("/amd64-usr/4081.2.0/{name}.sig"),
         Reply::Body(s.gpg.sign(&disk)),

@@ -45,7 +45,11 @@ fn add_backports(fixture: &str) -> (tempfile::TempDir, PathBuf, String) {
     let added = dir
         .path()
         .join("etc/apt/sources.list.d/bookworm-backports.sources");
-    (dir, added, String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        dir,
+        added,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn field<'a>(text: &'a str, name: &str) -> &'a str {
@@ -111,11 +115,17 @@ fn mirror_detection_on_every_layout() {
             "bookworm",
             Some("http://deb.debian.org/debian\t/usr/share/keyrings/debian-archive-keyring.gpg"),
         ),
-        ("classic", "bookworm", Some("http://ftp.de.debian.org/debian/\t")),
+        (
+            "classic",
+            "bookworm",
+            Some("http://ftp.de.debian.org/debian/\t"),
+        ),
         (
             "both",
             "bookworm",
-            Some("http://mirror.example.org/debian/\t/usr/share/keyrings/debian-archive-keyring.gpg"),
+            Some(
+                "http://mirror.example.org/debian/\t/usr/share/keyrings/debian-archive-keyring.gpg",
+            ),
         ),
         // An inline key block is not a keyring file: no Signed-By path.
         (

@@ -65,7 +65,11 @@ impl From<crate::engine::EngineError> for BootError {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                BootError::new(status, "unavailable", "the inventory cannot be written right now")
+                BootError::new(
+                    status,
+                    "unavailable",
+                    "the inventory cannot be written right now",
+                )
             }
             other => BootError::internal(other.to_string()),
         }

@@ -104,9 +104,9 @@ pub async fn report(
         let key = (h.status, h.last_error.clone(), h.notes.len());
         if shown.as_ref() != Some(&key) {
             let detail = match (&h.last_error, h.status) {
-                (Some(e), "retrying") => format!(
-                    "commits failing, changes wait in the journal (none lost): {e}"
-                ),
+                (Some(e), "retrying") => {
+                    format!("commits failing, changes wait in the journal (none lost): {e}")
+                }
                 _ => "every change is committed or being committed".to_string(),
             };
             let detail = match h.notes.last() {
@@ -219,7 +219,10 @@ impl GitAudit {
             .unwrap_or(0)
             .max(committed)
             + 1;
-        let replay: Vec<Record> = journalled.into_iter().filter(|r| r.seq > committed).collect();
+        let replay: Vec<Record> = journalled
+            .into_iter()
+            .filter(|r| r.seq > committed)
+            .collect();
         let journal = Journal::open(&journal_path).map_err(jerr)?;
         let (health_tx, health) = watch::channel(AuditHealth {
             status: "starting",
@@ -237,8 +240,8 @@ impl GitAudit {
         let (for_worker, author_for_worker) = (appender.clone(), author.to_string());
         let thread = std::thread::Builder::new()
             .name("git-audit".into())
-            .spawn(move || {
-                match Worker::new(repo, &author_for_worker, for_worker, health_tx) {
+            .spawn(
+                move || match Worker::new(repo, &author_for_worker, for_worker, health_tx) {
                     Ok(worker) => {
                         let _ = ready_tx.send(Ok(()));
                         worker.run(rx, replay);
@@ -246,8 +249,8 @@ impl GitAudit {
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                }
-            })
+                },
+            )
             .map_err(|e| git2::Error::from_str(&e.to_string()))?;
         ready_rx.recv().map_err(|_| AuditError::Stopped)??;
         Ok(GitAudit {
@@ -515,7 +518,11 @@ impl Worker {
         let mut recovered = false;
         loop {
             // Take everything queued; wait only when there is nothing to do.
-            let job = if pending.is_empty() && waiters.is_empty() && recovered && !self.disk_index_stale {
+            let job = if pending.is_empty()
+                && waiters.is_empty()
+                && recovered
+                && !self.disk_index_stale
+            {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
                 rx.recv_timeout(next_try.saturating_duration_since(Instant::now()))
@@ -636,9 +643,7 @@ impl Worker {
         }
         let (author, text) = message(records, tag, &self.author);
         let made = (|| {
-            let tree = self
-                .repo
-                .find_tree(self.index.write_tree_to(&self.repo)?)?;
+            let tree = self.repo.find_tree(self.index.write_tree_to(&self.repo)?)?;
             let sig = signature(&author)?;
             let parent = match self.head {
                 Some(h) => Some(self.repo.find_commit(h)?),

@@ -115,8 +115,7 @@ impl LoadProblem {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).cloned();
         LoadProblem {
-            held_id: field("id")
-                .and_then(|v| v.as_str().and_then(|s| s.parse::<MachineId>().ok())),
+            held_id: field("id").and_then(|v| v.as_str().and_then(|s| s.parse::<MachineId>().ok())),
             macs: field("macs")
                 .and_then(|v| v.as_array().cloned())
                 .unwrap_or_default()
@@ -209,7 +208,9 @@ pub fn load_dir(dir: &Path) -> io::Result<(Vec<Machine>, Vec<LoadProblem>)> {
             .into_iter()
             .map(|h| {
                 h.join().map_err(|_| {
-                    io::Error::other("a machine file loader thread panicked; refusing a partial inventory")
+                    io::Error::other(
+                        "a machine file loader thread panicked; refusing a partial inventory",
+                    )
                 })
             })
             .collect::<io::Result<Vec<_>>>()

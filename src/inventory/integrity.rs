@@ -56,8 +56,7 @@ pub fn verify_head(repo: &Repository) -> Result<Checked, Box<IntegrityError>> {
         })
     };
     let mut checked = Checked::default();
-    let commit = read(repo, head, "commit")
-        .map_err(|why| damaged("commit", head, "HEAD", why))?;
+    let commit = read(repo, head, "commit").map_err(|why| damaged("commit", head, "HEAD", why))?;
     checked.objects += 1;
     let tree = std::str::from_utf8(&commit)
         .ok()
@@ -130,10 +129,7 @@ fn read(repo: &Repository, oid: Oid, kind: &str) -> Result<Vec<u8>, String> {
     }
     let body = &raw[nul + 1..];
     if size.parse::<usize>().ok() != Some(body.len()) {
-        return Err(format!(
-            "is truncated ({} of {size} bytes)",
-            body.len()
-        ));
+        return Err(format!("is truncated ({} of {size} bytes)", body.len()));
     }
     let digest = Sha1::digest(&raw);
     if digest.as_slice() != oid.as_bytes() {
@@ -226,7 +222,9 @@ mod tests {
         std::fs::write(dir.path().join("m1.json"), "{\"id\":\"m1\"}\n").expect("write");
         let mut index = repo.index().expect("index");
         index.add_path(Path::new("m1.json")).expect("add");
-        let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("tree");
         let sig = git2::Signature::now("t", "t@t").expect("sig");
         let head = repo
             .commit(Some("HEAD"), &sig, &sig, "first", &tree, &[])

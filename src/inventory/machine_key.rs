@@ -29,9 +29,9 @@ impl MachineKey {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let bytes = hex::decode(text.trim()).map_err(io::Error::other)?;
-                let key: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| io::Error::other(format!("{} is not a 32-byte key", path.display())))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                    io::Error::other(format!("{} is not a 32-byte key", path.display()))
+                })?;
                 Ok(MachineKey(key))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

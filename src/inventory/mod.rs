@@ -100,7 +100,10 @@ impl LocalBackend {
         files::restrict(dir).map_err(io)?;
         let swept = files::sweep_temp(dir);
         if swept > 0 {
-            tracing::warn!(count = swept, "removed temp files left by an interrupted write");
+            tracing::warn!(
+                count = swept,
+                "removed temp files left by an interrupted write"
+            );
         }
         let audit = if git {
             Some(audit::GitAudit::open(dir, author)?)

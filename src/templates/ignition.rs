@@ -79,7 +79,10 @@ pub fn validate(config: &Value) -> Vec<Violation> {
             }
         }
         for (j, part) in items(&disk["partitions"]) {
-            if part["label"].as_str().is_some_and(|l| l.chars().count() > 36) {
+            if part["label"]
+                .as_str()
+                .is_some_and(|l| l.chars().count() > 36)
+            {
                 v.push(
                     &format!("storage.disks[{i}].partitions[{j}].label"),
                     "partition labels may not exceed 36 characters",
@@ -101,7 +104,10 @@ pub fn validate(config: &Value) -> Vec<Violation> {
     for (i, unit) in items(&config["systemd"]["units"]) {
         let at = format!("systemd.units[{i}].name");
         let name = unit["name"].as_str().unwrap_or_default();
-        if !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s) && name.len() > s.len()) {
+        if !UNIT_SUFFIXES
+            .iter()
+            .any(|s| name.ends_with(s) && name.len() > s.len())
+        {
             v.push(&at, "invalid systemd unit extension");
         }
         if !units.insert(name.to_string()) {
@@ -112,7 +118,10 @@ pub fn validate(config: &Value) -> Vec<Violation> {
         }
         for (j, dropin) in items(&unit["dropins"]) {
             let at = format!("systemd.units[{i}].dropins[{j}]");
-            if !dropin["name"].as_str().is_some_and(|n| n.ends_with(".conf")) {
+            if !dropin["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(".conf"))
+            {
                 v.push(&format!("{at}.name"), "invalid systemd drop-in extension");
             }
             if let Some(text) = dropin["contents"].as_str() {
@@ -134,7 +143,10 @@ pub fn validate(config: &Value) -> Vec<Violation> {
     for (i, r) in items(&config["ignition"]["config"]["merge"]) {
         v.resource(&format!("ignition.config.merge[{i}]"), r);
     }
-    v.resource("ignition.config.replace", &config["ignition"]["config"]["replace"]);
+    v.resource(
+        "ignition.config.replace",
+        &config["ignition"]["config"]["replace"],
+    );
     v.0
 }
 
@@ -222,7 +234,10 @@ impl Rules {
                 in_section && t.contains('=')
             };
             if !ok {
-                self.push(at, "invalid unit content: a line is neither a section nor key=value");
+                self.push(
+                    at,
+                    "invalid unit content: a line is neither a section nor key=value",
+                );
                 return;
             }
             continued = t.ends_with('\\');
@@ -294,7 +309,10 @@ mod tests {
             ]
         );
         let dup = json!({"storage": {"files": [{"path": "/a"}], "links": [{"path": "/a", "target": "/b"}]}});
-        assert_eq!(messages(dup), vec!["storage.links[0].path: found duplicate entry"]);
+        assert_eq!(
+            messages(dup),
+            vec!["storage.links[0].path: found duplicate entry"]
+        );
     }
 
     #[test]
