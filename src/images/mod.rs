@@ -395,18 +395,15 @@ pub fn check_profiles(config: &Config) -> (Vec<ConfigError>, Vec<String>) {
                     why.join("; ")
                 ))
             }
-            None if image.versions.is_empty()
-                && !image.is_local()
-                && warned.insert(p.image.clone()) =>
-            {
-                warnings.push(format!(
-                    "warning: image `{}` ({}) is empty; machines of profile `{}` cannot boot until `mayu images fetch {}` (or the lab's build script) fills it",
-                    p.image,
-                    image.dir.display(),
-                    p.name,
-                    p.image
-                ));
-            }
+            // An empty image folder provisions nothing: `mayu check` must not say ok. (The
+            // console still starts, with this as a warning, so the other profiles serve.)
+            None if image.versions.is_empty() && !image.is_local() => err(format!(
+                "profile `{}`: image `{}` is empty ({}); its machines cannot boot until it is filled: {}",
+                p.name,
+                p.image,
+                image.dir.display(),
+                fill_hint(&p.image)
+            )),
             None => {}
         }
         for v in &image.versions {
@@ -421,6 +418,18 @@ pub fn check_profiles(config: &Config) -> (Vec<ConfigError>, Vec<String>) {
         }
     }
     (errors, warnings)
+}
+
+/// How an empty image folder gets filled.
+fn fill_hint(image: &str) -> String {
+    match image {
+        "flatcar" | "fedora-coreos" => format!("run `mayu images fetch {image}`"),
+        "discovery" => "run scripts/build-discovery.sh".into(),
+        "test" => "run scripts/build-test-image.sh".into(),
+        _ => format!(
+            "put its kernel and initrd in images/{image}/, or fetch a vendor image (`mayu images fetch`)"
+        ),
+    }
 }
 
 /// What the operator should hear at start: profiles whose image cannot boot, and machines pinned

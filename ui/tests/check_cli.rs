@@ -33,14 +33,22 @@ fn lab(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
     std::fs::write(dir.path().join("config.yaml"), edit(text)).unwrap();
     fill_tftproot(dir.path(), 0o644);
+    // Stand-in local images, so the profiles have something to boot.
+    for (image, kernel) in [
+        ("flatcar", "flatcar_production_pxe.vmlinuz"),
+        ("discovery", "vmlinuz"),
+    ] {
+        std::fs::write(dir.path().join("images").join(image).join(kernel), "kernel").unwrap();
+    }
     dir
 }
 
 #[test]
-fn check_accepts_the_shipped_config() {
+fn check_accepts_the_shipped_config_once_its_images_are_there() {
+    let dir = lab(|t| t);
     let out = mayu()
         .args(["check", "--config"])
-        .arg(repo().join("config.yaml"))
+        .arg(dir.path().join("config.yaml"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -53,6 +61,41 @@ fn check_accepts_the_shipped_config() {
         stdout.contains("profile    control-plane    quantity 3"),
         "{stdout}"
     );
+}
+
+#[test]
+fn check_refuses_the_shipped_config_while_its_images_are_empty() {
+    // A fresh clone provisions nothing until the images are fetched or built: check says so,
+    // at each profile's `image:` line, with what to run.
+    let dir = lab(|t| t);
+    for image in ["flatcar", "discovery"] {
+        for e in std::fs::read_dir(dir.path().join("images").join(image)).unwrap() {
+            let e = e.unwrap();
+            if !e.file_name().to_string_lossy().ends_with(".md") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+    let cfg = dir.path().join("config.yaml");
+    let out = mayu().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let image_lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("image: flatcar"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(image_lines.len(), 2, "{text}");
+    for line in image_lines {
+        assert!(
+            stderr.contains(&format!("config.yaml:{line}:")),
+            "line {line}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("run `mayu images fetch flatcar`"), "{stderr}");
+    assert!(stderr.contains("run scripts/build-discovery.sh"), "{stderr}");
 }
 
 #[test]

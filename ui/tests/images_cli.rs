@@ -276,18 +276,22 @@ fn check_refuses_an_unverified_version() {
 }
 
 #[test]
-fn check_only_warns_about_an_empty_image_folder() {
+fn check_refuses_an_empty_image_folder_at_the_image_key() {
     let lab = Lab::new(CONFIG);
     let out = lab.mayu(&["check"]);
     let (stdout, stderr) = text(&out);
-    // Other findings (dnsmasq, tftproot) depend on the machine; images must not be among errors.
-    assert!(!stderr.contains("image `flatcar`"), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("image `flatcar` is empty"), "{stderr}");
+    assert!(stderr.contains("run `mayu images fetch flatcar`"), "{stderr}");
     let config = mayu::Config::load(&lab.config()).unwrap();
-    let (errors, warnings) = mayu::images::check_profiles(&config);
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("image `flatcar`") && warnings[0].contains("is empty"),
-        "{warnings:?}"
-    );
+    let (errors, _) = mayu::images::check_profiles(&config);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    // Located at the profile's `image:` key.
+    let text = std::fs::read_to_string(lab.config()).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("image: flatcar"))
+        .unwrap() as u64
+        + 1;
+    assert_eq!(errors[0].line, line, "{errors:?}");
 }
