@@ -239,7 +239,8 @@ pub struct HttpConfig {
     /// half of what the open-file limit leaves after a reserve for the API and files.
     #[serde(default)]
     pub max_boot_connections: Option<std::num::NonZeroUsize>,
-    /// most API-port connections open at once; default: a quarter of that reserve (128).
+    /// most API-port connections open at once; default: a quarter of that reserve (128 under
+    /// a limit of 1,024, at most 1,024).
     #[serde(default)]
     pub max_api_connections: Option<std::num::NonZeroUsize>,
     /// time for a client to send a request's headers or TLS handshake, and the longest an idle

@@ -47,9 +47,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Hyper's per-connection read and write buffer ceiling: headers larger than this are refused,
 /// and a client that stops reading holds at most this much of queued response.
 const MAX_BUF: usize = 64 * 1024;
-/// Descriptors kept back from the boot port's share for the API port, files being served,
-/// templates, git, logs and the dnsmasq child.
-const RESERVE: u64 = 512;
+/// Most descriptors kept back from the boot port's share (at most half the limit) for the API
+/// port, files being served, templates, git, logs and the dnsmasq child.
+const RESERVE: u64 = 4096;
 /// Upper end of the default boot cap: a machine needs one or two connections at a time, and
 /// the cap also bounds the memory held by open connections.
 const MAX_DEFAULT_BOOT: u64 = 16_384;
@@ -769,7 +769,9 @@ mod tests {
         // A tiny limit still serves something.
         assert_eq!(default_caps(64), (16, 8));
         // A huge one is capped.
-        assert_eq!(default_caps(1 << 20).0, 16_384);
+        assert_eq!(default_caps(1 << 20), (16_384, 1024));
+        // The API's share grows with the limit: event-stream clients hold a connection each.
+        assert_eq!(default_caps(20_000), (7952, 1024));
     }
 
     #[test]

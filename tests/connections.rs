@@ -419,3 +419,37 @@ async fn event_stream_clients_that_stop_reading_are_dropped_and_resume() {
     run.wait_metric(subscribers, |n| n == 0).await;
     run.stop().await;
 }
+
+#[test]
+fn limits_are_configurable_and_zero_is_refused() {
+    let path = support::repo().join("config.yaml");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    let c = mayu::Config::parse(&path, &shipped).unwrap();
+    assert_eq!(c.http.header_timeout, Duration::from_secs(30));
+    assert_eq!(c.http.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.http.max_boot_connections, None);
+
+    let with = |keys: &str| {
+        let text = shipped.replacen(
+            "  api: 127.0.0.1:4080",
+            &format!("  api: 127.0.0.1:4080\n  {keys}\n "),
+            1,
+        );
+        assert_ne!(text, shipped);
+        mayu::Config::parse(&path, &text)
+    };
+    let c = with("max_boot_connections: 50\n  idle_timeout: 2m").unwrap();
+    assert_eq!(mayu::listen::Limits::boot(&c.http).max_connections, 50);
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(120));
+
+    for (keys, reason) in [
+        ("header_timeout: 0s", "too short"),
+        ("body_timeout: soon", "not a duration"),
+        ("max_boot_connections: 0", "nonzero"),
+    ] {
+        let err = with(keys).unwrap_err().to_string();
+        assert!(err.contains(reason), "{keys}: {err}");
+        assert!(err.contains("config.yaml:"), "{keys}: {err}");
+    }
+}
