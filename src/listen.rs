@@ -230,7 +230,20 @@ pub struct SubscriberGuard(HttpStats);
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0 .0.sse_subscribers.fetch_sub(1, Ordering::Relaxed);
+        if self.0 .0.sse_subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            give_back_memory();
+        }
+    }
+}
+
+/// When the last event-stream subscriber has gone, hand the memory their buffers used back to
+/// the system: glibc keeps freed pages in its arenas otherwise, and RSS would stay at the peak
+/// that slow clients caused (seen: 65 MiB kept after 300 clients left, 20 MiB after a trim).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
