@@ -77,7 +77,11 @@ fn check_refuses_the_shipped_config_while_its_images_are_empty() {
         }
     }
     let cfg = dir.path().join("config.yaml");
-    let out = mayu().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let out = mayu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -94,8 +98,14 @@ fn check_refuses_the_shipped_config_while_its_images_are_empty() {
             "line {line}: {stderr}"
         );
     }
-    assert!(stderr.contains("run `mayu images fetch flatcar`"), "{stderr}");
-    assert!(stderr.contains("run scripts/build-discovery.sh"), "{stderr}");
+    assert!(
+        stderr.contains("run `mayu images fetch flatcar`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run scripts/build-discovery.sh"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -282,7 +282,10 @@ fn check_refuses_an_empty_image_folder_at_the_image_key() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("image `flatcar` is empty"), "{stderr}");
-    assert!(stderr.contains("run `mayu images fetch flatcar`"), "{stderr}");
+    assert!(
+        stderr.contains("run `mayu images fetch flatcar`"),
+        "{stderr}"
+    );
     let config = mayu::Config::load(&lab.config()).unwrap();
     let (errors, _) = mayu::images::check_profiles(&config);
     assert_eq!(errors.len(), 1, "{errors:?}");
