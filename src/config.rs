@@ -98,17 +98,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration; use e.g. 90s, 5m, 1h or 2d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let per_unit: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => {
             return Err(format!(
                 "`{s}` has unknown unit `{unit}`; allowed: s, m, h, d"
             ))
         }
     };
+    // Found by fuzzing (fuzz/corpus/config/stall-after-overflow.yaml): `999999999999999999m`
+    // overflowed u64 seconds, a panic in debug builds and a wrapped, wrong duration in release.
+    let secs = n
+        .checked_mul(per_unit)
+        .ok_or_else(|| format!("`{s}` is too long a duration"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -783,5 +788,19 @@ fn build(file: &Path, base: &Path, raw: RawConfig, errors: &mut Vec<ConfigError>
         profiles,
         templates_env: raw.templates_env,
         operator: raw.operator,
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn an_overflowing_duration_is_an_error_not_a_panic() {
+        // regression: fuzz target `config` (scripts/fuzz-smoke.sh)
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("999999999999999999m").is_err_and(|e| e.contains("too long")));
+        assert!(parse_duration(&format!("{}d", u64::MAX / 86_400 + 1)).is_err());
     }
 }
