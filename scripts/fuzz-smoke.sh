@@ -5,6 +5,7 @@
 #
 #   FUZZ_SECONDS=60 scripts/fuzz-smoke.sh            # longer runs
 #   FUZZ_TARGETS="config leases" scripts/fuzz-smoke.sh
+#   MAYU_FUZZ_TARGET_DIR=DIR                         # build folder (default /var/tmp/mayu-fuzz-target)
 #
 # New inputs go to a temporary corpus, so a run never changes the committed seeds.
 set -euo pipefail
@@ -14,7 +15,10 @@ seconds="${FUZZ_SECONDS:-15}"
 targets="${FUZZ_TARGETS:-config dnsmasq_log leases machine_id template_context}"
 # Overflow checks on (-a): an arithmetic overflow is a crash here, as it is in a debug build.
 # 16 codegen units: a much faster build of the mayu crate on 2 cores, for a little speed.
-flags=(-a --codegen-units 16 --fuzz-dir fuzz)
+# The nightly, instrumented build shares nothing with the stable one and takes long from nothing
+# on 2 cores: its target folder lives outside the clone, so CI on the same machine reuses it.
+target_dir="${MAYU_FUZZ_TARGET_DIR:-/var/tmp/mayu-fuzz-target}"
+flags=(-a --codegen-units 16 --fuzz-dir fuzz --target-dir "$target_dir")
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
