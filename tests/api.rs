@@ -832,7 +832,44 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
+    promtool_accepts(&text);
     f.stop().await;
+}
+
+/// The exposition passes Prometheus's own linter (`promtool check metrics`, Debian package
+/// `prometheus`); required in CI.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool is required in CI: {e}"
+            );
+            eprintln!("promtool not installed ({e}); skipping its check");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
