@@ -94,6 +94,8 @@ pub struct Snapshot {
 struct Index {
     machines: BTreeMap<MachineId, Machine>,
     by_mac: HashMap<Mac, MachineId>,
+    /// the address each machine last registered from.
+    by_ip: HashMap<Ipv4Addr, MachineId>,
     /// machines per profile, kept in step with `machines` by `put`/`take`; seats of unreadable
     /// files are counted too.
     counts: HashMap<String, u32>,
@@ -108,6 +110,9 @@ impl Index {
         for mac in &m.macs {
             self.by_mac.insert(*mac, m.id.clone());
         }
+        if let Some(ip) = m.ip {
+            self.by_ip.insert(ip, m.id.clone());
+        }
         if let Some(p) = &m.profile {
             *self.counts.entry(p.clone()).or_default() += 1;
         }
@@ -119,6 +124,11 @@ impl Index {
         for mac in &old.macs {
             if self.by_mac.get(mac) == Some(id) {
                 self.by_mac.remove(mac);
+            }
+        }
+        if let Some(ip) = old.ip {
+            if self.by_ip.get(&ip) == Some(id) {
+                self.by_ip.remove(&ip);
             }
         }
         if let Some(p) = &old.profile {
@@ -292,6 +302,20 @@ impl Engine {
         idx.by_mac
             .get(mac)
             .and_then(|id| idx.machines.get(id))
+            .cloned()
+    }
+
+    /// The machine behind a client address: the one holding its DHCP lease, else the one that
+    /// last registered from it. Index lookups only; nothing is cloned but the id.
+    pub fn machine_at(&self, ip: Ipv4Addr) -> Option<MachineId> {
+        let by_lease = {
+            let leases = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases.iter().find(|l| l.ip == ip).map(|l| l.mac)
+        };
+        let idx = self.index();
+        by_lease
+            .and_then(|mac| idx.by_mac.get(&mac))
+            .or_else(|| idx.by_ip.get(&ip))
             .cloned()
     }
 

@@ -331,8 +331,10 @@ impl Lab {
         }
         let script = script.to_string_lossy().into_owned();
         let mut argv = vec![
-            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "6", "-T", "1", "-s",
-            &script,
+            // Real firmware waits 4, 8, 16 s between tries; with two TCG machines booting on
+            // the same two cores dnsmasq (which pings an address before offering it) can
+            // answer late, so wait as patiently as firmware does.
+            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "8", "-T", "4", "-s", &script,
         ];
         argv.extend_from_slice(extra);
         self.client(&argv).await
@@ -806,7 +808,11 @@ async fn bios_pxe_client(lab: &Lab, api: &Api, proxy: bool) {
         .await
     } else {
         let (ok, out) = lab.udhcpc(&pxe).await;
-        assert!(ok, "udhcpc as BIOS PXE firmware got no lease:\n{out}");
+        assert!(
+            ok,
+            "udhcpc as BIOS PXE firmware got no lease:\n{out}\nmayu's events:\n{}",
+            api.summaries()
+        );
         let file = lease_field(&out, "boot_file").or_else(|| lease_field(&out, "bootfile"));
         assert_eq!(file, Some("undionly.kpxe"), "udhcpc says:\n{out}");
         assert_eq!(lease_field(&out, "siaddr"), Some(ADDR), "{out}");
@@ -856,7 +862,11 @@ async fn http_boot_client(lab: &Lab, api: &Api) -> String {
             "bootfile",
         ])
         .await;
-    assert!(ok, "udhcpc as a UEFI HTTP boot client got no lease:\n{out}");
+    assert!(
+        ok,
+        "udhcpc as a UEFI HTTP boot client got no lease:\n{out}\nmayu's events:\n{}",
+        api.summaries()
+    );
     let url = lease_field(&out, "bootfile")
         .or_else(|| lease_field(&out, "boot_file"))
         .unwrap_or_else(|| panic!("no boot file in the offer:\n{out}"))
@@ -918,16 +928,17 @@ async fn registered(lab: &Lab, api: &Api, vm: &Vm) {
         &format!("{} ({id}) to register", vm.name),
         MACHINE_TIMEOUT,
         async || {
-            if let Some(status) = lab.exited(vm.name) {
-                return Some(Err(format!("qemu {} exited ({status})", vm.name)));
+            // The event first: a machine that registered, ran discovery and powered off while
+            // the test watched another one has done what this waits for.
+            let added = api.events().into_iter().find(|e| {
+                str_of(e, "type") == "machine_added"
+                    && e.pointer("/machine/id").and_then(Value::as_str) == Some(id.as_str())
+            });
+            if let Some(e) = added {
+                return Some(Ok(e));
             }
-            api.events()
-                .into_iter()
-                .find(|e| {
-                    str_of(e, "type") == "machine_added"
-                        && e.pointer("/machine/id").and_then(Value::as_str) == Some(id.as_str())
-                })
-                .map(Ok)
+            lab.exited(vm.name)
+                .map(|status| Err(format!("qemu {} exited ({status})", vm.name)))
         },
     )
     .await

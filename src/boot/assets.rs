@@ -87,18 +87,7 @@ fn who(engine: &Engine, id: Option<String>, ip: Option<IpAddr>) -> Option<Machin
     let IpAddr::V4(v4) = ip? else {
         return None;
     };
-    engine
-        .leases()
-        .into_iter()
-        .find(|l| l.ip == v4)
-        .and_then(|l| l.machine)
-        .or_else(|| {
-            engine
-                .list()
-                .into_iter()
-                .find(|m| m.ip == Some(v4))
-                .map(|m| m.id)
-        })
+    engine.machine_at(v4)
 }
 
 /// `GET /assets/{image}/{file}`: a local image (files directly in its folder).
