@@ -111,7 +111,7 @@ pub async fn list(
     _: ReadAccess,
     State(st): State<ApiState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let state = q
         .state
         .as_deref()
@@ -121,22 +121,16 @@ pub async fn list(
         })
         .transpose()?;
     let needle = q.q.as_deref().map(str::to_lowercase);
-    let out = st
-        .engine
-        .list()
-        .iter()
-        .filter(|m| state.is_none_or(|s| m.state == s))
-        .filter(|m| {
-            q.profile.as_deref().is_none_or(|p| match p {
+    let body = st.engine.list_json(|m| {
+        state.is_none_or(|s| m.state == s)
+            && q.profile.as_deref().is_none_or(|p| match p {
                 // `-` selects machines without a profile.
                 "-" => m.profile.is_none(),
                 p => m.profile.as_deref() == Some(p),
             })
-        })
-        .filter(|m| needle.as_deref().is_none_or(|n| matches_text(m, n)))
-        .map(machine_json)
-        .collect();
-    Ok(Json(out))
+            && needle.as_deref().is_none_or(|n| matches_text(m, n))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 pub async fn show(

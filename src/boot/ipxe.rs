@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{blocking, BootError, BootState};
+use super::{BootError, BootState};
 use crate::engine::Registration;
 use crate::machine::{Machine, Phase, State as MState};
 use crate::templates::context::boot_base;
@@ -71,16 +71,20 @@ pub async fn machine_script(
             _ => None,
         },
     };
-    let engine = s.engine.clone();
-    let m = blocking(move || engine.register(reg, Phase::Ipxe)).await??;
-    let (body, detail) = script_for(&s, &m).await?;
+    // Memory only, on this worker: a known machine that changed nothing costs no disk and no
+    // thread hop; a change is answered once it is durable.
+    let serving_profile = true;
+    let written = s.engine.begin_register(reg, Phase::Ipxe, serving_profile)?;
+    let rev = written.rev;
+    let m = written.durable().await?;
+    let (body, detail) = script_for(&s, &m, rev)?;
     s.engine
         .boot_step(Some(&m.id), Phase::Ipxe, detail, None, None);
     Ok(script(body))
 }
 
 /// Chooses and renders what this machine boots now.
-async fn script_for(s: &BootState, m: &Machine) -> Result<(String, String), BootError> {
+fn script_for(s: &BootState, m: &Machine, rev: u64) -> Result<(String, String), BootError> {
     let config = s.engine.config();
     let base = boot_base(config, s.boot_addr);
     let Some(profile) = m.profile.as_deref().and_then(|p| config.profile(p)) else {
@@ -102,10 +106,13 @@ async fn script_for(s: &BootState, m: &Machine) -> Result<(String, String), Boot
         );
         return Ok((body, "local disk".into()));
     }
+    // Installing was recorded with the registration (`serving_profile`).
     let body = s
         .templates
-        .render(s.boot_addr, m, Kind::Ipxe)
+        .render_cached(s.boot_addr, m, rev, Kind::Ipxe)
         .map_err(|e| super::refused(s, format!("iPXE script for {} not served: {e}", m.id)))?;
-    super::note_installing(s, m).await?;
-    Ok((body, format!("profile {} script served", profile.name)))
+    Ok((
+        body.to_string(),
+        format!("profile {} script served", profile.name),
+    ))
 }

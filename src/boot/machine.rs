@@ -92,9 +92,12 @@ pub async fn boot_complete(
     Query(q): Query<Auth>,
 ) -> Result<impl IntoResponse, BootError> {
     let m = authorise(&s, &q)?;
-    let engine = s.engine.clone();
     let actor = m.id.to_string();
-    let m = blocking(move || engine.boot_complete(m.id.as_str(), &actor)).await??;
+    let m = s
+        .engine
+        .begin_boot_complete(m.id.as_str(), &actor)?
+        .durable()
+        .await?;
     Ok(Json(serde_json::json!({ "id": m.id, "state": m.state })))
 }
 
@@ -105,9 +108,12 @@ pub async fn installed(
     Query(q): Query<Auth>,
 ) -> Result<impl IntoResponse, BootError> {
     let m = authorise(&s, &q)?;
-    let engine = s.engine.clone();
     let actor = m.id.to_string();
-    let m = blocking(move || engine.installed_to_disk(m.id.as_str(), &actor)).await??;
+    let m = s
+        .engine
+        .begin_installed_to_disk(m.id.as_str(), &actor)?
+        .durable()
+        .await?;
     Ok(Json(
         serde_json::json!({ "id": m.id, "state": m.state, "installed": m.installed }),
     ))

@@ -87,9 +87,7 @@ pub(crate) async fn note_installing(
     m: &crate::machine::Machine,
 ) -> Result<(), BootError> {
     if m.state == crate::machine::State::Configured {
-        let engine = s.engine.clone();
-        let id = m.id.clone();
-        blocking(move || engine.mark_installing(&id)).await??;
+        s.engine.begin_mark_installing(&m.id)?.durable().await?;
     }
     Ok(())
 }

@@ -49,6 +49,31 @@ impl InventoryError {
     }
 }
 
+impl InventoryError {
+    /// The same error for another waiter (one failed group write answers every change in it).
+    pub fn duplicate(&self) -> InventoryError {
+        let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            InventoryError::Io { path, source } => InventoryError::Io {
+                path: path.clone(),
+                source: copy(source),
+            },
+            InventoryError::Audit(audit::AuditError::Journal { path, source }) => {
+                InventoryError::Audit(audit::AuditError::Journal {
+                    path: path.clone(),
+                    source: copy(source),
+                })
+            }
+            InventoryError::ReadOnly => InventoryError::ReadOnly,
+            InventoryError::NoAudit => InventoryError::NoAudit,
+            other => InventoryError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
 /// Why a machine was written, and by whom.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -56,11 +81,22 @@ pub struct Change {
     pub what: String,
 }
 
+/// One change in a group write: the machine's new record, or `None` to remove its file.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub id: MachineId,
+    pub machine: Option<Machine>,
+    pub change: Change,
+}
+
 pub trait Backend: Send + Sync {
     /// Every machine, plus the files that could not be read (reported, left untouched).
     fn load(&self) -> Result<(Vec<Machine>, Vec<LoadProblem>), InventoryError>;
-    fn save(&self, m: &Machine, change: &Change) -> Result<(), InventoryError>;
-    fn remove(&self, id: &MachineId, change: &Change) -> Result<(), InventoryError>;
+    /// Makes a group of changes durable, in order: each machine's file ends as its last write
+    /// says, and every change has its own audit record. Returns once all of it is on disk.
+    fn write_group(&self, writes: &[Write]) -> Result<(), InventoryError>;
+    /// One machine as its file holds it now (`None`: no file), to put back a failed write.
+    fn read_machine(&self, id: &MachineId) -> Result<Option<Machine>, InventoryError>;
     fn history(&self, id: &MachineId) -> Result<Vec<HistoryEntry>, InventoryError>;
     /// Waits until every change so far is committed to the audit trail.
     fn flush(&self) -> Result<(), InventoryError>;
@@ -136,24 +172,6 @@ impl LocalBackend {
             None => Err(InventoryError::ReadOnly),
         }
     }
-
-    fn record(
-        &self,
-        id: &MachineId,
-        content: Option<String>,
-        change: &Change,
-    ) -> Result<(), InventoryError> {
-        if let Some(a) = &self.audit {
-            a.append(vec![audit::Change {
-                id: id.clone(),
-                file: format!("{id}.json"),
-                content,
-                what: change.what.clone(),
-                author: change.actor.clone(),
-            }])?;
-        }
-        Ok(())
-    }
 }
 
 impl Backend for LocalBackend {
@@ -164,35 +182,64 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn save(&self, m: &Machine, change: &Change) -> Result<(), InventoryError> {
+    fn write_group(&self, writes: &[Write]) -> Result<(), InventoryError> {
         self.writable()?;
-        let path = files::machine_path(&self.dir, &m.id);
-        let bytes = files::encode(m).map_err(|source| InventoryError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        files::write_atomic(&path, &bytes).map_err(|source| InventoryError::Io { path, source })?;
-        // The file is durable; the change is acknowledged only once its audit record is too.
-        self.record(
-            &m.id,
-            Some(String::from_utf8_lossy(&bytes).into_owned()),
-            change,
-        )
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| InventoryError::Io { path, source }
+        };
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in writes {
+            let bytes = match &w.machine {
+                Some(m) => {
+                    Some(files::encode(m).map_err(io(&files::machine_path(&self.dir, &w.id)))?)
+                }
+                None => None,
+            };
+            encoded.push(bytes);
+        }
+        // Each file once, as its last change in the group leaves it.
+        let mut last: std::collections::HashMap<&MachineId, usize> =
+            std::collections::HashMap::with_capacity(writes.len());
+        for (i, w) in writes.iter().enumerate() {
+            last.insert(&w.id, i);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let group: Vec<(PathBuf, Option<&[u8]>)> = order
+            .iter()
+            .map(|&i| {
+                (
+                    files::machine_path(&self.dir, &writes[i].id),
+                    encoded[i].as_deref(),
+                )
+            })
+            .collect();
+        files::write_group(&self.dir, &group).map_err(io(&self.dir))?;
+        // The files are durable; the changes are acknowledged only once their audit records
+        // are too.
+        if let Some(a) = &self.audit {
+            let records = writes
+                .iter()
+                .zip(encoded)
+                .map(|(w, bytes)| audit::Change {
+                    id: w.id.clone(),
+                    file: format!("{}.json", w.id),
+                    content: bytes.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    what: w.change.what.clone(),
+                    author: w.change.actor.clone(),
+                })
+                .collect();
+            a.append(records)?;
+        }
+        Ok(())
     }
 
-    fn remove(&self, id: &MachineId, change: &Change) -> Result<(), InventoryError> {
-        self.writable()?;
-        let path = files::machine_path(&self.dir, id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(InventoryError::Io { path, source }),
-        }
-        files::sync_dir(&self.dir).map_err(|source| InventoryError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
-        self.record(id, None, change)
+    fn read_machine(&self, id: &MachineId) -> Result<Option<Machine>, InventoryError> {
+        files::read_machine(&self.dir, id).map_err(|e| InventoryError::Io {
+            path: files::machine_path(&self.dir, id),
+            source: std::io::Error::other(e),
+        })
     }
 
     fn history(&self, id: &MachineId) -> Result<Vec<HistoryEntry>, InventoryError> {

@@ -1,6 +1,7 @@
 //! Templates: the live set served from memory, swapped atomically by the hot reloader only
 //! after the new set parses and test-renders; on any error the last good set keeps serving.
 
+mod cache;
 pub mod context;
 pub mod ignition;
 pub mod set;
@@ -37,6 +38,7 @@ pub struct Templates {
     config: Config,
     current: RwLock<Arc<TemplateSet>>,
     status: Mutex<ReloadStatus>,
+    cache: cache::RenderCache,
 }
 
 /// Why a render produced nothing to serve.
@@ -76,6 +78,7 @@ impl Templates {
                 failures: 0,
             }),
             current: RwLock::new(Arc::new(set)),
+            cache: cache::RenderCache::default(),
         })
     }
 
@@ -106,6 +109,7 @@ impl Templates {
                 status.templates = set.names.clone();
                 status.reloads += 1;
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                self.cache.clear();
                 drop(status);
                 tracing::info!("templates reloaded");
                 bus.publish(EventKind::TemplatesReloaded {
@@ -146,5 +150,30 @@ impl Templates {
             })?;
         let ctx = context::build(&self.config, boot, Some(profile), m);
         Ok(self.current().render(name, kind, &ctx)?)
+    }
+
+    /// [`Templates::render`], answered from memory while machine revision `rev` (see
+    /// `engine::Written::rev`), the live set and the machine's asset folder are unchanged.
+    /// Phase times are not part of a revision: the cached output keeps those of its render.
+    pub fn render_cached(
+        &self,
+        boot: SocketAddr,
+        m: &Machine,
+        rev: u64,
+        kind: Kind,
+    ) -> Result<Arc<str>, RenderError> {
+        let set = self.current();
+        let assets = m
+            .profile
+            .as_deref()
+            .and_then(|p| self.config.profile(p))
+            .map(|p| crate::images::asset_dir(&self.config, p, &m.overrides))
+            .unwrap_or_default();
+        if let Some(body) = self.cache.get(&m.id, kind, rev, &set, &assets) {
+            return Ok(body);
+        }
+        let body: Arc<str> = Arc::from(self.render(boot, m, kind)?);
+        self.cache.put(&m.id, kind, rev, set, assets, body.clone());
+        Ok(body)
     }
 }

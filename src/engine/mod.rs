@@ -1,6 +1,9 @@
 //! The engine: the one writer of machine state. It owns the in-memory index (by id and by every
-//! MAC), applies assignment rules with exact quotas, persists each change through the inventory
-//! backend and announces it on the bus.
+//! MAC), applies assignment rules with exact quotas, and announces each change on the bus. Its
+//! lock covers memory only: a change is decided and indexed under it, then made durable in
+//! groups by [`persist`]'s writer, and answered once it is.
+
+mod persist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -13,11 +16,14 @@ use tokio::sync::broadcast;
 use crate::assign::{self, Decision};
 use crate::config::Config;
 use crate::events::{Bus, Event, EventKind};
-use crate::inventory::{Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend};
+use crate::inventory::{
+    Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend, Write,
+};
 use crate::lease::{Lease, ServiceProblem, ServiceState};
 use crate::machine::{
     valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
 };
+pub use persist::Ticket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -90,6 +96,45 @@ pub struct Snapshot {
     pub waiting: u32,
 }
 
+/// A change decided and visible in memory; [`Written::wait`] or [`Written::durable`] returns
+/// it once it is on disk (or the error that put it back).
+pub struct Written {
+    pub machine: Machine,
+    /// the machine's revision: changes whenever its record does (not for phase times alone).
+    pub rev: u64,
+    ticket: Option<Ticket>,
+}
+
+impl Written {
+    fn unchanged(machine: Machine, rev: u64) -> Written {
+        Written {
+            machine,
+            rev,
+            ticket: None,
+        }
+    }
+
+    /// Blocks until durable (not on an async worker).
+    pub fn wait(self) -> Result<Machine, EngineError> {
+        if let Some(t) = self.ticket {
+            t.wait()?;
+        }
+        Ok(self.machine)
+    }
+
+    pub async fn durable(self) -> Result<Machine, EngineError> {
+        if let Some(t) = self.ticket {
+            t.durable().await?;
+        }
+        Ok(self.machine)
+    }
+
+    /// Whether anything was written (a request that changed nothing wrote nothing).
+    pub fn wrote(&self) -> bool {
+        self.ticket.is_some()
+    }
+}
+
 #[derive(Default)]
 struct Index {
     machines: BTreeMap<MachineId, Machine>,
@@ -102,6 +147,11 @@ struct Index {
     /// ids and MACs of machine files that could not be read: never registered over.
     unreadable: HashMap<MachineId, std::path::PathBuf>,
     unreadable_macs: HashMap<Mac, MachineId>,
+    /// each machine's revision (see [`Written::rev`]), from one counter.
+    revs: HashMap<MachineId, u64>,
+    next_rev: u64,
+    /// each machine's JSON as the API lists it, kept until the machine changes.
+    json: HashMap<MachineId, Box<[u8]>>,
 }
 
 impl Index {
@@ -116,11 +166,28 @@ impl Index {
         if let Some(p) = &m.profile {
             *self.counts.entry(p.clone()).or_default() += 1;
         }
+        self.next_rev += 1;
+        self.revs.insert(m.id.clone(), self.next_rev);
+        self.json.remove(&m.id);
         self.machines.insert(m.id.clone(), m);
+    }
+
+    fn rev(&self, id: &MachineId) -> u64 {
+        self.revs.get(id).copied().unwrap_or(0)
+    }
+
+    /// Records a phase time in place: no revision change, nothing to write.
+    fn touch(&mut self, id: &MachineId, phase: Phase, at: OffsetDateTime) {
+        if let Some(m) = self.machines.get_mut(id) {
+            m.phases.set(phase, at);
+            self.json.remove(id);
+        }
     }
 
     fn take(&mut self, id: &MachineId) -> Option<Machine> {
         let old = self.machines.remove(id)?;
+        self.revs.remove(id);
+        self.json.remove(id);
         for mac in &old.macs {
             if self.by_mac.get(mac) == Some(id) {
                 self.by_mac.remove(mac);
@@ -187,10 +254,12 @@ struct Inner {
     leases: Mutex<Vec<Lease>>,
     services: Mutex<BTreeMap<String, ServiceState>>,
     config: Config,
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     bus: Bus,
-    index: Mutex<Index>,
+    index: Arc<Mutex<Index>>,
     problems: Vec<LoadProblem>,
+    /// makes queued changes durable; dropped (so it finishes its queue) with the engine.
+    writer: persist::Writer,
 }
 
 /// Cheap to clone; all clones share one state.
@@ -231,13 +300,7 @@ impl Engine {
             }
         };
         for m in &mut machines {
-            let derived = key.token(m.id.as_str());
-            // A token an older mayu stored in the file: keep accepting it (installed machines
-            // baked it in), as a hash; the file loses it at its next write.
-            if !m.token.is_empty() && m.token != derived && m.legacy_token_sha256.is_none() {
-                m.legacy_token_sha256 = Some(crate::inventory::machine_key::legacy_hash(&m.token));
-            }
-            m.token = derived;
+            adopt_token(&key, m);
         }
         for p in &problems {
             tracing::warn!(file = %p.file.display(), error = %p.error, "machine file skipped");
@@ -249,6 +312,19 @@ impl Engine {
         for p in &problems {
             index.hold(p);
         }
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let index = Arc::new(Mutex::new(index));
+        let bus = Bus::new();
+        let writer = persist::Writer::start(persist::Shared {
+            backend: backend.clone(),
+            index: index.clone(),
+            bus: bus.clone(),
+            key: key.clone(),
+        })
+        .map_err(|source| InventoryError::Io {
+            path: config.inventory.clone(),
+            source,
+        })?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 key,
@@ -256,9 +332,10 @@ impl Engine {
                 services: Mutex::new(BTreeMap::new()),
                 config,
                 backend,
-                bus: Bus::new(),
-                index: Mutex::new(index),
+                bus,
+                index,
                 problems,
+                writer,
             }),
         })
     }
@@ -319,6 +396,32 @@ impl Engine {
             .cloned()
     }
 
+    /// The machines `keep` selects, as one JSON array the way the API lists them (tokens are
+    /// never serialised). Each machine's JSON is kept until it changes, so listing 10,000
+    /// machines is mostly copying bytes, not cloning or serialising records.
+    pub fn list_json(&self, keep: impl Fn(&Machine) -> bool) -> Vec<u8> {
+        let mut guard = self.index();
+        let idx = &mut *guard;
+        let mut out = Vec::with_capacity(idx.machines.len() * 640 + 2);
+        out.push(b'[');
+        for (id, m) in &idx.machines {
+            if !keep(m) {
+                continue;
+            }
+            let json = idx.json.entry(id.clone()).or_insert_with(|| {
+                serde_json::to_vec(m)
+                    .unwrap_or_else(|_| b"null".to_vec())
+                    .into_boxed_slice()
+            });
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
+        }
+        out.push(b']');
+        out
+    }
+
     pub fn list(&self) -> Vec<Machine> {
         self.index().machines.values().cloned().collect()
     }
@@ -361,6 +464,18 @@ impl Engine {
     /// Finds or registers the machine iPXE describes, records that it reached `phase`, and runs
     /// the assignment rules where they may act.
     pub fn register(&self, reg: Registration, phase: Phase) -> Result<Machine, EngineError> {
+        self.begin_register(reg, phase, false)?.wait()
+    }
+
+    /// [`Engine::register`] without waiting for the disk. `serving_profile`: the caller hands
+    /// a configured machine its profile's script now, so it is installing — one change, one
+    /// write, not two.
+    pub fn begin_register(
+        &self,
+        reg: Registration,
+        phase: Phase,
+        serving_profile: bool,
+    ) -> Result<Written, EngineError> {
         crate::text::check_registration(&reg)?;
         let derived =
             MachineId::derive(reg.serial.as_deref(), reg.uuid.as_deref(), reg.mac.as_ref())?;
@@ -412,6 +527,10 @@ impl Engine {
                 what.push(w);
             }
         }
+        if serving_profile && m.state == State::Configured {
+            m.state = State::Installing;
+            what.push("installing".into());
+        }
         let meaningful = created || before.as_ref().is_some_and(|b| differs(b, &m));
         let actor = m.id.to_string();
         if meaningful {
@@ -423,8 +542,8 @@ impl Engine {
                     what.join(", ")
                 },
             };
-            self.inner.backend.save(&m, &change)?;
             idx.put(m.clone());
+            let ticket = self.queue(&m, &change);
             let kind = if created {
                 EventKind::MachineAdded {
                     machine: Box::new(m.redacted()),
@@ -438,10 +557,25 @@ impl Engine {
                 }
             };
             self.inner.bus.publish(kind);
+            Ok(Written {
+                rev: idx.rev(&m.id),
+                machine: m,
+                ticket: Some(ticket),
+            })
         } else {
-            idx.put(m.clone());
+            // Nothing but a phase time: kept in memory, written with the next real change.
+            idx.touch(&m.id, phase, now);
+            Ok(Written::unchanged(m.clone(), idx.rev(&m.id)))
         }
-        Ok(m)
+    }
+
+    /// Queues `m` to be written; call with the index lock held (the queue keeps its order).
+    fn queue(&self, m: &Machine, change: &Change) -> Ticket {
+        self.inner.writer.enqueue(Write {
+            id: m.id.clone(),
+            machine: Some(m.clone()),
+            change: change.clone(),
+        })
     }
 
     /// Runs the rules on `m`; returns what changed, if anything.
@@ -476,8 +610,17 @@ impl Engine {
     }
 
     /// Applies `f` to one machine under the lock; persists, audits and announces the result
-    /// if it changed anything. `f` returns the change's description.
+    /// if it changed anything, and waits until that is durable. `f` returns the change's
+    /// description.
     fn mutate<F>(&self, key: &str, actor: &str, f: F) -> Result<Machine, EngineError>
+    where
+        F: FnOnce(&Index, &mut Machine) -> Result<String, EngineError>,
+    {
+        self.begin_mutate(key, actor, f)?.wait()
+    }
+
+    /// [`Engine::mutate`] without waiting for the disk.
+    fn begin_mutate<F>(&self, key: &str, actor: &str, f: F) -> Result<Written, EngineError>
     where
         F: FnOnce(&Index, &mut Machine) -> Result<String, EngineError>,
     {
@@ -489,20 +632,30 @@ impl Engine {
         let mut m = before.clone();
         let what = f(&idx, &mut m)?;
         if !differs(&before, &m) {
-            return Ok(m);
+            // Phase times alone are kept in memory.
+            let rev = idx.rev(&m.id);
+            if let Some(slot) = idx.machines.get_mut(&m.id) {
+                slot.phases = m.phases.clone();
+            }
+            idx.json.remove(&m.id);
+            return Ok(Written::unchanged(m, rev));
         }
         let change = Change {
             actor: actor.to_string(),
             what: what.clone(),
         };
-        self.inner.backend.save(&m, &change)?;
         idx.put(m.clone());
+        let ticket = self.queue(&m, &change);
         self.inner.bus.publish(EventKind::MachineChanged {
             machine: Box::new(m.redacted()),
             change: what,
             actor: actor.to_string(),
         });
-        Ok(m)
+        Ok(Written {
+            rev: idx.rev(&m.id),
+            machine: m,
+            ticket: Some(ticket),
+        })
     }
 
     /// An operator puts a machine in a profile and pins it there. Past a full quota only with
@@ -593,10 +746,15 @@ impl Engine {
     }
 
     pub fn boot_complete(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
+        self.begin_boot_complete(key, actor)?.wait()
+    }
+
+    /// [`Engine::boot_complete`] without waiting for the disk.
+    pub fn begin_boot_complete(&self, key: &str, actor: &str) -> Result<Written, EngineError> {
         let now = OffsetDateTime::now_utc();
         let config = &self.inner.config;
         let mut from_disk = false;
-        let m = self.mutate(key, actor, |_, m| {
+        let written = self.begin_mutate(key, actor, |_, m| {
             // Only the machine's own report says what booted; an operator marking it proves nothing.
             from_disk = actor == m.id.as_str() && booted_from_disk(config, m);
             m.state = State::Running;
@@ -607,6 +765,7 @@ impl Engine {
             m.phases.set(Phase::BootComplete, now);
             Ok("boot complete".into())
         })?;
+        let m = &written.machine;
         // Through `boot_step`, so a machine that was already running (no change to commit)
         // still has its phase times updated.
         if from_disk {
@@ -625,13 +784,18 @@ impl Engine {
             None,
             None,
         );
-        Ok(m)
+        Ok(written)
     }
 
     /// The installer wrote the profile's system to the machine's disk. Its next network boot
     /// is handed `sanboot` of that disk (for `boot_from_disk` profiles), not the installer again.
     pub fn installed_to_disk(&self, key: &str, actor: &str) -> Result<Machine, EngineError> {
-        self.mutate(key, actor, |_, m| {
+        self.begin_installed_to_disk(key, actor)?.wait()
+    }
+
+    /// [`Engine::installed_to_disk`] without waiting for the disk.
+    pub fn begin_installed_to_disk(&self, key: &str, actor: &str) -> Result<Written, EngineError> {
+        self.begin_mutate(key, actor, |_, m| {
             if m.profile.is_none() {
                 return Err(EngineError::Invalid(format!(
                     "{} has no profile, so nothing was installed",
@@ -649,8 +813,14 @@ impl Engine {
 
     /// The machine is booting its profile (its install script or config was served).
     pub fn mark_installing(&self, id: &MachineId) -> Result<Machine, EngineError> {
+        self.begin_mark_installing(id)?.wait()
+    }
+
+    /// [`Engine::mark_installing`] without waiting for the disk; writes only when the machine
+    /// was configured.
+    pub fn begin_mark_installing(&self, id: &MachineId) -> Result<Written, EngineError> {
         let actor = id.to_string();
-        self.mutate(id.as_str(), &actor, |_, m| {
+        self.begin_mutate(id.as_str(), &actor, |_, m| {
             if m.state == State::Configured {
                 m.state = State::Installing;
             }
@@ -669,10 +839,8 @@ impl Engine {
         duration_ms: Option<u64>,
     ) {
         let mut idx = self.index();
-        if let Some(m) = id.and_then(|id| idx.machines.get(id)).cloned() {
-            let mut m = m;
-            m.phases.set(phase, OffsetDateTime::now_utc());
-            idx.put(m);
+        if let Some(id) = id {
+            idx.touch(id, phase, OffsetDateTime::now_utc());
         }
         self.inner.bus.publish(EventKind::BootStep {
             id: id.cloned(),
@@ -749,11 +917,16 @@ impl Engine {
 
     /// Discovery reports hardware facts; rules may now place the machine by selector.
     pub fn set_facts(&self, key: &str, facts: Facts) -> Result<Machine, EngineError> {
+        self.begin_set_facts(key, facts)?.wait()
+    }
+
+    /// [`Engine::set_facts`] without waiting for the disk.
+    pub fn begin_set_facts(&self, key: &str, facts: Facts) -> Result<Written, EngineError> {
         let actor = self
             .find(key)
             .map(|m| m.id.to_string())
             .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
-        self.mutate(key, &actor, |idx, m| {
+        self.begin_mutate(key, &actor, |idx, m| {
             m.facts = facts;
             for nic in &m.facts.nics {
                 if let Some(mac) = nic.mac {
@@ -779,18 +952,21 @@ impl Engine {
             .resolve(key)
             .map(|m| m.id.clone())
             .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
-        self.inner.backend.remove(
-            &id,
-            &Change {
+        idx.take(&id);
+        let ticket = self.inner.writer.enqueue(Write {
+            id: id.clone(),
+            machine: None,
+            change: Change {
                 actor: actor.to_string(),
                 what: "retired".into(),
             },
-        )?;
-        idx.take(&id);
+        });
         self.inner.bus.publish(EventKind::MachineRetired {
             id: id.clone(),
             actor: actor.to_string(),
         });
+        drop(idx);
+        ticket.wait()?;
         Ok(id)
     }
 
@@ -798,19 +974,20 @@ impl Engine {
     pub fn import(&self, mut m: Machine, actor: &str, what: &str) -> Result<(), EngineError> {
         m.token = self.inner.key.token(m.id.as_str());
         let mut idx = self.index();
-        self.inner.backend.save(
+        idx.put(m.clone());
+        let ticket = self.queue(
             &m,
             &Change {
                 actor: actor.to_string(),
                 what: what.to_string(),
             },
-        )?;
-        idx.put(m.clone());
+        );
         self.inner.bus.publish(EventKind::MachineAdded {
             machine: Box::new(m.redacted()),
             actor: actor.to_string(),
         });
-        Ok(())
+        drop(idx);
+        ticket.wait()
     }
 
     pub fn history(&self, key: &str) -> Result<Vec<HistoryEntry>, EngineError> {
@@ -913,6 +1090,16 @@ impl Engine {
     ) -> Option<tokio::sync::watch::Receiver<crate::inventory::AuditHealth>> {
         self.inner.backend.audit_health()
     }
+}
+
+/// Sets the machine's derived token. A token an older mayu stored in the file keeps being
+/// accepted (installed machines baked it in), as a hash; the file loses it at its next write.
+fn adopt_token(key: &crate::inventory::machine_key::MachineKey, m: &mut Machine) {
+    let derived = key.token(m.id.as_str());
+    if !m.token.is_empty() && m.token != derived && m.legacy_token_sha256.is_none() {
+        m.legacy_token_sha256 = Some(crate::inventory::machine_key::legacy_hash(&m.token));
+    }
+    m.token = derived;
 }
 
 fn fill(slot: &mut Option<String>, v: Option<String>) {
