@@ -8,6 +8,7 @@
 #   tmux          drives the console in its end-to-end test
 #   cloud-init    `cloud-init schema` validates the cloud-config mayu serves
 #   prometheus    its `promtool check metrics` validates /metrics
+#   wrk, nginx-light   scripts/bench.sh: the load client, and the reference server beside mayu
 #   git, ca-certificates   the audit tests and image downloads (not on every stock image)
 #   extlinux, syslinux-common   the lab installer makes a machine's disk bootable (install-to-disk test)
 #   gpgv, gnupg   gpgv verifies fetched OS images (mayu images fetch); gpg signs fake releases in tests
@@ -63,7 +64,7 @@ fi
 apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
-  extlinux syslinux-common
+  extlinux syslinux-common wrk nginx-light
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else
