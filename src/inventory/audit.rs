@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
@@ -169,17 +169,27 @@ impl Drop for GitAudit {
     }
 }
 
-/// libgit2 fsyncs the objects, refs and index it writes only when told to, process-wide.
-fn enable_fsync() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: git_libgit2_opts with GIT_OPT_ENABLE_FSYNC_GITDIR takes one int argument;
-        // git2's own init has run (Repository::open/init call it) or runs here first.
-        unsafe {
-            libgit2_sys::init();
-            libgit2_sys::git_libgit2_opts(libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as _, 1);
-        }
-    });
+/// Makes everything written below the repository durable in one go (objects of a whole
+/// commit group, then the ref naming them), instead of libgit2's fsync per object.
+fn sync_repo(repo: &Repository) -> Result<(), git2::Error> {
+    super::files::syncfs(repo.path())
+        .map_err(|e| git2::Error::from_str(&format!("sync {}: {e}", repo.path().display())))
+}
+
+/// Points the branch HEAD names (or a detached HEAD) at `oid`, if it still is at `expected`.
+fn move_head(
+    repo: &Repository,
+    oid: Oid,
+    expected: Option<Oid>,
+    log: &str,
+) -> Result<(), git2::Error> {
+    let head = repo.find_reference("HEAD")?;
+    let name = head.symbolic_target().unwrap_or("HEAD").to_string();
+    match expected {
+        Some(old) => repo.reference_matching(&name, oid, true, old, log)?,
+        None => repo.reference(&name, oid, false, log)?,
+    };
+    Ok(())
 }
 
 impl GitAudit {
@@ -187,7 +197,6 @@ impl GitAudit {
     /// it, clears stale locks and starts the commit thread, which first completes the history
     /// from the journal and the working tree.
     pub fn open(dir: &Path, author: &str) -> Result<GitAudit, AuditError> {
-        enable_fsync();
         let repo = match Repository::open(dir) {
             Ok(r) => r,
             Err(_) => {
@@ -434,8 +443,10 @@ fn initial_commit(repo: &Repository, author: &str) -> Result<(), git2::Error> {
     index.write()?;
     let tree = repo.find_tree(index.write_tree()?)?;
     let sig = signature(author)?;
-    repo.commit(Some("HEAD"), &sig, &sig, "inventory created", &tree, &[])?;
-    Ok(())
+    let oid = repo.commit(None, &sig, &sig, "inventory created", &tree, &[])?;
+    sync_repo(repo)?;
+    move_head(repo, oid, None, "commit (initial): inventory created")?;
+    sync_repo(repo)
 }
 
 /// The message and author of one commit over `records`; `tag` marks replayed or recovered
@@ -650,8 +661,14 @@ impl Worker {
                 None => None,
             };
             let parents: Vec<&git2::Commit> = parent.iter().collect();
-            self.repo
-                .commit(Some("HEAD"), &sig, &sig, &text, &tree, &parents)
+            let oid = self.repo.commit(None, &sig, &sig, &text, &tree, &parents)?;
+            // The objects first, then the ref that names them: a power loss never leaves HEAD
+            // naming an object that is not whole on disk.
+            sync_repo(&self.repo)?;
+            let summary = text.lines().next().unwrap_or_default();
+            move_head(&self.repo, oid, self.head, &format!("commit: {summary}"))?;
+            sync_repo(&self.repo)?;
+            Ok(oid)
         })();
         let oid = match made {
             Ok(oid) => oid,

@@ -116,7 +116,7 @@ pub fn write_group(dir: &Path, files: &[(PathBuf, Option<&[u8]>)]) -> io::Result
 }
 
 /// Flushes every dirty page of the filesystem holding `dir` (Linux reports write-back errors).
-fn syncfs(dir: &Path) -> io::Result<()> {
+pub fn syncfs(dir: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let f = File::open(dir)?;
     // SAFETY: syncfs(2) on a descriptor we own and keep open for the call.
