@@ -79,7 +79,7 @@ async fn main() {
     let publish = |n: usize| {
         for _ in 0..n {
             engine.bus().publish(EventKind::Log {
-                level: "info".into(),
+                level: mayu::events::LogLevel::Info,
                 message: message.clone(),
             });
         }

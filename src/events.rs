@@ -70,7 +70,7 @@ pub enum EventKind {
     /// a supervised child process changed state.
     Service {
         name: String,
-        status: String,
+        status: crate::lease::ServiceStatus,
         restarts: u32,
         detail: String,
         /// why it is not (fully) working and what to do, when known.
@@ -79,9 +79,34 @@ pub enum EventKind {
     },
     /// a log line worth showing to the operator (warnings and errors).
     Log {
-        level: String,
+        level: LogLevel,
         message: String,
     },
+}
+
+/// How much a log event matters; the console's log pane colours by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::machine::{Mac, MachineId};
@@ -20,12 +20,73 @@ pub struct Lease {
     pub machine: Option<MachineId>,
 }
 
-/// The latest state of one service (boot HTTP, API, dnsmasq, template reloader).
+/// Where a service stands; shown in the console header, `/api/v1/services` and
+/// `mayuctl services` by its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    Starting,
+    Running,
+    /// watching for changes (the template reloader).
+    Watching,
+    /// doing its job (the audit: every change committed or being committed).
+    Ok,
+    /// waiting for something outside mayu (an interface to appear).
+    Waiting,
+    Restarting,
+    /// failing, retried with backoff; nothing is lost meanwhile (the audit).
+    Retrying,
+    Stopped,
+    Disabled,
+    Failed,
+}
+
+/// How bad a status is, for colour and alerting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Fine,
+    Degraded,
+    Failed,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Starting => "starting",
+            ServiceStatus::Running => "running",
+            ServiceStatus::Watching => "watching",
+            ServiceStatus::Ok => "ok",
+            ServiceStatus::Waiting => "waiting",
+            ServiceStatus::Restarting => "restarting",
+            ServiceStatus::Retrying => "retrying",
+            ServiceStatus::Stopped => "stopped",
+            ServiceStatus::Disabled => "disabled",
+            ServiceStatus::Failed => "failed",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            ServiceStatus::Failed => Severity::Failed,
+            ServiceStatus::Waiting | ServiceStatus::Restarting | ServiceStatus::Retrying => {
+                Severity::Degraded
+            }
+            _ => Severity::Fine,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The latest state of one service (boot HTTP, API, dnsmasq, template reloader, audit).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceState {
     pub name: String,
-    /// e.g. `running`, `starting`, `failed`, `stopped`, `disabled`.
-    pub status: String,
+    pub status: ServiceStatus,
     pub restarts: u32,
     pub detail: String,
     #[serde(with = "time::serde::rfc3339")]

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::boot::{self, BootState};
+use crate::lease::ServiceStatus;
 use crate::metrics::{self, Metrics};
 use crate::templates::{TemplateError, Templates};
 use crate::Engine;
@@ -70,7 +71,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     for message in crate::images::startup_warnings(&config, &engine.list()) {
         tracing::warn!("{message}");
         engine.bus().publish(crate::events::EventKind::Log {
-            level: "warn".into(),
+            level: crate::events::LogLevel::Warn,
             message,
         });
     }
@@ -115,11 +116,16 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     };
     let max_boot = how.limits.max_connections;
     tasks.push(tokio::spawn(async move {
-        e.set_service("boot-http", "running", 0, &boot_addr.to_string());
+        e.set_service(
+            "boot-http",
+            ServiceStatus::Running,
+            0,
+            &boot_addr.to_string(),
+        );
         let served = crate::listen::serve(boot_listener, app, how, c).await;
         match served {
-            Ok(()) => e.set_service("boot-http", "stopped", 0, ""),
-            Err(err) => e.set_service("boot-http", "failed", 0, &err.to_string()),
+            Ok(()) => e.set_service("boot-http", ServiceStatus::Stopped, 0, ""),
+            Err(err) => e.set_service("boot-http", ServiceStatus::Failed, 0, &err.to_string()),
         }
     }));
     tracing::info!(%boot_addr, max_connections = max_boot, "boot HTTP listening");
@@ -133,13 +139,13 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     tasks.push(tokio::spawn(async move {
         e.set_service(
             "templates",
-            "watching",
+            ServiceStatus::Watching,
             0,
             &e.config().templates.display().to_string(),
         );
         if let Err(err) = crate::templates::watch(t, b, c).await {
             tracing::error!(error = %err, "template watcher failed; hot reload is off");
-            e.set_service("templates", "failed", 0, &err.to_string());
+            e.set_service("templates", ServiceStatus::Failed, 0, &err.to_string());
         }
     }));
 

@@ -704,7 +704,8 @@ async fn profiles_leases_services_templates_and_render() {
         client_id: None,
         machine: None,
     }]);
-    f.engine.set_service("dnsmasq", "running", 0, "pid 42");
+    f.engine
+        .set_service("dnsmasq", mayu::lease::ServiceStatus::Running, 0, "pid 42");
 
     let (s, p) = call(&f, Method::GET, "/api/v1/profiles", Some(&f.reader), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -784,7 +785,12 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
         Some(1000),
         Some(3),
     );
-    f.engine.set_service("dnsmasq", "running", 2, "restarted");
+    f.engine.set_service(
+        "dnsmasq",
+        mayu::lease::ServiceStatus::Running,
+        2,
+        "restarted",
+    );
     let last = f.engine.bus().publish(EventKind::TemplatesReloaded {
         ok: false,
         errors: vec!["worker.yaml:3: unexpected end".into()],
@@ -1122,7 +1128,7 @@ async fn launch_creates_the_admin_token_once_and_reports_the_service() {
         .into_iter()
         .find(|s| s.name == "api")
         .unwrap();
-    assert_eq!(api.status, "stopped");
+    assert_eq!(api.status, mayu::lease::ServiceStatus::Stopped);
 
     let again = mayu::api::launch(
         engine,

@@ -108,7 +108,7 @@ fn stale_locks_from_a_crash_are_cleared_and_commits_go_on() {
     engine.flush().unwrap();
     assert!(has(&audit_lines(&inv), &m.id, "registered"));
     let health = engine.audit_health().unwrap().borrow().clone();
-    assert_eq!(health.status, "ok");
+    assert_eq!(health.status, mayu::lease::ServiceStatus::Ok);
     assert!(
         health
             .notes
@@ -144,7 +144,7 @@ fn a_held_ref_lock_delays_commits_visibly_and_loses_nothing() {
     rt.block_on(async {
         tokio::time::timeout(
             Duration::from_secs(30),
-            health.wait_for(|h| h.status == "retrying" && h.pending > 0),
+            health.wait_for(|h| h.status == mayu::lease::ServiceStatus::Retrying && h.pending > 0),
         )
         .await
         .expect("the audit reports the failure")
@@ -163,7 +163,10 @@ fn a_held_ref_lock_delays_commits_visibly_and_loses_nothing() {
     for id in &ids {
         assert!(has(&lines, id, "registered"), "{id} missing from {lines:?}");
     }
-    assert_eq!(engine.audit_health().unwrap().borrow().status, "ok");
+    assert_eq!(
+        engine.audit_health().unwrap().borrow().status,
+        mayu::lease::ServiceStatus::Ok
+    );
     assert_eq!(head_files(&inv), disk_files(&inv));
 }
 

@@ -367,7 +367,7 @@ async fn event_stream_clients_that_stop_reading_are_dropped_and_resume() {
         );
         for _ in 0..32 {
             run.engine.bus().publish(EventKind::Log {
-                level: "info".into(),
+                level: mayu::events::LogLevel::Info,
                 message: message.clone(),
             });
             published += 1;

@@ -316,7 +316,7 @@ impl Running {
 
     async fn running(&mut self) -> u32 {
         self.wait_for("dnsmasq running", |k| {
-            matches!(k, EventKind::Service { name, status, .. } if name == SERVICE && status == "running")
+            matches!(k, EventKind::Service { name, status, .. } if name == SERVICE && *status == mayu::lease::ServiceStatus::Running)
         })
         .await;
         self.pid.borrow().expect("a running child has a pid")
@@ -334,7 +334,7 @@ impl Running {
             .into_iter()
             .find(|s| s.name == SERVICE)
             .expect("dnsmasq service state");
-        assert_eq!(last.status, "stopped");
+        assert_eq!(last.status, mayu::lease::ServiceStatus::Stopped);
     }
 }
 
@@ -535,12 +535,12 @@ async fn a_killed_child_comes_back_and_the_restart_is_counted() {
     assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
     r.wait_for("restarting, restarts 1", |k| {
         matches!(k, EventKind::Service { name, status, restarts: 1, detail, .. }
-            if name == SERVICE && status == "restarting" && detail.contains("signal 9"))
+            if name == SERVICE && *status == mayu::lease::ServiceStatus::Restarting && detail.contains("signal 9"))
     })
     .await;
     r.wait_for("running again, restarts 1", |k| {
         matches!(k, EventKind::Service { name, status, restarts: 1, .. }
-            if name == SERVICE && status == "running")
+            if name == SERVICE && *status == mayu::lease::ServiceStatus::Running)
     })
     .await;
     let second = r.pid.borrow().expect("pid");
@@ -576,7 +576,7 @@ async fn an_inventory_change_is_served_after_sighup_without_a_restart() {
     r.engine.import(m, "test", "imported").expect("import");
     r.wait_for("hostsfile re-read", |k| {
         matches!(k, EventKind::Service { name, status, detail, .. }
-            if name == SERVICE && status == "running" && detail.contains("hostsfile re-read: 1 machines"))
+            if name == SERVICE && *status == mayu::lease::ServiceStatus::Running && detail.contains("hostsfile re-read: 1 machines"))
     })
     .await;
     assert_eq!(*r.pid.borrow(), Some(pid), "dnsmasq was restarted");
@@ -636,7 +636,7 @@ async fn a_missing_interface_is_a_status_and_is_picked_up_when_it_appears() {
         unreachable!()
     };
     // a precondition, checked before dnsmasq is started: nothing restarts while it waits
-    assert_eq!(status, "waiting");
+    assert_eq!(*status, mayu::lease::ServiceStatus::Waiting);
     assert_eq!(
         problem.as_ref().map(|p| p.code.as_str()),
         Some("interface_missing")
@@ -798,10 +798,10 @@ async fn a_broken_config_is_refused_with_its_line_and_never_started() {
         loop {
             let ev = events.recv().await.expect("bus");
             if let EventKind::Service { status, detail, .. } = &ev.kind {
-                if status == "failed" {
+                if *status == mayu::lease::ServiceStatus::Failed {
                     return detail.clone();
                 }
-                assert_ne!(status, "running");
+                assert_ne!(*status, mayu::lease::ServiceStatus::Running);
             }
         }
     })
@@ -833,7 +833,7 @@ async fn a_missing_binary_is_a_clear_status() {
         loop {
             let ev = events.recv().await.expect("bus");
             if let EventKind::Service { status, detail, .. } = &ev.kind {
-                if status == "failed" {
+                if *status == mayu::lease::ServiceStatus::Failed {
                     return detail.clone();
                 }
             }
@@ -869,7 +869,7 @@ async fn dhcp_mode_off_reports_disabled() {
         .expect("an event")
         .expect("bus");
     assert!(
-        matches!(&ev.kind, EventKind::Service { status, .. } if status == "disabled"),
+        matches!(&ev.kind, EventKind::Service { status, .. } if *status == mayu::lease::ServiceStatus::Disabled),
         "{}",
         ev.summary()
     );
@@ -906,7 +906,7 @@ fn orphan_helper() {
         let _task = tokio::spawn(sup.run(CancellationToken::new()));
         loop {
             let ev = events.recv().await.expect("bus");
-            if matches!(&ev.kind, EventKind::Service { status, .. } if status == "running") {
+            if matches!(&ev.kind, EventKind::Service { status, .. } if *status == mayu::lease::ServiceStatus::Running) {
                 break;
             }
         }

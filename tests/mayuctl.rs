@@ -214,7 +214,8 @@ async fn profiles_leases_services() {
         client_id: None,
         machine: None,
     }]);
-    f.engine.set_service("dnsmasq", "running", 1, "pid 7");
+    f.engine
+        .set_service("dnsmasq", mayu::lease::ServiceStatus::Running, 1, "pid 7");
     let r = || Tok::Flag(&f.reader);
 
     let text = ok(&ctl(&f, r(), &["profiles"]).await);
@@ -270,7 +271,8 @@ async fn watch_prints_one_line_per_event() {
     f.engine
         .assign("sn-a2", "discovery", "alice", false)
         .unwrap();
-    f.engine.set_service("dnsmasq", "running", 0, "");
+    f.engine
+        .set_service("dnsmasq", mayu::lease::ServiceStatus::Running, 0, "");
     let o = tokio::time::timeout(WAIT, async { child.wait_with_output().await })
         .await
         .expect("watch stops after --count events")

@@ -48,7 +48,7 @@ pub async fn add(
     let secret = blocking(move || tokens.add(&name, scope).map_err(token_error)).await?;
     // Not an inventory change, so no git commit; the event log records who did it.
     st.engine.bus().publish(EventKind::Log {
-        level: "info".into(),
+        level: crate::events::LogLevel::Info,
         message: format!(
             "API token `{}` ({}) added by {}",
             t.name,
@@ -71,7 +71,7 @@ pub async fn revoke(
     let n = name.clone();
     blocking(move || tokens.remove(&n).map_err(token_error)).await?;
     st.engine.bus().publish(EventKind::Log {
-        level: "info".into(),
+        level: crate::events::LogLevel::Info,
         message: format!("API token `{name}` revoked by {}", who.author()),
     });
     Ok(Json(json!({"revoked": name})))

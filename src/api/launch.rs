@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tls::{self, TlsError};
 use super::{router, ApiState, Renderer};
+use crate::lease::ServiceStatus;
 use crate::listen::{self, Limits, Port, Serve};
 use crate::metrics::Metrics;
 use crate::tokens::{CreatedToken, TokenError, Tokens};
@@ -84,12 +85,17 @@ pub async fn launch(
     let is_tls = how.tls.is_some();
     let max_connections = how.limits.max_connections;
     let scheme = if is_tls { "https" } else { "http" };
-    engine.set_service("api", "running", 0, &format!("{scheme}://{addr}"));
+    engine.set_service(
+        "api",
+        ServiceStatus::Running,
+        0,
+        &format!("{scheme}://{addr}"),
+    );
     let task = tokio::spawn(async move {
         let served = listen::serve(listener, app, how, cancel).await;
         match served {
-            Ok(()) => engine.set_service("api", "stopped", 0, ""),
-            Err(e) => engine.set_service("api", "failed", 0, &e.to_string()),
+            Ok(()) => engine.set_service("api", ServiceStatus::Stopped, 0, ""),
+            Err(e) => engine.set_service("api", ServiceStatus::Failed, 0, &e.to_string()),
         }
     });
     tracing::info!(%addr, scheme, max_connections, "API listening");

@@ -180,7 +180,9 @@ async fn ready(State(st): State<ApiState>) -> Response {
     // An audit that cannot commit is not ready: changes still succeed (they wait in the
     // journal), but an operator must know.
     let audit = st.engine.audit_health().map(|h| h.borrow().clone());
-    let audit_ok = audit.as_ref().is_none_or(|h| h.status != "retrying");
+    let audit_ok = audit
+        .as_ref()
+        .is_none_or(|h| h.status != crate::lease::ServiceStatus::Retrying);
     let ready = templates_ok && audit_ok;
     let body = json!({
         "ready": ready,

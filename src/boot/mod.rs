@@ -75,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// A render that must not be served: announced on the bus and answered with a 500 and its reason.
 pub(crate) fn refused(s: &BootState, msg: String) -> BootError {
     s.engine.bus().publish(crate::events::EventKind::Log {
-        level: "error".into(),
+        level: crate::events::LogLevel::Error,
         message: msg.clone(),
     });
     BootError::internal(msg)

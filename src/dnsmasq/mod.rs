@@ -46,7 +46,7 @@ async fn fill_tftproot(engine: &Engine) {
     let (level, message) = match filled {
         Ok(Ok(files)) if files.is_empty() => return,
         Ok(Ok(files)) => (
-            "info",
+            crate::events::LogLevel::Info,
             format!(
                 "filled the TFTP root {} with {} from {}",
                 config.tftproot.display(),
@@ -54,16 +54,18 @@ async fn fill_tftproot(engine: &Engine) {
                 source.display()
             ),
         ),
-        Ok(Err(e)) => ("warn", e.to_string()),
-        Err(e) => ("warn", format!("filling the TFTP root failed: {e}")),
+        Ok(Err(e)) => (crate::events::LogLevel::Warn, e.to_string()),
+        Err(e) => (
+            crate::events::LogLevel::Warn,
+            format!("filling the TFTP root failed: {e}"),
+        ),
     };
-    if level == "warn" {
+    if level == crate::events::LogLevel::Warn {
         tracing::warn!("{message}");
     } else {
         tracing::info!("{message}");
     }
-    engine.bus().publish(crate::events::EventKind::Log {
-        level: level.into(),
-        message,
-    });
+    engine
+        .bus()
+        .publish(crate::events::EventKind::Log { level, message });
 }

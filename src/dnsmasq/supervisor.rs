@@ -26,6 +26,7 @@ use crate::config::{Config, DhcpMode};
 use crate::engine::Engine;
 use crate::events::{Event, EventKind};
 use crate::lease::ServiceProblem;
+use crate::lease::ServiceStatus;
 use crate::machine::Phase;
 
 /// The service name in `engine.services()` and in `Service` events.
@@ -109,8 +110,12 @@ impl Supervisor {
             DhcpMode::Full => "full",
             DhcpMode::Proxy => "proxy",
             DhcpMode::Off => {
-                self.engine
-                    .set_service(SERVICE, "disabled", 0, "network.dhcp.mode is off");
+                self.engine.set_service(
+                    SERVICE,
+                    ServiceStatus::Disabled,
+                    0,
+                    "network.dhcp.mode is off",
+                );
                 cancel.cancelled().await;
                 return;
             }
@@ -118,7 +123,8 @@ impl Supervisor {
         let mut base = format!("{mode} on {}", net.interface);
         if let Err(e) = std::fs::create_dir_all(&self.files.folder) {
             let detail = format!("{base}: cannot create {}: {e}", self.files.folder.display());
-            self.engine.set_service(SERVICE, "failed", 0, &detail);
+            self.engine
+                .set_service(SERVICE, ServiceStatus::Failed, 0, &detail);
             cancel.cancelled().await;
             return;
         }
@@ -136,7 +142,7 @@ impl Supervisor {
             );
             tracing::warn!("{message}");
             self.engine.bus().publish(EventKind::Log {
-                level: "warn".into(),
+                level: crate::events::LogLevel::Warn,
                 message,
             });
             base = format!("{base}; missing boot programs: {}", list.join(", "));
@@ -226,7 +232,7 @@ impl Supervisor {
                     };
                     self.engine.set_service_problem(
                         SERVICE,
-                        "restarting",
+                        ServiceStatus::Restarting,
                         restarts,
                         &detail,
                         Some(problem),
@@ -246,7 +252,7 @@ impl Supervisor {
                         };
                         self.engine.set_service_problem(
                             SERVICE,
-                            "failed",
+                            ServiceStatus::Failed,
                             restarts,
                             &detail,
                             Some(problem),
@@ -262,7 +268,8 @@ impl Supervisor {
             backoff = (backoff * 2).min(self.opts.backoff_max);
         }
         self.pid.send_replace(None);
-        self.engine.set_service(SERVICE, "stopped", restarts, &base);
+        self.engine
+            .set_service(SERVICE, ServiceStatus::Stopped, restarts, &base);
         let _ = lease_task.await;
     }
 
@@ -365,8 +372,13 @@ impl Supervisor {
         };
         let pid = child.id();
         self.pid.send_replace(pid);
-        self.engine
-            .set_service_problem(SERVICE, "starting", restarts, base, warning.clone());
+        self.engine.set_service_problem(
+            SERVICE,
+            ServiceStatus::Starting,
+            restarts,
+            base,
+            warning.clone(),
+        );
         let (line_tx, mut lines) = mpsc::channel::<String>(1024);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(out, line_tx.clone()));
@@ -483,7 +495,7 @@ impl ChildRun<'_> {
     fn running(&self, detail: &str) {
         self.engine.set_service_problem(
             SERVICE,
-            "running",
+            ServiceStatus::Running,
             self.restarts,
             detail,
             self.warning.clone(),
@@ -569,7 +581,7 @@ impl ChildRun<'_> {
             LogItem::Warning(msg) => {
                 tracing::warn!(target: "dnsmasq", "{msg}");
                 self.engine.bus().publish(EventKind::Log {
-                    level: "warn".into(),
+                    level: crate::events::LogLevel::Warn,
                     message: format!("dnsmasq: {msg}"),
                 });
             }
@@ -754,10 +766,10 @@ impl Unmet {
 
     /// The service status it shows as: an interface may still appear (a bridge being set up,
     /// a lab starting) and is watched for; the rest wait for the operator.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> ServiceStatus {
         match self {
-            Unmet::Interface(_) => "waiting",
-            _ => "failed",
+            Unmet::Interface(_) => ServiceStatus::Waiting,
+            _ => ServiceStatus::Failed,
         }
     }
 
@@ -925,7 +937,7 @@ mod tests {
         assert_eq!(binary.as_deref(), Some(Path::new("/bin/sh")));
         let first = unmet.iter().find(|u| u.blocks()).unwrap();
         assert_eq!(*first, Unmet::Interface("mayu-nonesuch".into()));
-        assert_eq!(first.status(), "waiting");
+        assert_eq!(first.status(), ServiceStatus::Waiting);
         let p = first.problem();
         assert_eq!(p.code, "interface_missing");
         assert_eq!(

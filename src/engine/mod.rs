@@ -19,7 +19,7 @@ use crate::events::{Bus, Event, EventKind};
 use crate::inventory::{
     Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend, Write,
 };
-use crate::lease::{Lease, ServiceProblem, ServiceState};
+use crate::lease::{Lease, ServiceProblem, ServiceState, ServiceStatus};
 use crate::machine::{
     valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
 };
@@ -1028,7 +1028,7 @@ impl Engine {
     }
 
     /// Records a service's state and announces it.
-    pub fn set_service(&self, name: &str, status: &str, restarts: u32, detail: &str) {
+    pub fn set_service(&self, name: &str, status: ServiceStatus, restarts: u32, detail: &str) {
         self.set_service_problem(name, status, restarts, detail, None);
     }
 
@@ -1036,14 +1036,14 @@ impl Engine {
     pub fn set_service_problem(
         &self,
         name: &str,
-        status: &str,
+        status: ServiceStatus,
         restarts: u32,
         detail: &str,
         problem: Option<ServiceProblem>,
     ) {
         let state = ServiceState {
             name: name.to_string(),
-            status: status.to_string(),
+            status,
             restarts,
             detail: detail.to_string(),
             since: OffsetDateTime::now_utc(),
@@ -1056,7 +1056,7 @@ impl Engine {
             .insert(name.to_string(), state);
         self.inner.bus.publish(EventKind::Service {
             name: name.to_string(),
-            status: status.to_string(),
+            status,
             restarts,
             detail: detail.to_string(),
             problem,

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::integrity::{self, IntegrityError};
 use super::journal::{self, Journal, Record};
+use crate::lease::ServiceStatus;
 use crate::machine::MachineId;
 use crate::text::escape_control;
 
@@ -71,7 +72,7 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditHealth {
     /// `ok`, `retrying` (commits fail; records wait in the journal) or `starting`.
-    pub status: &'static str,
+    pub status: ServiceStatus,
     /// records journalled but not yet in a commit.
     pub pending: usize,
     /// commits that failed since start.
@@ -98,13 +99,13 @@ pub async fn report(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     // Only a change of state is news: not every commit.
-    let mut shown: Option<(&'static str, Option<String>, usize)> = None;
+    let mut shown: Option<(ServiceStatus, Option<String>, usize)> = None;
     loop {
         let h = health.borrow_and_update().clone();
         let key = (h.status, h.last_error.clone(), h.notes.len());
         if shown.as_ref() != Some(&key) {
             let detail = match (&h.last_error, h.status) {
-                (Some(e), "retrying") => {
+                (Some(e), ServiceStatus::Retrying) => {
                     format!("commits failing, changes wait in the journal (none lost): {e}")
                 }
                 _ => "every change is committed or being committed".to_string(),
@@ -114,7 +115,7 @@ pub async fn report(
                 None => detail,
             };
             // A failing audit is a problem line in the console header, not only a status.
-            let problem = (h.status == "retrying").then(|| crate::lease::ServiceProblem {
+            let problem = (h.status == ServiceStatus::Retrying).then(|| crate::lease::ServiceProblem {
                 code: "audit_failing".into(),
                 reason: format!(
                     "git audit cannot commit ({})",
@@ -234,7 +235,7 @@ impl GitAudit {
             .collect();
         let journal = Journal::open(&journal_path).map_err(jerr)?;
         let (health_tx, health) = watch::channel(AuditHealth {
-            status: "starting",
+            status: ServiceStatus::Starting,
             pending: replay.len(),
             failures: 0,
             committed: 0,
@@ -584,7 +585,7 @@ impl Worker {
                     retry = FIRST_RETRY;
                     next_try = Instant::now();
                     self.truncate_journal_if_done();
-                    self.publish("ok", pending.len(), None);
+                    self.publish(ServiceStatus::Ok, pending.len(), None);
                     for w in waiters.drain(..) {
                         let _ = w.send(Ok(()));
                     }
@@ -593,7 +594,7 @@ impl Worker {
                     let reason = e.to_string();
                     tracing::error!(error = %reason, pending = pending.len(), retry_in = ?retry, "git audit commit failed; will retry");
                     self.health.send_modify(|h| h.failures += 1);
-                    self.publish("retrying", pending.len(), Some(reason.clone()));
+                    self.publish(ServiceStatus::Retrying, pending.len(), Some(reason.clone()));
                     next_try = Instant::now() + retry;
                     retry = (retry * 2).min(MAX_RETRY);
                     // A flush waiter learns why; the records stay pending.
@@ -605,10 +606,10 @@ impl Worker {
         }
     }
 
-    fn publish(&self, status: &'static str, pending: usize, error: Option<String>) {
+    fn publish(&self, status: ServiceStatus, pending: usize, error: Option<String>) {
         self.health.send_if_modified(|h| {
             let new_error = error.clone().or_else(|| {
-                if status == "ok" {
+                if status == ServiceStatus::Ok {
                     None
                 } else {
                     h.last_error.clone()

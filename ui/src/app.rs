@@ -11,6 +11,7 @@ use mayu::engine::{Edit, ProfileStatus, Snapshot};
 use mayu::events::{Event, EventKind};
 use mayu::inventory::HistoryEntry;
 use mayu::lease::{Lease, ServiceState};
+use mayu::lease::{ServiceStatus, Severity};
 use mayu::machine::{Machine, MachineId, Phase, Rack, State};
 use time::OffsetDateTime;
 
@@ -55,12 +56,8 @@ pub fn operator_name(configured: Option<&str>, user: Option<String>) -> String {
         .unwrap_or_else(|| "operator".to_string())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
+/// One level table for the engine's log events and the console's log pane.
+pub use mayu::events::LogLevel as Level;
 
 /// One line of the event log; identical consecutive events share one line with a count.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,7 +269,7 @@ impl App {
     pub fn set_services(&mut self, services: Vec<ServiceState>) {
         for s in services {
             if s.name.contains("template") {
-                self.templates.ok = Some(s.status != "failed");
+                self.templates.ok = Some(s.status != ServiceStatus::Failed);
             }
             self.services.insert(s.name.clone(), s);
         }
@@ -437,13 +434,13 @@ impl App {
         }
         self.last_seq = self.last_seq.max(ev.seq);
         let level = match &ev.kind {
-            EventKind::Log { level, .. } if level.eq_ignore_ascii_case("error") => Level::Error,
-            EventKind::Log { level, .. } if level.eq_ignore_ascii_case("warn") => Level::Warn,
+            EventKind::Log { level, .. } => *level,
             EventKind::TemplatesReloaded { ok: false, .. } => Level::Error,
-            EventKind::Service { status, .. } if status == "failed" => Level::Error,
-            EventKind::Service { status, .. } if status == "waiting" || status == "restarting" => {
-                Level::Warn
-            }
+            EventKind::Service { status, .. } => match status.severity() {
+                Severity::Failed => Level::Error,
+                Severity::Degraded => Level::Warn,
+                Severity::Fine => Level::Info,
+            },
             EventKind::Tftp { ok: false, .. } => Level::Warn,
             _ => Level::Info,
         };
@@ -737,7 +734,7 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
                 name.clone(),
                 ServiceState {
                     name: name.clone(),
-                    status: status.clone(),
+                    status: *status,
                     restarts: *restarts,
                     detail: detail.clone(),
                     since: ev.at,
@@ -1587,7 +1584,7 @@ mod tests {
             seq: 7,
             at: NOW,
             kind: EventKind::Log {
-                level: "error".into(),
+                level: Level::Error,
                 message: "boom".into(),
             },
         });
@@ -1710,7 +1707,7 @@ mod tests {
                 bus(
                     seq,
                     EventKind::Log {
-                        level: "warn".into(),
+                        level: Level::Warn,
                         message: "same thing".into(),
                     },
                 ),
@@ -1770,7 +1767,7 @@ mod tests {
     fn service_problems_reach_the_console() {
         let app = fixtures::first_minute().unwrap();
         let dnsmasq = &app.services["dnsmasq"];
-        assert_eq!(dnsmasq.status, "waiting");
+        assert_eq!(dnsmasq.status, ServiceStatus::Waiting);
         assert_eq!(
             dnsmasq.problem.as_ref().map(|p| p.code.as_str()),
             Some("interface_missing")

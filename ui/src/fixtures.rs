@@ -297,10 +297,16 @@ fn event(seq: u64, secs_ago: i64, kind: EventKind) -> Arc<Event> {
     })
 }
 
+/// A status by its name, as the API spells it.
+fn status_of(name: &str) -> mayu::lease::ServiceStatus {
+    serde_json::from_value(serde_json::Value::String(name.into()))
+        .unwrap_or_else(|_| panic!("no service status `{name}`"))
+}
+
 fn service(name: &str, status: &str, restarts: u32, detail: &str) -> ServiceState {
     ServiceState {
         name: name.into(),
-        status: status.into(),
+        status: status_of(status),
         restarts,
         detail: detail.into(),
         since: ago(3000),
@@ -475,7 +481,7 @@ pub fn session() -> Result<App, IdError> {
             112,
             20,
             EventKind::Log {
-                level: "warn".into(),
+                level: mayu::events::LogLevel::Warn,
                 message: "dnsmasq restarted after exit status 2".into(),
             },
         ),
@@ -546,7 +552,7 @@ pub fn first_minute() -> Result<App, IdError> {
     let svc = |name: &str, status: &str, detail: &str, problem: Option<ServiceProblem>| {
         EventKind::Service {
             name: name.into(),
-            status: status.into(),
+            status: status_of(status),
             restarts: 0,
             detail: detail.into(),
             problem,
@@ -566,7 +572,7 @@ pub fn first_minute() -> Result<App, IdError> {
             4,
             62,
             EventKind::Log {
-                level: "warn".into(),
+                level: mayu::events::LogLevel::Warn,
                 message: "boot programs missing from /home/alice/mayu/tftproot: undionly.kpxe (BIOS), ipxe.efi (UEFI x86-64), ipxe-arm64.efi (arm64); those clients cannot boot. Fill it with scripts/fill-tftproot.sh".into(),
             },
         ),

@@ -9,6 +9,7 @@ use ratatui::widgets::{Paragraph, Widget};
 use time::OffsetDateTime;
 
 use mayu::lease::ServiceState;
+use mayu::lease::ServiceStatus;
 use mayu::machine::State;
 
 use super::{clock, dim, fit};
@@ -23,16 +24,16 @@ const SLOTS: [(&str, &str); 4] = [
     ("templates", "template"),
 ];
 
-fn status_style(status: &str) -> (Style, &'static str) {
+/// `None`: not started.
+fn status_style(status: Option<ServiceStatus>) -> (Style, &'static str) {
+    use ServiceStatus as S;
     match status {
-        "running" | "ok" | "ready" | "listening" | "watching" => {
-            (Style::new().fg(Color::Green), "●")
-        }
-        "starting" | "restarting" | "reloading" | "waiting" => {
+        Some(S::Running | S::Ok | S::Watching) => (Style::new().fg(Color::Green), "●"),
+        Some(S::Starting | S::Restarting | S::Waiting | S::Retrying) => {
             (Style::new().fg(Color::Yellow), "◐")
         }
-        "failed" | "error" => (Style::new().fg(Color::Red).bold(), "✖"),
-        _ => (dim(), "○"),
+        Some(S::Failed) => (Style::new().fg(Color::Red).bold(), "✖"),
+        Some(S::Stopped | S::Disabled) | None => (dim(), "○"),
     }
 }
 
@@ -91,16 +92,16 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             named.push(s.name.clone());
         }
         let status = match (label, svc) {
-            ("templates", _) if app.templates.ok == Some(false) => "failed",
-            ("templates", None) if app.templates.ok == Some(true) => "ok",
-            (_, Some(s)) => s.status.as_str(),
-            (_, None) => "not started",
+            ("templates", _) if app.templates.ok == Some(false) => Some(ServiceStatus::Failed),
+            ("templates", None) if app.templates.ok == Some(true) => Some(ServiceStatus::Ok),
+            (_, Some(s)) => Some(s.status),
+            (_, None) => None,
         };
         let (style, dot) = status_style(status);
         spans.push(Span::raw("  "));
         spans.push(Span::styled(dot, style));
         spans.push(Span::styled(format!(" {label} "), Style::new().bold()));
-        let detail = if svc.is_none() && status == "not started" && label != "dnsmasq" {
+        let detail = if svc.is_none() && status.is_none() && label != "dnsmasq" {
             "off".to_string()
         } else {
             slot_detail(app, label, svc, wide)
@@ -108,11 +109,11 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         spans.push(Span::styled(detail, dim()));
     }
     for s in app.services.values().filter(|s| !named.contains(&s.name)) {
-        let (style, dot) = status_style(&s.status);
+        let (style, dot) = status_style(Some(s.status));
         spans.push(Span::raw("  "));
         spans.push(Span::styled(dot, style));
         spans.push(Span::styled(format!(" {} ", s.name), Style::new().bold()));
-        spans.push(Span::styled(s.status.clone(), dim()));
+        spans.push(Span::styled(s.status.as_str(), dim()));
     }
     Paragraph::new(Line::from(spans)).render(Rect { height: 1, ..area }, buf);
 
@@ -194,11 +195,11 @@ fn render_problem(svc: &ServiceState, area: Rect, buf: &mut Buffer) {
     let Some(p) = &svc.problem else {
         return;
     };
-    let (style, dot) = status_style(&svc.status);
+    let (style, dot) = status_style(Some(svc.status));
     let label = format!("{}: ", svc.name);
     let room = usize::from(area.width).saturating_sub(3 + label.chars().count());
-    let text_style = match svc.status.as_str() {
-        "failed" | "error" => Style::new().fg(Color::Red),
+    let text_style = match svc.status {
+        ServiceStatus::Failed => Style::new().fg(Color::Red),
         _ => Style::new().fg(Color::Yellow),
     };
     Paragraph::new(Line::from(vec![
