@@ -12,13 +12,14 @@
 #   scripts/bench.sh --smoke             every measure tiny and once (CI): proves the script
 #                                        works; checks answers, never timings
 # Other options: --label L (the measured binary's column; default: its commit), --rounds N,
-# --json FILE (every number), --keep (leave the run folder). BENCH_TMPDIR picks where the run
+# --json FILE (every number), --keep (leave the run folder), --from-json FILE (measure nothing:
+# write the report again from a --json file, with --out). BENCH_TMPDIR picks where the run
 # folder goes (default /var/tmp: a disk, as the fsync rows need, not tmpfs).
 # Needs: wrk, nginx (Debian nginx-light), python3, git (scripts/install-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 smoke=
 before=
@@ -28,6 +29,7 @@ out=
 rounds=
 json=
 keep=
+from_json=
 while [ $# -gt 0 ]; do
   case "$1" in
   --smoke) smoke=1; shift ;;
@@ -38,10 +40,15 @@ while [ $# -gt 0 ]; do
   --rounds) rounds=$2; shift 2 ;;
   --json) json=$2; shift 2 ;;
   --keep) keep=1; shift ;;
+  --from-json) from_json=$2; shift 2 ;;
   -h | --help) usage; exit 0 ;;
   *) echo "bench.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+
+if [ -n "$from_json" ]; then
+  exec python3 scripts/bench/run.py --from-json "$from_json" ${out:+--out "$out"} ${smoke:+--smoke}
+fi
 
 for tool in wrk nginx python3 git; do
   if ! command -v "$tool" > /dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then

@@ -446,7 +446,7 @@ class Run:
     def __init__(self, tmp, size):
         self.tmp = tmp
         self.size = size
-        self.pids_file = os.path.join(tmp, "pids")
+        self.pids_file = os.path.join(tmp or ".", "pids")
         self.serial = 0
         self.instances = []
 
@@ -610,7 +610,7 @@ ROWS = [
      "≥ 0.9× nginx", lambda r: r["ratio"] >= 0.9),
     ("aggregate", "the same, aggregate MB/s over {secs} s", "MB/s", "mayu/ref",
      "≥ 0.9× nginx", lambda r: r["ratio"] >= 0.9),
-    ("range", "{range_kib} KiB Range request, median latency (1 client)", "ms", "ref/mayu",
+    ("range", "{range_size} Range request, median latency (1 client)", "ms", "ref/mayu",
      "≥ 0.9× nginx (\"Range without penalty\")", lambda r: r["ratio"] >= 0.9),
     ("ipxe", "`/ipxe` for a known machine, rps", "rps", "mayu/ref",
      "≥ 0.8× nginx", lambda r: r["ratio"] >= 0.8),
@@ -697,7 +697,8 @@ class Bench:
         self.binaries = []
         if args.before:
             self.binaries.append((args.before_label, os.path.abspath(args.before)))
-        self.binaries.append((args.now_label, os.path.abspath(args.now)))
+        if args.now:
+            self.binaries.append((args.now_label, os.path.abspath(args.now)))
         self.salt = 0
 
     # fixtures shared by every instance
@@ -964,23 +965,25 @@ def machine_info(tmp):
 
 
 def names(s):
-    return dict(s, initrd_mib=s["initrd"] // MIB, range_kib=s["range_len"] // 1024, kernel_kib=s["kernel"] // 1024)
+    rl = s["range_len"]
+    return dict(s, initrd_mib=s["initrd"] // MIB, kernel_kib=s["kernel"] // 1024,
+                range_size=f"{rl // MIB} MiB" if rl % MIB == 0 else f"{rl // 1024} KiB")
 
 
-def report(bench, info, smoke):
+def report(bench, info, smoke, when):
     res, labels = bench.res, [l for l, _ in bench.binaries]
     s = bench.s
     lines = []
     title = "Smoke run (tiny sizes, one round: proves the script works; the numbers mean nothing)" if smoke else "Results"
     lines.append(f"## {title}\n")
-    lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `scripts/bench.sh`"
+    lines.append(f"Measured {when} by `scripts/bench.sh`"
                  + "".join(f"; **{l}** = `{b}`" for l, b in bench.binaries) + ".\n")
     lines.append(f"- machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM; kernel {info['kernel']}")
     lines.append(f"- disk/filesystem of the run folder: {info['fs']} ({info['disk'] or 'device unknown'})")
     lines.append(f"- load clients: {info['wrk']}; Python {info['python']} (stdlib clients); reference: {info['nginx']}")
     lines.append(f"- rounds: {s['rounds']}; initrd {s['initrd'] // MIB} MiB; {s['clients']} clients; "
-                 f"{s['secs']} s wrk runs ({s['conns']} connections, {s['threads']} wrk threads); storm {s['storm']}; "
-                 f"{s['big']} machines")
+                 f"{s['secs']} s wrk runs ({s['conns']} connections, {s['threads']} wrk threads); storm {s['storm']:,}; "
+                 f"{s['big']:,} machines")
     lines.append("- load average: " + "; ".join(f"{w} {v}" for w, v in bench.loads) + "\n")
     head = "| measure | reference | " + " | ".join(f"{l}: mayu | {l}: reference | {l}: ratio" for l in labels) + " | target | " + " | ".join(f"met ({l})" for l in labels) + " |"
     lines.append(head)
@@ -997,6 +1000,9 @@ def report(bench, info, smoke):
             ratio = f"{r['ratio']:.2f}"
             if key == "storm_committed":
                 ratio += f"; {r['extra']:.2f} s after the last answer"
+            if key == "continuous":
+                p99 = statistics.median(x["p99_ms"] for x in res.data[l][key])
+                ratio += f"; p99 {p99:.0f} ms"
             cells += [fmt(key, r["mayu"]), fmt(key, r["ref"]), ratio]
             mets.append("—" if ok is None else ("yes" if ok(r) else "**no**"))
         cells.append(target)
@@ -1055,10 +1061,27 @@ def write_out(path, section):
     os.replace(path + ".tmp", path)
 
 
+def rerender(args):
+    with open(args.from_json) as f:
+        saved = json.load(f)
+    bench = Bench(args)
+    bench.binaries = [tuple(b) for b in saved["binaries"]]
+    bench.loads = [tuple(x) for x in saved["loads"]]
+    bench.s = saved["sizes"]
+    bench.res.data = saved["results"]
+    bench.res.cpu = {l: {k: [tuple(x) for x in v] for k, v in d.items()} for l, d in saved["cpu"].items()}
+    section = report(bench, saved["info"], args.smoke, saved.get("measured", "(time not saved)"))
+    print(section)
+    if args.out:
+        write_out(args.out, section)
+        log(f"wrote {args.out}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tmp", required=True, help="this run's private folder")
-    p.add_argument("--now", required=True, help="the mayu binary measured as `now`")
+    p.add_argument("--tmp", help="this run's private folder")
+    p.add_argument("--now", help="the mayu binary measured as `now`")
     p.add_argument("--now-label", default="now")
     p.add_argument("--before", help="a second mayu binary, measured as `before`")
     p.add_argument("--before-label", default="before")
@@ -1066,7 +1089,12 @@ def main():
     p.add_argument("--rounds", type=int)
     p.add_argument("--out", help="rewrite the results section of this Markdown file")
     p.add_argument("--json", help="write every number here")
+    p.add_argument("--from-json", help="measure nothing: rewrite the report from a --json file")
     args = p.parse_args()
+    if args.from_json:
+        return rerender(args)
+    if not args.tmp or not args.now:
+        p.error("--tmp and --now are needed to measure")
 
     def stop(signum, _frame):
         raise SystemExit(128 + signum)
@@ -1087,11 +1115,12 @@ def main():
         if hasattr(bench, "nginx"):
             bench.nginx.stop()
     info = machine_info(args.tmp)
-    section = report(bench, info, args.smoke)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = report(bench, info, args.smoke, when)
     print(section)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "binaries": bench.binaries, "loads": bench.loads, "results": bench.res.data,
+            json.dump({"measured": when, "info": info, "binaries": bench.binaries, "loads": bench.loads, "results": bench.res.data,
                        "cpu": bench.res.cpu, "sizes": bench.s}, f, indent=1)
     if args.out:
         write_out(args.out, section)
