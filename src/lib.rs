@@ -4,8 +4,10 @@
 
 pub mod api;
 pub mod assign;
+pub mod atomic;
 pub mod boot;
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod config;
 pub mod dnsmasq;

@@ -6,9 +6,6 @@
 //! (mode 0600) so `mayuctl --token-file` can use it and the console can print where it is.
 //! Delete that file once the secret is stored elsewhere; the hash in the tokens file keeps working.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -147,20 +144,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TokenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write(path, bytes, 0o600).map_err(io)
 }
 
 impl Tokens {

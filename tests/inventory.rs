@@ -33,7 +33,8 @@ fn an_interrupted_write_leaves_the_old_file_whole() {
     // Stage a new version but "crash" before the rename.
     let mut changed = m.clone();
     changed.hostname = Some("half-written".into());
-    let staged = files::stage(&path, &files::encode(&changed).unwrap()).unwrap();
+    let staged =
+        mayu::atomic::stage(&path, &files::encode(&changed).unwrap(), files::MODE).unwrap();
     std::mem::forget(staged); // a crash runs no destructor: the temp file stays behind
     assert_eq!(std::fs::read(&path).unwrap(), old, "old file untouched");
     let leftovers: Vec<_> = std::fs::read_dir(lab.path().join("inventory"))

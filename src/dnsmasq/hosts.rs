@@ -4,9 +4,7 @@
 //! `known_only` setting uses to ignore everything else.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use crate::config::{DhcpMode, NetworkConfig};
 use crate::machine::Machine;
@@ -53,23 +51,6 @@ fn valid_hostname(h: &str) -> bool {
         && h.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         && !h.starts_with('-')
-}
-
-/// Writes `text` to `path` atomically (a temporary file in the same folder, then a rename),
-/// so dnsmasq never reads half a file.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    // dnsmasq may run as `nobody`; it must be able to read what we write.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self, absolute, BootPrograms, RuntimeFiles};
-use super::hosts::{render_hosts, write_atomic};
+use super::hosts::render_hosts;
 use super::leases;
 use super::logparse::{LogItem, LogParser};
 use crate::config::{Config, DhcpMode};
@@ -304,7 +304,7 @@ impl Supervisor {
     /// milliseconds, so it runs in place rather than on a blocking thread.
     fn prepare(&self, config: &Config, binary: &Path) -> Result<(), String> {
         let text = conf::render_conf(config).map_err(|e| e.to_string())?;
-        write_atomic(&self.files.conf, &text)
+        crate::atomic::write(&self.files.conf, text.as_bytes(), 0o644)
             .map_err(|e| format!("cannot write {}: {e}", self.files.conf.display()))?;
         conf::self_test(binary, &self.opts.wrapper, &self.files.conf).map_err(|e| e.to_string())
     }
@@ -629,7 +629,7 @@ impl HostsWriter {
         if self.last.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        write_atomic(&self.path, &text)?;
+        crate::atomic::write(&self.path, text.as_bytes(), 0o644)?;
         self.last = Some(text);
         Ok(true)
     }

@@ -8,8 +8,7 @@
 //! read the file.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DhcpMode};
@@ -174,27 +173,10 @@ pub fn fill(root: &Path, source: &Path) -> Result<Vec<String>, FillError> {
     let mut copied = Vec::new();
     for file in wanted {
         let bytes = fs::read(source.join(file)).map_err(err(format!("read {file}")))?;
-        let tmp = root.join(format!(".{file}.mayu-tmp"));
-        let written = (|| {
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            out.write_all(&bytes)?;
-            out.sync_all()?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
-            fs::rename(&tmp, root.join(file))
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(err(format!("write {file}"))(e));
-        }
+        // World-readable: dnsmasq serves only files others may read.
+        crate::atomic::write(&root.join(file), &bytes, 0o644)
+            .map_err(err(format!("write {file}")))?;
         copied.push(file.to_string());
-    }
-    if let Ok(dir) = fs::File::open(root) {
-        let _ = dir.sync_all();
     }
     Ok(copied)
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, Signature};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -134,7 +134,7 @@ pub async fn report(
 }
 
 /// A commit that touched one machine's file.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HistoryEntry {
     pub commit: String,
     pub author: String,
@@ -173,7 +173,7 @@ impl Drop for GitAudit {
 /// Makes everything written below the repository durable in one go (objects of a whole
 /// commit group, then the ref naming them), instead of libgit2's fsync per object.
 fn sync_repo(repo: &Repository) -> Result<(), git2::Error> {
-    super::files::syncfs(repo.path())
+    crate::atomic::syncfs(repo.path())
         .map_err(|e| git2::Error::from_str(&format!("sync {}: {e}", repo.path().display())))
 }
 

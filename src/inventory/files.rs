@@ -2,131 +2,12 @@
 //! written atomically, loaded in parallel; an unreadable one is reported with what could still
 //! be read from it, so its place is kept.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::machine::{Machine, MachineId};
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A file written next to its destination but not yet in place. Dropping it without
-/// [`Staged::commit`] removes the temp file and leaves the destination as it was.
-pub struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
-    done: bool,
-}
-
-/// Writes `bytes` to a temp file beside `dest` and syncs it to disk.
-pub fn stage(dest: &Path, bytes: &[u8]) -> io::Result<Staged> {
-    let staged = stage_unsynced(dest, bytes)?;
-    File::open(&staged.tmp)?.sync_all()?;
-    Ok(staged)
-}
-
-/// [`stage`] without the sync: the caller makes a whole group durable at once.
-fn stage_unsynced(dest: &Path, bytes: &[u8]) -> io::Result<Staged> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)
-    })();
-    if let Err(e) = written {
-        // A full disk or a failed write leaves no temp file behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(Staged {
-        tmp,
-        dest: dest.to_path_buf(),
-        done: false,
-    })
-}
-
-impl Staged {
-    /// Renames the temp file over the destination and syncs the folder, so after a crash the
-    /// destination holds either the old or the new content, whole.
-    pub fn commit(mut self) -> io::Result<()> {
-        fs::rename(&self.tmp, &self.dest)?;
-        self.done = true;
-        sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// Groups at least this big are made durable with one `syncfs` instead of a sync per file.
-const SYNCFS_FROM: usize = 4;
-
-/// Writes (`Some`) or removes (`None`) several files of one folder as a group: every temp file
-/// is written, all of them are made durable together (one `syncfs` for a big group), then each
-/// is renamed into place and the folder is synced once. After a crash each file holds its old
-/// or its new content, whole. On an error nothing has been renamed unless the error came from
-/// the rename or folder sync itself.
-pub fn write_group(dir: &Path, files: &[(PathBuf, Option<&[u8]>)]) -> io::Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
-    for (dest, bytes) in files {
-        if let Some(bytes) = bytes {
-            staged.push(stage_unsynced(dest, bytes)?);
-        }
-    }
-    if staged.len() >= SYNCFS_FROM {
-        syncfs(dir)?;
-    } else {
-        for s in &staged {
-            File::open(&s.tmp)?.sync_all()?;
-        }
-    }
-    for s in &mut staged {
-        fs::rename(&s.tmp, &s.dest)?;
-        s.done = true;
-    }
-    for (dest, bytes) in files {
-        if bytes.is_none() {
-            match fs::remove_file(dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    sync_dir(dir)
-}
-
-/// Flushes every dirty page of the filesystem holding `dir` (Linux reports write-back errors).
-pub fn syncfs(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = File::open(dir)?;
-    // SAFETY: syncfs(2) on a descriptor we own and keep open for the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// Reads one machine file: `None` when there is none.
 pub fn read_machine(dir: &Path, id: &MachineId) -> Result<Option<Machine>, String> {
@@ -137,18 +18,12 @@ pub fn read_machine(dir: &Path, id: &MachineId) -> Result<Option<Machine>, Strin
     load_one(&path).map(Some)
 }
 
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Temp-file-then-rename write of a whole file.
-pub fn write_atomic(dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    stage(dest, bytes)?.commit()
-}
-
 pub fn machine_path(dir: &Path, id: &MachineId) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
+
+/// Machine files are private to mayu: they name the machine's profile and overrides.
+pub const MODE: u32 = 0o600;
 
 pub fn encode(m: &Machine) -> io::Result<Vec<u8>> {
     let mut v = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;

@@ -4,9 +4,7 @@
 //! A token from an older inventory (stored in the machine file) is kept only as its SHA-256, so
 //! installed machines that baked it in keep working.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -38,17 +36,7 @@ impl MachineKey {
                 use rand::RngCore;
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                let tmp = dir.join(format!(".{KEY_FILE}.tmp.{}", std::process::id()));
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(hex::encode(key).as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                super::files::sync_dir(dir)?;
+                crate::atomic::write(&path, hex::encode(key).as_bytes(), 0o600)?;
                 Ok(MachineKey(key))
             }
             Err(e) => Err(e),

@@ -215,7 +215,7 @@ impl Backend for LocalBackend {
                 )
             })
             .collect();
-        files::write_group(&self.dir, &group).map_err(io(&self.dir))?;
+        crate::atomic::write_group(&self.dir, &group, files::MODE).map_err(io(&self.dir))?;
         // The files are durable; the changes are acknowledged only once their audit records
         // are too.
         if let Some(a) = &self.audit {
