@@ -488,6 +488,11 @@ pub async fn serve(
                 }
             },
         };
+        // Responses go out as soon as they are written: with Nagle's algorithm a streamed
+        // body's last segment waits for the client's delayed ACK (~40 ms per response).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(listener = port.as_str(), error = %e, "cannot set TCP_NODELAY");
+        }
         let conn = conn.clone();
         tracker.spawn(async move { conn.run(tcp, peer, permit).await });
     }

@@ -320,29 +320,54 @@ pub fn binary(config: &Config) -> PathBuf {
 /// Runs `dnsmasq --test` on `conf` (under `wrapper`, e.g. `ip netns exec NS`). On refusal the
 /// error names the file, the line and the line's text.
 pub fn self_test(binary: &Path, wrapper: &[OsString], conf: &Path) -> Result<(), SelfTestError> {
+    let (program, args) = test_argv(binary, wrapper, conf);
+    let out = Command::new(&program).args(&args).output();
+    judge(out, &program, conf)
+}
+
+/// [`self_test`] for the supervisor's async task: the child runs under `tokio::process`.
+pub async fn self_test_async(
+    binary: &Path,
+    wrapper: &[OsString],
+    conf: &Path,
+) -> Result<(), SelfTestError> {
+    let (program, args) = test_argv(binary, wrapper, conf);
+    let out = tokio::process::Command::new(&program)
+        .args(&args)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    judge(out, &program, conf)
+}
+
+/// `[wrapper…] dnsmasq --test --conf-file=CONF`, as program and arguments.
+fn test_argv(binary: &Path, wrapper: &[OsString], conf: &Path) -> (OsString, Vec<OsString>) {
     let mut argv: Vec<OsString> = wrapper.to_vec();
     argv.push(binary.as_os_str().to_os_string());
-    let (program, args) = argv
-        .split_first()
-        .map(|(p, a)| (p.clone(), a.to_vec()))
-        .unwrap_or_else(|| (binary.as_os_str().to_os_string(), Vec::new()));
-    let out = Command::new(&program)
-        .args(&args)
-        .arg("--test")
-        .arg(format!("--conf-file={}", conf.display()))
-        .output()
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                SelfTestError::NotFound {
-                    binary: PathBuf::from(&program),
-                }
-            } else {
-                SelfTestError::Spawn {
-                    binary: PathBuf::from(&program),
-                    source,
-                }
+    argv.push("--test".into());
+    argv.push(format!("--conf-file={}", conf.display()).into());
+    let program = argv.remove(0);
+    (program, argv)
+}
+
+/// What `dnsmasq --test` said, as a located error when it refused the file.
+fn judge(
+    out: std::io::Result<std::process::Output>,
+    program: &OsString,
+    conf: &Path,
+) -> Result<(), SelfTestError> {
+    let out = out.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SelfTestError::NotFound {
+                binary: PathBuf::from(program),
             }
-        })?;
+        } else {
+            SelfTestError::Spawn {
+                binary: PathBuf::from(program),
+                source,
+            }
+        }
+    })?;
     if out.status.success() {
         return Ok(());
     }

@@ -7,16 +7,43 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use crate::config::{DhcpMode, NetworkConfig};
-use crate::machine::Machine;
+use crate::machine::{Mac, Machine, MachineId};
 
-/// The hostsfile's text for `machines`. Addresses are only given in `full` mode (in proxy mode
-/// another server owns them) and only when they sit inside the boot subnet and are not the
-/// server's own, the network's or the broadcast address; an address two machines claim goes
-/// to the first (by id) so dnsmasq never sees a duplicate.
+/// What the hostsfile holds of one machine; an inventory change that leaves this alone needs
+/// no new file and no SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    pub id: MachineId,
+    pub macs: Vec<Mac>,
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+}
+
+impl HostEntry {
+    pub fn of(m: &Machine) -> HostEntry {
+        HostEntry {
+            id: m.id.clone(),
+            macs: m.macs.clone(),
+            ip: m.ip,
+            hostname: m.hostname.clone(),
+        }
+    }
+}
+
+/// The hostsfile's text for `machines`: see [`render_entries`].
 pub fn render_hosts(machines: &[Machine], net: &NetworkConfig) -> String {
+    let entries: Vec<HostEntry> = machines.iter().map(HostEntry::of).collect();
+    render_entries(&entries, net)
+}
+
+/// The hostsfile's text. Addresses are only given in `full` mode (in proxy mode another server
+/// owns them) and only when they sit inside the boot subnet and are not the server's own, the
+/// network's or the broadcast address; an address two machines claim goes to the first (by id)
+/// so dnsmasq never sees a duplicate.
+pub fn render_entries(entries: &[HostEntry], net: &NetworkConfig) -> String {
     let subnet = net.subnet().ok();
     let mut taken: HashSet<Ipv4Addr> = HashSet::new();
-    let mut sorted: Vec<&Machine> = machines.iter().filter(|m| !m.macs.is_empty()).collect();
+    let mut sorted: Vec<&HostEntry> = entries.iter().filter(|m| !m.macs.is_empty()).collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out = String::from("# written by mayu from the inventory; changes here are lost\n");
     for m in sorted {
@@ -56,7 +83,6 @@ fn valid_hostname(h: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::{Mac, MachineId};
     use time::OffsetDateTime;
 
     fn net(mode: &str) -> NetworkConfig {

@@ -2,7 +2,8 @@
 //! log turned into events and its lease file into the engine's lease table.
 //!
 //! - [`conf`]: the runtime files, rendering `templates/dnsmasq.conf`, `dnsmasq --test`.
-//! - [`hosts`]: the `dhcp-hostsfile` written from the inventory (re-read on SIGHUP).
+//! - [`hosts`]: the `dhcp-hostsfile` text for the inventory (re-read on SIGHUP).
+//! - [`hosts_sync`]: keeps that file current off the supervisor's task.
 //! - [`leases`]: the lease file parser and watcher.
 //! - [`logparse`]: dnsmasq's log lines as typed items.
 //! - [`supervisor`]: the child process itself.
@@ -10,6 +11,7 @@
 
 pub mod conf;
 pub mod hosts;
+pub mod hosts_sync;
 pub mod leases;
 pub mod logparse;
 pub mod supervisor;

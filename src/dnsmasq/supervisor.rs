@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self, absolute, BootPrograms, RuntimeFiles};
-use super::hosts::render_hosts;
+use super::hosts_sync;
 use super::leases;
 use super::logparse::{LogItem, LogParser};
 use crate::config::{Config, DhcpMode};
 use crate::engine::Engine;
-use crate::events::{Event, EventKind};
+use crate::events::EventKind;
 use crate::lease::ServiceProblem;
 use crate::lease::ServiceStatus;
 use crate::machine::Phase;
@@ -148,11 +148,13 @@ impl Supervisor {
             base = format!("{base}; missing boot programs: {}", list.join(", "));
         }
 
-        let mut bus = self.engine.bus().subscribe();
-        let mut hosts = HostsWriter::new(self.files.hosts.clone());
-        if let Err(e) = hosts.update(&self.engine) {
-            tracing::warn!(file = %self.files.hosts.display(), error = %e, "cannot write the dnsmasq hostsfile");
-        }
+        // Written before the first start, then kept current by its own task.
+        let mut hosts = hosts_sync::start(
+            self.engine.clone(),
+            self.files.hosts.clone(),
+            cancel.child_token(),
+        )
+        .await;
         let lease_task = tokio::spawn(leases::watch(
             self.engine.clone(),
             self.files.leases.clone(),
@@ -189,10 +191,7 @@ impl Supervisor {
                     unmet_shown = Some(unmet);
                     refusal_shown = None;
                 }
-                if self
-                    .idle(self.opts.recheck, &mut bus, &mut hosts, &cancel)
-                    .await
-                {
+                if idle(self.opts.recheck, &cancel).await {
                     break;
                 }
                 continue;
@@ -201,7 +200,7 @@ impl Supervisor {
             // a degradation such as an empty TFTP root: dnsmasq runs, the status says so
             let warning = unmet.iter().find(|u| !u.blocks()).map(Unmet::problem);
             let binary = binary.unwrap_or_else(|| conf::binary(&config));
-            let outcome = match self.prepare(&config, &binary) {
+            let outcome = match self.prepare(&config, &binary).await {
                 Ok(()) => {
                     let run = RunSpec {
                         config: &config,
@@ -210,7 +209,7 @@ impl Supervisor {
                         warning,
                         restarts,
                     };
-                    self.run_child(run, &mut bus, &mut hosts, &cancel).await
+                    self.run_child(run, &mut hosts, &cancel).await
                 }
                 Err(reason) => Outcome::NotStarted(reason),
             };
@@ -262,7 +261,7 @@ impl Supervisor {
                     backoff
                 }
             };
-            if self.idle(wait, &mut bus, &mut hosts, &cancel).await {
+            if idle(wait, &cancel).await {
                 break;
             }
             backoff = (backoff * 2).min(self.opts.backoff_max);
@@ -273,40 +272,19 @@ impl Supervisor {
         let _ = lease_task.await;
     }
 
-    /// Waits `wait` with no child running, keeping the hostsfile current; true when
-    /// cancelled.
-    async fn idle(
-        &self,
-        wait: Duration,
-        bus: &mut broadcast::Receiver<std::sync::Arc<Event>>,
-        hosts: &mut HostsWriter,
-        cancel: &CancellationToken,
-    ) -> bool {
-        let deadline = tokio::time::sleep(wait);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return true,
-                _ = &mut deadline => return false,
-                ev = bus.recv() => {
-                    // No child to signal: the next start reads the file anyway.
-                    if inventory_changed(&ev) {
-                        if let Err(e) = hosts.update(&self.engine) {
-                            tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile");
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Renders and writes the config, then has dnsmasq check it. `dnsmasq --test` returns in
-    /// milliseconds, so it runs in place rather than on a blocking thread.
-    fn prepare(&self, config: &Config, binary: &Path) -> Result<(), String> {
+    /// Renders and writes the config (on a blocking thread), then has dnsmasq check it.
+    async fn prepare(&self, config: &Config, binary: &Path) -> Result<(), String> {
         let text = conf::render_conf(config).map_err(|e| e.to_string())?;
-        crate::atomic::write(&self.files.conf, text.as_bytes(), 0o644)
-            .map_err(|e| format!("cannot write {}: {e}", self.files.conf.display()))?;
-        conf::self_test(binary, &self.opts.wrapper, &self.files.conf).map_err(|e| e.to_string())
+        let path = self.files.conf.clone();
+        let cannot = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || crate::atomic::write(&target, text.as_bytes(), 0o644))
+            .await
+            .map_err(|e| cannot(&e))?
+            .map_err(|e| cannot(&e))?;
+        conf::self_test_async(binary, &self.opts.wrapper, &path)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn command(&self, binary: &Path) -> Command {
@@ -349,8 +327,7 @@ impl Supervisor {
     async fn run_child(
         &self,
         spec: RunSpec<'_>,
-        bus: &mut broadcast::Receiver<std::sync::Arc<Event>>,
-        hosts: &mut HostsWriter,
+        hosts: &mut watch::Receiver<hosts_sync::Written>,
         cancel: &CancellationToken,
     ) -> Outcome {
         let RunSpec {
@@ -401,7 +378,7 @@ impl Supervisor {
             hup_pending: false,
             hup_sent: false,
             problem: None,
-            hosts_count: hosts.count(),
+            hosts_count: hosts.borrow_and_update().count,
         };
         let mut lines_open = true;
         let status = loop {
@@ -419,9 +396,10 @@ impl Supervisor {
                 },
                 // dnsmasq's transaction bursts end without a marker: flush after a quiet spell.
                 _ = tokio::time::sleep(Duration::from_millis(100)), if quiet => run.flush(),
-                ev = bus.recv() => {
-                    if inventory_changed(&ev) {
-                        run.inventory_changed(hosts);
+                changed = hosts.changed() => {
+                    if changed.is_ok() {
+                        let count = hosts.borrow_and_update().count;
+                        run.hosts_written(count);
                     }
                 }
             }
@@ -588,14 +566,13 @@ impl ChildRun<'_> {
         }
     }
 
-    fn inventory_changed(&mut self, hosts: &mut HostsWriter) {
-        let written = hosts.update(self.engine);
-        self.hosts_count = hosts.count();
-        match written {
-            Ok(true) if self.up => self.hup(),
-            Ok(true) => self.hup_pending = true,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot write the dnsmasq hostsfile"),
+    /// The hostsfile changed: dnsmasq re-reads it on SIGHUP once its handlers are set.
+    fn hosts_written(&mut self, count: usize) {
+        self.hosts_count = count;
+        if self.up {
+            self.hup();
+        } else {
+            self.hup_pending = true;
         }
     }
 
@@ -612,47 +589,11 @@ impl ChildRun<'_> {
     }
 }
 
-/// The hostsfile as last written, so an unchanged inventory causes no write and no SIGHUP.
-struct HostsWriter {
-    path: PathBuf,
-    last: Option<String>,
-}
-
-impl HostsWriter {
-    fn new(path: PathBuf) -> HostsWriter {
-        HostsWriter { path, last: None }
-    }
-
-    /// Rewrites the file if the inventory changed what it holds; true when it did.
-    fn update(&mut self, engine: &Engine) -> std::io::Result<bool> {
-        let text = render_hosts(&engine.list(), &engine.config().network);
-        if self.last.as_deref() == Some(text.as_str()) {
-            return Ok(false);
-        }
-        crate::atomic::write(&self.path, text.as_bytes(), 0o644)?;
-        self.last = Some(text);
-        Ok(true)
-    }
-
-    fn count(&self) -> usize {
-        self.last
-            .as_deref()
-            .map(|t| t.lines().filter(|l| !l.starts_with('#')).count())
-            .unwrap_or(0)
-    }
-}
-
-fn inventory_changed(ev: &Result<std::sync::Arc<Event>, broadcast::error::RecvError>) -> bool {
-    match ev {
-        Ok(e) => matches!(
-            e.kind,
-            EventKind::MachineAdded { .. }
-                | EventKind::MachineChanged { .. }
-                | EventKind::MachineRetired { .. }
-        ),
-        // Missed events may have been inventory changes; re-rendering is cheap.
-        Err(broadcast::error::RecvError::Lagged(_)) => true,
-        Err(broadcast::error::RecvError::Closed) => false,
+/// Waits `wait` with no child running; true when cancelled.
+async fn idle(wait: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
     }
 }
 
