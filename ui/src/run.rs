@@ -83,15 +83,17 @@ async fn stop(engine: Engine, cancel: CancellationToken, services: Services) {
     let flushed = tokio::task::spawn_blocking(move || engine.flush_within(SHUTDOWN_FLUSH)).await;
     if let Ok(Err(e)) = flushed {
         tracing::error!(error = %e, "audit flush at shutdown incomplete");
-        eprintln!("mayu: audit: {e}");
+        say(&format!("mayu: audit: {e}"));
     }
 }
 
-/// TERM and INT, taken over before anything starts: one arriving during start-up still stops
-/// mayu gracefully (with the audit flush) instead of killing it.
+/// TERM, INT and HUP, taken over before anything starts: one arriving during start-up still
+/// stops mayu gracefully (audit flushed, dnsmasq stopped) instead of killing it. HUP is a
+/// closed terminal or a lost ssh session: the operator has gone, the services stop in order.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -99,21 +101,31 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
+    /// Returns when one arrives; logs which.
+    async fn next(&mut self) {
         tokio::select! {
             _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = self.int.recv() => tracing::info!("interrupt: stopping"),
+            _ = self.hup.recv() => tracing::info!("SIGHUP (terminal closed): stopping"),
         }
     }
+}
+
+/// Says something on stderr if there still is one (after a hangup there is not, and
+/// `eprintln!` would panic).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// `mayu --headless`: the services alone, logging to stdout and the log file.
 pub async fn headless(config: Config) -> anyhow::Result<()> {
     let _log = mayu::logging::init(&config.logs, true).context("opening the log folder")?;
-    let signals = StopSignals::install()?;
+    let mut signals = StopSignals::install()?;
     let (engine, cancel, services) = start(config).await?;
     // Bus events are what the console would show; headless, they go to the log.
     let mut rx = engine.bus().subscribe();
@@ -131,7 +143,7 @@ pub async fn headless(config: Config) -> anyhow::Result<()> {
         }
     });
     tracing::info!("running headless; Ctrl-C or SIGTERM stops");
-    signals.wait().await;
+    signals.next().await;
     stop(engine, cancel, services).await;
     let _ = echo_task.await;
     tracing::info!("stopped");
@@ -141,6 +153,7 @@ pub async fn headless(config: Config) -> anyhow::Result<()> {
 /// `mayu`: the console with the engine and services in-process.
 pub async fn console(config: Config) -> anyhow::Result<()> {
     let _log = mayu::logging::init(&config.logs, false).context("opening the log folder")?;
+    let mut signals = StopSignals::install()?;
     let log_dir = config.logs.clone();
     let (engine, cancel, services) = start(config.clone()).await?;
     let setup = setup_for(&config, &services);
@@ -172,7 +185,16 @@ pub async fn console(config: Config) -> anyhow::Result<()> {
     install_panic_hook(ui_stop.clone());
     let result = match TerminalGuard::enter() {
         Ok(mut guard) => {
-            let r = event_loop(&mut guard, &mut app, &engine, rx, &operator, &ui_stop).await;
+            let r = event_loop(
+                &mut guard,
+                &mut app,
+                &engine,
+                rx,
+                &operator,
+                &ui_stop,
+                &mut signals,
+            )
+            .await;
             drop(guard);
             r
         }
@@ -181,11 +203,12 @@ pub async fn console(config: Config) -> anyhow::Result<()> {
     if let Err(e) = &result {
         tracing::error!(error = %e, "console stopped");
     }
-    eprintln!(
+    say(&format!(
         "mayu: stopping the boot services (log in {})",
         log_dir.display()
-    );
+    ));
     stop(engine, cancel, services).await;
+    tracing::info!("stopped");
     result
 }
 
@@ -298,13 +321,12 @@ async fn event_loop(
     mut rx: broadcast::Receiver<Arc<Event>>,
     operator: &str,
     ui_stop: &CancellationToken,
+    signals: &mut StopSignals,
 ) -> anyhow::Result<()> {
     let mut term_events = EventStream::new();
     let (tx, mut done) = mpsc::unbounded_channel::<Action>();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut history = HistoryLoader::default();
     let mut redraw: Option<Instant> = Some(Instant::now());
     // the first frame wants the selected machine's history
@@ -315,8 +337,7 @@ async fn event_loop(
         let deadline = redraw;
         let action = tokio::select! {
             _ = ui_stop.cancelled() => break,
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = signals.next() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 redraw = None;
                 if !guard.usable() {
@@ -335,7 +356,12 @@ async fn event_loop(
                 Some(Ok(TermEvent::Key(k))) => keys::action_for(keys::mode(app), k),
                 Some(Ok(TermEvent::Resize(..))) => None,
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context("reading the terminal")),
+                // The terminal went away (closed, ssh lost): nobody to tell but the log; the
+                // services stop in order as for SIGHUP, which usually arrives with it.
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the terminal went away: stopping");
+                    break;
+                }
                 None => break,
             },
             r = rx.recv() => match r {

@@ -2,6 +2,7 @@
 //! `Drop` undoes both, and a panic hook that restores the terminal before anything prints.
 
 use std::io::{self, Stdout};
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossterm::cursor::{Hide, Show};
@@ -19,8 +20,10 @@ static RESTORED_BY_PANIC: AtomicBool = AtomicBool::new(false);
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
 /// Owns the terminal while the console runs; dropping it (also while unwinding) restores it.
+/// ratatui's own `Drop` is never run: it reports a failed cursor restore with `eprintln!`,
+/// which panics once the terminal has gone (a closed window, a lost ssh session).
 pub struct TerminalGuard {
-    pub terminal: Term,
+    pub terminal: ManuallyDrop<Term>,
 }
 
 impl TerminalGuard {
@@ -32,7 +35,9 @@ impl TerminalGuard {
             return Err(e);
         }
         match Terminal::new(CrosstermBackend::new(out)) {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal: ManuallyDrop::new(terminal),
+            }),
             Err(e) => {
                 restore();
                 Err(e)
@@ -48,6 +53,8 @@ impl TerminalGuard {
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        // Leaves the alternate screen and shows the cursor, ignoring a terminal that is gone;
+        // the terminal value itself (a stdout handle and two buffers) is left to the exit.
         restore();
     }
 }

@@ -435,3 +435,61 @@ fn resize_relayouts_and_sigterm_restores_the_terminal() {
         "the terminal was restored"
     );
 }
+
+/// Closing the terminal (tmux kills the session: SIGHUP, as a lost ssh session does) stops
+/// mayu as SIGTERM does: services stopped, the audit flushed (journal empty, the change in
+/// git), the inventory lock released, and the reason in the log. Without a handler the
+/// kernel's default for SIGHUP would end mayu mid-flight.
+#[test]
+fn closing_the_terminal_stops_mayu_in_order() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, _status) = launch(lab.path());
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    let reply = http_get(
+        boot,
+        "/ipxe?mac=52:54:00:e2:e0:02&serial=E2E-0002&arch=x86_64",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    tmux.wait_for("the machine on screen", |s| s.contains("e2e-0002"));
+    let inventory = lab.path().join("inventory");
+    let pid: u32 = std::fs::read_to_string(inventory.join(".mayu.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+
+    tmux.ok(&["kill-session", "-t", "e2e"]);
+    let deadline = Instant::now() + PATIENCE;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "mayu (pid {pid}) outlived its terminal; log:\n{}",
+            logs_of(lab.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = logs_of(lab.path());
+    assert!(
+        log.contains("SIGHUP (terminal closed): stopping")
+            || log.contains("the terminal went away: stopping"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.trim_end().ends_with(": stopped")),
+        "mayu did not finish its stop:\n{log}"
+    );
+    wait_for_commit(&inventory, "e2e-0002: registered");
+    let journal = std::fs::read(inventory.join(".git/mayu-journal")).unwrap_or_default();
+    assert!(journal.is_empty(), "records left in the journal");
+    // The lock is free: another mayu may open the inventory now.
+    let free = Command::new("flock")
+        .args(["-n", "-x"])
+        .arg(inventory.join(".mayu.lock"))
+        .arg("true")
+        .status()
+        .unwrap()
+        .success();
+    assert!(free, "the inventory lock is still held");
+}
