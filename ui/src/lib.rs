@@ -3,9 +3,11 @@
 
 pub mod action;
 pub mod app;
+#[cfg(any(test, feature = "screenshots"))]
 pub mod fixtures;
 pub mod keys;
 pub mod run;
+#[cfg(any(test, feature = "screenshots"))]
 pub mod screenshots;
 pub mod terminal;
 pub mod view;
