@@ -10,8 +10,11 @@ use time::OffsetDateTime;
 
 use super::dim;
 use super::profiles::gauge;
-use crate::app::{App, Dialog, Level, LogLine, EDIT_FIELDS};
-use crate::keys::HELP;
+use crate::app::{
+    App, AssignState, ConfirmForceState, Dialog, EditState, EventState, Level, LogLine,
+    OverrideState, EDIT_FIELDS,
+};
+use crate::keys;
 
 fn popup(area: Rect, width: u16, height: u16, title: String, buf: &mut Buffer) -> Rect {
     let r = area.centered(
@@ -122,16 +125,17 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         return;
     };
     match dialog {
-        Dialog::Event { line, scroll } => event_popup(line, *scroll, area, buf),
+        Dialog::Event(EventState { line, scroll }) => event_popup(line, *scroll, area, buf),
         Dialog::Help => {
-            let h = u16::try_from(HELP.len()).unwrap_or(20) + 4;
+            let help = keys::help_lines();
+            let h = u16::try_from(help.len()).unwrap_or(20) + 4;
             let inner = popup(area, 78, h, "Help".into(), buf);
-            let mut lines: Vec<Line> = HELP
-                .iter()
+            let mut lines: Vec<Line> = help
+                .into_iter()
                 .map(|(k, what)| {
                     Line::from(vec![
                         Span::styled(format!("{k:>14}  "), Style::new().fg(Color::Cyan).bold()),
-                        Span::raw(*what),
+                        Span::raw(what),
                     ])
                 })
                 .collect();
@@ -145,7 +149,7 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             ));
             Paragraph::new(lines).render(inner, buf);
         }
-        Dialog::Assign { id, selected } => {
+        Dialog::Assign(AssignState { id, selected }) => {
             let h = u16::try_from(app.profiles.len()).unwrap_or(10) + 5;
             let inner = popup(area, 70, h, format!("Assign {id}"), buf);
             let current = app.machines.get(id).and_then(|m| m.profile.clone());
@@ -186,12 +190,12 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             ));
             Paragraph::new(lines).render(inner, buf);
         }
-        Dialog::ConfirmForce {
+        Dialog::ConfirmForce(ConfirmForceState {
             id,
             profile,
             assigned,
             quantity,
-        } => {
+        }) => {
             let inner = popup(area, 60, 8, "Profile full".into(), buf);
             let lines = vec![
                 Line::from(vec![
@@ -217,12 +221,12 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
                 .wrap(Wrap { trim: true })
                 .render(inner, buf);
         }
-        Dialog::Edit {
+        Dialog::Edit(EditState {
             id,
             fields,
             focus,
             error,
-        } => {
+        }) => {
             let inner = popup(area, 64, 9, format!("Edit {id}"), buf);
             let mut lines: Vec<Line> = EDIT_FIELDS
                 .iter()
@@ -237,13 +241,13 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             });
             Paragraph::new(lines).render(inner, buf);
         }
-        Dialog::Override {
+        Dialog::Override(OverrideState {
             id,
             key,
             value,
             focus,
             error,
-        } => {
+        }) => {
             let inner = popup(area, 64, 8, format!("Override template env on {id}"), buf);
             let lines = vec![
                 input_line("key", key, *focus == 0),

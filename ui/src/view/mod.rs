@@ -127,7 +127,7 @@ fn hint_bar(app: &App, area: Rect, buf: &mut Buffer) {
             break;
         }
         used += len;
-        spans.push(Span::styled(*key, Style::new().fg(Color::Cyan).bold()));
+        spans.push(Span::styled(key, Style::new().fg(Color::Cyan).bold()));
         spans.push(Span::styled(
             format!(" {what}  "),
             Style::new().fg(Color::Gray),

@@ -1,0 +1,23 @@
+//! The console's state ([`App`]) and the pure [`update`] that applies an [`Action`] to it,
+//! returning at most one [`Command`] for the runner. No I/O and no clock in here: times come
+//! from the events themselves, so every transition is testable.
+//!
+//! [`Action`]: crate::action::Action
+//! [`Command`]: crate::action::Command
+
+mod dialogs;
+mod log;
+mod rows;
+mod state;
+#[cfg(test)]
+mod tests;
+mod update;
+
+pub use dialogs::{
+    override_value, AssignState, ConfirmForceState, Dialog, EditState, EventState, OverrideState,
+    EDIT_FIELDS,
+};
+pub use log::{append_collapsed, Level, LogLine};
+pub use rows::{FilterField, FILTER_FIELDS};
+pub use state::{operator_name, App, Setup, Status, TemplateStatus, DEFAULT_STALL, NEW_FOR};
+pub use update::update;

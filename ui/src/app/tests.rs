@@ -1,0 +1,538 @@
+//! The update loop driven the way the runner drives it: actions in, state and commands out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayu::engine::Snapshot;
+use mayu::events::{Event, EventKind};
+use mayu::lease::{Lease, ServiceStatus};
+use mayu::machine::{Machine, MachineId, Phase, State};
+
+use super::*;
+use crate::action::{Action, Command, Outcome, Page, Pane, SortKey};
+use crate::fixtures::{self, NOW};
+use mayu::machine::Mac;
+
+fn id(s: &str) -> MachineId {
+    s.parse().unwrap()
+}
+
+fn bus(seq: u64, kind: EventKind) -> Action {
+    Action::Bus(Arc::new(Event { seq, at: NOW, kind }))
+}
+
+fn new_machine(name: &str) -> Machine {
+    let mut m = Machine::new(id(name), String::new(), NOW);
+    m.macs = vec!["52:54:00:00:00:99".parse::<Mac>().unwrap()];
+    m
+}
+
+#[test]
+fn assign_picks_a_profile_and_sends_the_command() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u05"));
+    assert!(update(&mut app, Action::StartAssign).is_none());
+    // the picker starts on the machine's current profile (worker, the second)
+    assert_eq!(
+        app.dialog,
+        Some(Dialog::Assign(AssignState {
+            id: id("r1-u05"),
+            selected: 1
+        }))
+    );
+    update(&mut app, Action::Down);
+    let cmd = update(&mut app, Action::Submit);
+    match cmd {
+        Some(Command::Assign {
+            id: i,
+            profile,
+            force,
+        }) => {
+            assert_eq!(i, id("r1-u05"));
+            assert_eq!(profile, "discovery");
+            assert!(!force);
+        }
+        other => panic!("expected an assignment, got {other:?}"),
+    }
+    assert!(app.dialog.is_none());
+}
+
+#[test]
+fn a_full_profile_asks_and_yes_forces() {
+    let mut app = fixtures::session().unwrap();
+    let waiting = id("4c4c4544-0042-3510-8052-b4c04f4b4e32");
+    app.select(&waiting);
+    update(&mut app, Action::StartAssign);
+    // control-plane (3 of 3) is first
+    assert!(update(&mut app, Action::Submit).is_none());
+    assert!(matches!(
+        app.dialog,
+        Some(Dialog::ConfirmForce(ConfirmForceState {
+            assigned: 3,
+            quantity: 3,
+            ..
+        }))
+    ));
+    match update(&mut app, Action::Confirm(true)) {
+        Some(Command::Assign {
+            force: true,
+            profile,
+            ..
+        }) => {
+            assert_eq!(profile, "control-plane")
+        }
+        other => panic!("expected a forced assignment, got {other:?}"),
+    }
+    // and "no" sends nothing
+    update(&mut app, Action::StartAssign);
+    update(&mut app, Action::Submit);
+    assert!(update(&mut app, Action::Confirm(false)).is_none());
+    assert!(app.dialog.is_none());
+}
+
+#[test]
+fn engine_refusing_a_full_profile_opens_the_confirmation() {
+    let mut app = fixtures::session().unwrap();
+    update(
+        &mut app,
+        Action::Done {
+            what: "assign".into(),
+            outcome: Outcome::Full {
+                id: id("r1-u05"),
+                profile: "control-plane".into(),
+                quantity: 3,
+            },
+        },
+    );
+    assert!(matches!(app.dialog, Some(Dialog::ConfirmForce(_))));
+}
+
+#[test]
+fn new_machines_appear_highlighted_and_counted() {
+    let mut app = fixtures::empty().unwrap();
+    let m = new_machine("zz-new");
+    update(
+        &mut app,
+        bus(
+            1,
+            EventKind::MachineAdded {
+                machine: Box::new(m),
+                actor: "zz-new".into(),
+            },
+        ),
+    );
+    app.prepare();
+    assert_eq!(app.rows, vec![id("zz-new")]);
+    assert_eq!(app.selected_id, Some(id("zz-new")));
+    assert_eq!(app.waiting, 1);
+    assert!(app.is_new(&id("zz-new"), NOW + time::Duration::seconds(2)));
+    assert!(!app.is_new(&id("zz-new"), NOW + time::Duration::seconds(60)));
+    assert_eq!(app.log.back().unwrap().text, "zz-new registered (zz-new)");
+    assert_eq!(app.last_event[&id("zz-new")].1, "registered");
+}
+
+#[test]
+fn changes_recount_profiles() {
+    let mut app = fixtures::session().unwrap();
+    let worker = |app: &App| {
+        app.profiles
+            .iter()
+            .find(|p| p.name == "worker")
+            .unwrap()
+            .assigned
+    };
+    let before = worker(&app);
+    let mut m = app.machines[&id("4c4c4544-0042-3510-8052-b4c04f4b4e32")].clone();
+    m.profile = Some("worker".into());
+    update(
+        &mut app,
+        bus(
+            500,
+            EventKind::MachineChanged {
+                machine: Box::new(m),
+                change: "assigned to worker".into(),
+                actor: "alice".into(),
+            },
+        ),
+    );
+    app.prepare();
+    assert_eq!(worker(&app), before + 1);
+    assert_eq!(app.waiting, 1);
+}
+
+#[test]
+fn selection_stays_on_its_machine_when_rows_move() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u04"));
+    let before = app.selected;
+    // "0-first" sorts before every fixture id
+    update(
+        &mut app,
+        bus(
+            501,
+            EventKind::MachineAdded {
+                machine: Box::new(new_machine("0-first")),
+                actor: "0-first".into(),
+            },
+        ),
+    );
+    app.prepare();
+    assert_eq!(app.selected_id, Some(id("r1-u04")));
+    assert_eq!(app.selected, before + 1);
+}
+
+#[test]
+fn boot_steps_move_the_phase_and_stalls_show() {
+    let mut app = fixtures::session().unwrap();
+    let r106 = app.machines[&id("r1-u06")].clone();
+    // initrd 14 minutes ago, worker stalls after the default 10
+    assert!(app.phase_of(&r106, NOW).unwrap().2);
+    update(
+        &mut app,
+        bus(
+            502,
+            EventKind::BootStep {
+                id: Some(id("r1-u06")),
+                phase: Phase::Config,
+                detail: "ignition".into(),
+                bytes: None,
+                duration_ms: None,
+            },
+        ),
+    );
+    let r106 = &app.machines[&id("r1-u06")];
+    let (phase, d, stalled) = app.phase_of(r106, NOW).unwrap();
+    assert_eq!(phase, Phase::Config);
+    assert_eq!(d, Duration::ZERO);
+    assert!(!stalled);
+    // control-plane has stall_after 20m: 15 minutes in a phase is fine there
+    let mut cp = Machine::new(id("cp"), String::new(), NOW - time::Duration::minutes(15));
+    cp.profile = Some("control-plane".into());
+    assert!(!app.phase_of(&cp, NOW).unwrap().2);
+    cp.phases
+        .set(Phase::FirstSeen, NOW - time::Duration::minutes(25));
+    assert!(app.phase_of(&cp, NOW).unwrap().2);
+}
+
+#[test]
+fn filter_narrows_and_escape_clears() {
+    let mut app = fixtures::session().unwrap();
+    let all = app.rows.len();
+    update(&mut app, Action::StartFilter);
+    for c in "r2-".chars() {
+        update(&mut app, Action::Input(c));
+    }
+    assert_eq!(app.rows, vec![id("r2-u01"), id("r2-u02")]);
+    update(&mut app, Action::Submit);
+    assert!(!app.filter_editing);
+    assert_eq!(app.rows.len(), 2);
+    update(&mut app, Action::Back);
+    assert_eq!(app.rows.len(), all);
+}
+
+#[test]
+fn sort_cycles_and_reverses() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::SortNext);
+    assert_eq!(app.sort, SortKey::State);
+    let first = app.machines[&app.rows[0]].state;
+    assert_eq!(first, State::Waiting);
+    update(&mut app, Action::SortReverse);
+    assert_eq!(app.machines[&app.rows[0]].state, State::Running);
+}
+
+#[test]
+fn edit_sends_only_changed_fields_and_checks_the_unit() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u04"));
+    update(&mut app, Action::StartEdit);
+    // hostname field: replace "worker-04" with "worker-4a"
+    update(&mut app, Action::Backspace);
+    update(&mut app, Action::Backspace);
+    update(&mut app, Action::Input('4'));
+    update(&mut app, Action::Input('a'));
+    update(&mut app, Action::NextField);
+    update(&mut app, Action::NextField);
+    update(&mut app, Action::Input('x'));
+    assert!(update(&mut app, Action::Submit).is_none());
+    match &app.dialog {
+        Some(Dialog::Edit(EditState { error: Some(e), .. })) => {
+            assert!(e.contains("not a number"), "{e}")
+        }
+        other => panic!("expected the form with an error, got {other:?}"),
+    }
+    update(&mut app, Action::Backspace);
+    match update(&mut app, Action::Submit) {
+        Some(Command::Edit { edit, .. }) => {
+            assert_eq!(edit.hostname.as_deref(), Some("worker-4a"));
+            assert!(edit.rack.is_none());
+            assert!(edit.notes.is_none());
+        }
+        other => panic!("expected an edit, got {other:?}"),
+    }
+}
+
+#[test]
+fn override_form_refuses_an_empty_key_and_empty_value_removes() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::StartOverride);
+    assert!(
+        update(&mut app, Action::Submit).is_none(),
+        "an empty key is refused"
+    );
+    for c in "role".chars() {
+        update(&mut app, Action::Input(c));
+    }
+    update(&mut app, Action::NextField);
+    match update(&mut app, Action::Submit) {
+        Some(Command::Edit { edit, .. }) => {
+            assert_eq!(edit.overrides.get("role"), Some(&None))
+        }
+        other => panic!("expected an edit, got {other:?}"),
+    }
+}
+
+#[test]
+fn simple_actions_target_the_selection() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u08"));
+    assert!(
+        matches!(update(&mut app, Action::Unassign), Some(Command::Unassign { id: i }) if i == id("r1-u08"))
+    );
+    assert!(matches!(
+        update(&mut app, Action::Reinstall),
+        Some(Command::Reinstall { .. })
+    ));
+    assert!(matches!(
+        update(&mut app, Action::BootComplete),
+        Some(Command::BootComplete { .. })
+    ));
+    let mut empty = fixtures::empty().unwrap();
+    assert!(update(&mut empty, Action::Unassign).is_none());
+    assert!(empty.status.as_ref().unwrap().error);
+}
+
+#[test]
+fn leases_events_ask_for_the_table_and_results_land() {
+    let mut app = fixtures::empty().unwrap();
+    assert!(matches!(
+        update(&mut app, bus(1, EventKind::Leases { count: 1 })),
+        Some(Command::LoadLeases)
+    ));
+    let lease = Lease {
+        mac: "52:54:00:00:00:01".parse().unwrap(),
+        ip: "10.77.0.150".parse().unwrap(),
+        hostname: None,
+        expires: None,
+        client_id: None,
+        machine: None,
+    };
+    update(&mut app, Action::LeasesLoaded(vec![lease.clone()]));
+    assert_eq!(app.leases, vec![lease]);
+}
+
+#[test]
+fn replayed_events_are_logged_once() {
+    let mut app = fixtures::empty().unwrap();
+    let ev = Arc::new(Event {
+        seq: 7,
+        at: NOW,
+        kind: EventKind::Log {
+            level: Level::Error,
+            message: "boom".into(),
+        },
+    });
+    app.seed_log(std::slice::from_ref(&ev));
+    update(&mut app, Action::Bus(ev));
+    assert_eq!(app.log.len(), 1);
+    assert_eq!(app.log[0].level, Level::Error);
+}
+
+#[test]
+fn follow_mode_pauses_when_scrolling_up() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::NextPane);
+    assert_eq!(app.focus, Pane::Events);
+    update(&mut app, Action::Up);
+    assert!(!app.follow);
+    assert_eq!(app.log_scroll, 1);
+    // a new line arrives: the view stays where it was
+    update(&mut app, bus(900, EventKind::Leases { count: 3 }));
+    assert_eq!(app.log_scroll, 2);
+    update(&mut app, Action::ToggleFollow);
+    assert!(app.follow);
+    assert_eq!(app.log_scroll, 0);
+}
+
+#[test]
+fn history_is_requested_for_the_selection_and_reloaded_after_changes() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u04"));
+    assert!(update(&mut app, Action::Down)
+        .is_some_and(|c| matches!(c, Command::LoadHistory { id: i } if i == id("r1-u05"))));
+    app.history = Some((id("r1-u05"), Ok(Vec::new())));
+    let done = update(
+        &mut app,
+        Action::Done {
+            what: "assign".into(),
+            outcome: Outcome::Ok,
+        },
+    );
+    assert!(matches!(done, Some(Command::LoadHistory { .. })));
+    assert!(!app.status.as_ref().unwrap().error);
+}
+
+#[test]
+fn resync_replaces_the_state_and_says_so() {
+    let mut app = fixtures::session().unwrap();
+    let cmd = update(
+        &mut app,
+        Action::Resync {
+            snapshot: Snapshot {
+                machines: vec![new_machine("only-one")],
+                profiles: Vec::new(),
+                waiting: 1,
+            },
+            leases: Vec::new(),
+            services: Vec::new(),
+            lost: 42,
+        },
+    );
+    app.prepare();
+    assert_eq!(app.rows, vec![id("only-one")]);
+    assert!(app.leases.is_empty());
+    assert!(app.log.back().unwrap().text.contains("42 events"));
+    assert!(matches!(cmd, Some(Command::LoadHistory { .. })));
+}
+
+#[test]
+fn repeated_bus_events_are_one_log_line() {
+    let mut app = fixtures::empty().unwrap();
+    for seq in 1..=12 {
+        update(
+            &mut app,
+            bus(
+                seq,
+                EventKind::Log {
+                    level: Level::Warn,
+                    message: "same thing".into(),
+                },
+            ),
+        );
+    }
+    assert_eq!(app.log.len(), 1);
+    assert_eq!(app.log[0].count, 12);
+    // a paused view does not move for a folded line
+    update(&mut app, Action::ShowPage(Page::Events));
+    update(&mut app, bus(13, EventKind::Leases { count: 1 }));
+    update(&mut app, Action::Up);
+    assert_eq!(app.log_scroll, 1);
+    update(&mut app, bus(14, EventKind::Leases { count: 1 }));
+    assert_eq!(app.log_scroll, 1);
+    assert_eq!(app.selected_log().unwrap().text, "warn: same thing");
+}
+
+#[test]
+fn enter_in_the_event_log_opens_the_selected_event_in_full() {
+    let mut app = fixtures::first_minute().unwrap();
+    // on the machines table, Enter is still the machine's detail
+    app.select(&id("52-54-00-aa-00-09"));
+    update(&mut app, Action::OpenDetail);
+    assert_eq!(app.page, Page::Detail);
+    assert!(app.dialog.is_none());
+    update(&mut app, Action::ShowPage(Page::Machines));
+    update(&mut app, Action::NextPane);
+    assert!(app.events_focused());
+    // the newest line is selected; two up is dnsmasq's status
+    update(&mut app, Action::Up);
+    update(&mut app, Action::Up);
+    update(&mut app, Action::OpenDetail);
+    match &app.dialog {
+        Some(Dialog::Event(EventState { line, scroll: 0 })) => {
+            assert!(line.text.starts_with("dnsmasq waiting"), "{}", line.text);
+            assert!(line.text.ends_with("does not exist"), "{}", line.text);
+        }
+        other => panic!("expected the event popup, got {other:?}"),
+    }
+    update(&mut app, Action::Down);
+    assert!(matches!(
+        app.dialog,
+        Some(Dialog::Event(EventState { scroll: 1, .. }))
+    ));
+    update(&mut app, Action::Back);
+    assert!(app.dialog.is_none());
+    // the collapsed line carries its count into the popup
+    update(&mut app, Action::ToggleFollow);
+    update(&mut app, Action::OpenDetail);
+    match &app.dialog {
+        Some(Dialog::Event(EventState { line, .. })) => {
+            assert_eq!(line.count, 12);
+            assert!(line.first < line.at);
+        }
+        other => panic!("expected the event popup, got {other:?}"),
+    }
+}
+
+#[test]
+fn service_problems_reach_the_console() {
+    let app = fixtures::first_minute().unwrap();
+    let dnsmasq = &app.services["dnsmasq"];
+    assert_eq!(dnsmasq.status, ServiceStatus::Waiting);
+    assert_eq!(
+        dnsmasq.problem.as_ref().map(|p| p.code.as_str()),
+        Some("interface_missing")
+    );
+}
+
+#[test]
+fn quit_quits() {
+    let mut app = fixtures::empty().unwrap();
+    assert!(matches!(
+        update(&mut app, Action::Quit),
+        Some(Command::Quit)
+    ));
+    assert!(app.quit);
+}
+
+/// The console keeps the state the engine sends: a boot-complete step moves the phase, and
+/// "running" arrives with the machine in its machine_changed event.
+#[test]
+fn boot_complete_takes_the_state_from_the_engine() {
+    let mut app = fixtures::session().unwrap();
+    let r106 = id("r1-u06");
+    let before = app.machines[&r106].state;
+    assert_ne!(before, State::Running);
+    update(
+        &mut app,
+        bus(
+            600,
+            EventKind::BootStep {
+                id: Some(r106.clone()),
+                phase: Phase::BootComplete,
+                detail: "reported".into(),
+                bytes: None,
+                duration_ms: None,
+            },
+        ),
+    );
+    let m = &app.machines[&r106];
+    assert_eq!(
+        m.phases.current().map(|(p, _)| p),
+        Some(Phase::BootComplete)
+    );
+    assert_eq!(m.state, before, "the step alone changes no state");
+    let mut running = m.clone();
+    running.state = State::Running;
+    update(
+        &mut app,
+        bus(
+            601,
+            EventKind::MachineChanged {
+                machine: Box::new(running),
+                change: "boot complete".into(),
+                actor: "r1-u06".into(),
+            },
+        ),
+    );
+    assert_eq!(app.machines[&r106].state, State::Running);
+}
