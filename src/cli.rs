@@ -1,96 +1,116 @@
-//! The one-shot commands of `mayu`: `check`, `render` and `import-mayu`. Each prints for a
-//! person and returns the process exit code (0 ok, 1 failure).
+//! The one-shot commands of `mayu`: `check`, `render` and `import-mayu`. Each returns what it
+//! found, or a [`CommandError`] written for the operator; the binary prints them and chooses
+//! the exit code.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::templates::{self, Kind, TemplateSet};
+use crate::config::ConfigErrors;
+use crate::engine::EngineError;
+use crate::import::ImportReport;
+use crate::templates::{self, Kind, TemplateError, TemplateSet};
 use crate::{Config, Engine};
 
-/// Validates the config and every template; prints a summary, or every error located.
-pub fn check(path: &Path) -> i32 {
-    let c = match Config::load(path) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return 1;
-        }
-    };
+/// Why a one-shot command could not do its job. The message is what the operator reads: one
+/// line per finding, each located where it can be.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{}", lines(errors.iter().map(|e| dir.join(e.to_string()).display().to_string())))]
+    Templates {
+        dir: PathBuf,
+        errors: Vec<TemplateError>,
+    },
+    #[error("{}: {error}", conf.display())]
+    Dnsmasq {
+        conf: PathBuf,
+        error: crate::dnsmasq::CheckError,
+    },
+    #[error("{}", lines(problems.iter().map(|p| format!("{}: tftproot: {p}", config.display()))))]
+    Tftproot {
+        config: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("{0}")]
+    Engine(EngineError),
+    #[error("unknown machine `{machine}`{}", did_you_mean(suggestions))]
+    UnknownMachine {
+        machine: String,
+        suggestions: Vec<String>,
+    },
+    #[error("{0}")]
+    Render(String),
+    #[error("{0}")]
+    Import(crate::import::ImportError),
+    #[error("audit: {0}")]
+    Audit(EngineError),
+}
+
+fn lines(each: impl Iterator<Item = String>) -> String {
+    each.collect::<Vec<_>>().join("\n")
+}
+
+fn did_you_mean(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!("\ndid you mean: {}", suggestions.join(", "))
+    }
+}
+
+/// A configuration that passed every check, and what the operator should still know.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// the checked configuration, for the summary.
+    pub config: Config,
+    /// warnings and notes in the order found, each starting `warning:` or `note:`.
+    pub findings: Vec<String>,
+}
+
+/// Validates the config, its images, every template, the dnsmasq config and the TFTP root.
+pub fn check(path: &Path) -> Result<CheckReport, CommandError> {
+    let c = Config::load(path).map_err(CommandError::Config)?;
     // A profile whose image version is missing or unverified, located at its `image:` key.
     let (image_errors, image_warnings) = crate::images::check_profiles(&c);
     if !image_errors.is_empty() {
-        eprintln!("{}", crate::config::ConfigErrors(image_errors));
-        return 1;
+        return Err(CommandError::Config(ConfigErrors(image_errors)));
     }
     if let Err(errors) = templates::build(&c) {
-        for e in errors {
-            eprintln!("{}", c.templates.join(e.to_string()).display());
-        }
-        return 1;
+        return Err(CommandError::Templates {
+            dir: c.templates.clone(),
+            errors,
+        });
     }
     use crate::dnsmasq::{CheckError, SelfTestError};
-    let mut warnings = image_warnings;
+    let mut findings = image_warnings;
     match crate::dnsmasq::check(&c) {
         Ok(()) => {}
         // A machine without dnsmasq can still check its config; the service will say so too.
         Err(CheckError::SelfTest(e @ SelfTestError::NotFound { .. })) => {
-            warnings.push(format!("warning: {e}; the dnsmasq self-test was skipped"))
+            findings.push(format!("warning: {e}; the dnsmasq self-test was skipped"))
         }
-        Err(e) => {
-            eprintln!("{}: {e}", c.templates.join("dnsmasq.conf").display());
-            return 1;
+        Err(error) => {
+            return Err(CommandError::Dnsmasq {
+                conf: c.templates.join("dnsmasq.conf"),
+                error,
+            })
         }
     }
     match tftproot_findings(&c) {
-        Ok(mut notes) => warnings.append(&mut notes),
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{}: tftproot: {e}", path.display());
-            }
-            return 1;
+        Ok(mut notes) => findings.append(&mut notes),
+        Err(problems) => {
+            return Err(CommandError::Tftproot {
+                config: path.to_path_buf(),
+                problems,
+            })
         }
     }
-    warnings.extend(unreadable_machine_files(&c));
-    println!("{}: ok", path.display());
-    for w in warnings {
-        println!("  {w}");
-    }
-    let net = &c.network;
-    println!(
-        "  network    {}/{} on {} (dhcp {:?}{})",
-        net.address.value,
-        net.prefix,
-        net.interface,
-        net.dhcp.mode,
-        net.ranges()
-            .iter()
-            .map(|(a, b)| format!(", {a}–{b}"))
-            .collect::<String>()
-    );
-    println!("  boot http  {}   api {}", c.http.boot, c.http.api);
-    println!(
-        "  assignment {:?}; default profile: {}",
-        c.assignment,
-        c.default_profile
-            .as_deref()
-            .unwrap_or("none (unassigned machines wait)")
-    );
-    for p in &c.profiles {
-        let q = p
-            .quantity
-            .map(|q| format!("quantity {q}"))
-            .unwrap_or_else(|| "no limit".into());
-        let tags = if p.tags.is_empty() {
-            String::new()
-        } else {
-            format!("  tags {}", p.tags.join(","))
-        };
-        println!(
-            "  profile    {:<16} {:<12} image {}{tags}",
-            p.name, q, p.image
-        );
-    }
-    0
+    findings.extend(unreadable_machine_files(&c));
+    Ok(CheckReport {
+        config: c,
+        findings,
+    })
 }
 
 /// Machine files mayu cannot read: they keep their place (id, MACs, profile seat) until an
@@ -166,33 +186,19 @@ fn tftproot_findings(c: &Config) -> Result<Vec<String>, Vec<String>> {
     Ok(notes)
 }
 
-/// Prints exactly what a machine would be served for a template kind (or a named template).
-pub fn render(config_path: &Path, machine: &str, template: &str) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return 1;
-        }
-    };
+/// Exactly what a machine would be served for a template kind (or a named template).
+pub fn render(config_path: &Path, machine: &str, template: &str) -> Result<String, CommandError> {
+    let config = Config::load(config_path).map_err(CommandError::Config)?;
     // Read-only: a running mayu holds the inventory, and rendering changes nothing.
-    let engine = match Engine::open_read_only(config.clone()) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
+    let engine = Engine::open_read_only(config.clone()).map_err(CommandError::Engine)?;
     let Some(m) = engine.find(machine) else {
-        let close = engine.suggest(machine);
-        eprintln!("unknown machine `{machine}`");
-        if !close.is_empty() {
-            eprintln!("did you mean: {}", close.join(", "));
-        }
-        return 1;
+        return Err(CommandError::UnknownMachine {
+            machine: machine.to_string(),
+            suggestions: engine.suggest(machine),
+        });
     };
     let boot: SocketAddr = config.http.boot;
-    let rendered = match Kind::parse(template) {
+    match Kind::parse(template) {
         Some(kind) => match templates::Templates::load(&config) {
             Ok(t) => t.render(boot, &m, kind).map_err(|e| e.to_string()),
             Err(errs) => Err(errs
@@ -202,17 +208,8 @@ pub fn render(config_path: &Path, machine: &str, template: &str) -> i32 {
                 .join("\n")),
         },
         None => render_named(&config, boot, &m, template),
-    };
-    match rendered {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
     }
+    .map_err(CommandError::Render)
 }
 
 fn render_named(
@@ -239,43 +236,11 @@ fn render_named(
         .map_err(|e| e.to_string())
 }
 
-/// `mayu import-mayu DIR`.
-pub fn import_mayu(config_path: &Path, dir: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return 1;
-        }
-    };
-    let engine = match Engine::open(config) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    let report = match crate::import::import_dir(&engine, dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    if let Err(e) = engine.flush() {
-        eprintln!("audit: {e}");
-        return 1;
-    }
-    for id in &report.imported {
-        println!("imported {id}");
-    }
-    for (path, why) in &report.skipped {
-        eprintln!("skipped {}: {why}", path.display());
-    }
-    println!(
-        "{} imported, {} skipped",
-        report.imported.len(),
-        report.skipped.len()
-    );
-    i32::from(!report.skipped.is_empty() && report.imported.is_empty())
+/// `mayu import-mayu DIR`: imports what it can and reports what it skipped, with why.
+pub fn import_mayu(config_path: &Path, dir: &Path) -> Result<ImportReport, CommandError> {
+    let config = Config::load(config_path).map_err(CommandError::Config)?;
+    let engine = Engine::open(config).map_err(CommandError::Engine)?;
+    let report = crate::import::import_dir(&engine, dir).map_err(CommandError::Import)?;
+    engine.flush().map_err(CommandError::Audit)?;
+    Ok(report)
 }

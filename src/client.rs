@@ -1,7 +1,10 @@
-//! A client for the operator API, used by `mayuctl`: requests with the bearer token, errors a
-//! person can act on (server unreachable, token missing or too weak, unknown machine with close
-//! ids), and a reader for the Server-Sent Events stream.
+//! A typed client for the operator API, used by `mayuctl` (cargo feature `client`): one method
+//! per route answering with the types the server sends (the engine's own, or
+//! [`crate::api::responses`]), requests with the bearer token, errors a person can act on
+//! (server unreachable, token missing or too weak, unknown machine with close ids), and a
+//! reader for the Server-Sent Events stream.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
@@ -9,7 +12,16 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::api::machines::MachinePatch;
+use crate::api::responses::{CreatedToken, ErrorBody, Profiles, Retired, Revoked, TokenInfo};
+use crate::inventory::HistoryEntry;
+use crate::lease::{Lease, ServiceState};
+use crate::machine::Machine;
+use crate::tokens::Scope;
 
 /// Everything but unreserved characters is escaped in a path segment (MACs keep working, and
 /// an id can never add a path segment of its own).
@@ -62,6 +74,69 @@ pub struct SseMessage {
     pub id: Option<u64>,
     pub event: String,
     pub data: String,
+}
+
+/// What a person reads of an event: when it happened and its one-line summary (the API adds
+/// `summary` to every event; a notice that events were missed has no `at`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct EventLine {
+    pub at: Option<String>,
+    pub summary: String,
+}
+
+impl SseMessage {
+    /// The event's time and summary; empty when the data is not an event.
+    pub fn line(&self) -> EventLine {
+        serde_json::from_str(&self.data).unwrap_or_default()
+    }
+}
+
+/// Which machines [`Client::machines`] lists; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct MachineFilter {
+    pub state: Option<String>,
+    /// `-` for machines in no profile.
+    pub profile: Option<String>,
+    /// free text over ids, MACs, names, addresses and notes.
+    pub search: Option<String>,
+}
+
+impl MachineFilter {
+    fn query(&self) -> String {
+        let parts: Vec<String> = [
+            ("state", &self.state),
+            ("profile", &self.profile),
+            ("q", &self.search),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", Client::segment(v))))
+        .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+/// A read of the API whose answer is a `T`: [`Call::send`] decodes it, [`Call::raw`] keeps the
+/// JSON as the server sent it (for `--json`, so nothing the types leave out goes missing).
+#[must_use = "a call does nothing until it is sent"]
+pub struct Call<'c, T> {
+    client: &'c Client,
+    path: String,
+    answer: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Call<'_, T> {
+    pub async fn send(self) -> Result<T, ClientError> {
+        self.client.json(Method::GET, &self.path, None::<&()>).await
+    }
+
+    pub async fn raw(self) -> Result<Value, ClientError> {
+        self.client.json(Method::GET, &self.path, None::<&()>).await
+    }
 }
 
 pub struct Client {
@@ -126,7 +201,7 @@ impl Client {
     }
 
     /// Escapes one path segment (a machine id, MAC or template name).
-    pub fn segment(s: &str) -> String {
+    fn segment(s: &str) -> String {
         utf8_percent_encode(s, SEGMENT).to_string()
     }
 
@@ -163,14 +238,13 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let text = |k: &str| {
-            body.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (error, detail) = (text("error"), text("detail"));
+        // A body that is not the API's error (a proxy's page) still gets the status's words.
+        let body: ErrorBody = resp.json().await.unwrap_or_default();
+        let ErrorBody {
+            error,
+            detail,
+            suggestions,
+        } = body;
         let detail = if detail.is_empty() {
             status.canonical_reason().unwrap_or("error").to_string()
         } else {
@@ -183,15 +257,6 @@ impl Client {
             },
             StatusCode::FORBIDDEN => ClientError::Forbidden { detail },
             StatusCode::NOT_FOUND if error == "unknown_machine" => {
-                let suggestions: Vec<String> = body
-                    .get("suggestions")
-                    .and_then(|s| s.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 // The server's own hint names the HTTP route; point at the command instead.
                 let (detail, hint) = if suggestions.is_empty() {
                     let reason = detail.split("; ").next().unwrap_or_default().to_string();
@@ -213,53 +278,115 @@ impl Client {
         })
     }
 
-    async fn json(
+    async fn json<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let (url, mut rb) = self.request(method, path);
         if let Some(b) = body {
             rb = rb.json(b);
         }
         let resp = self.send(&url, rb).await?;
-        if resp.status() == StatusCode::ACCEPTED || resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
         resp.json().await.map_err(|e| ClientError::Protocol {
             url,
             reason: reason(&e),
         })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.json(Method::GET, path, None).await
+    fn call<T>(&self, path: String) -> Call<'_, T> {
+        Call {
+            client: self,
+            path,
+            answer: PhantomData,
+        }
     }
 
-    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let (url, rb) = self.request(Method::GET, path);
+    fn machine_path(id: &str) -> String {
+        format!("/api/v1/machines/{}", Client::segment(id))
+    }
+
+    pub fn machines(&self, filter: &MachineFilter) -> Call<'_, Vec<Machine>> {
+        self.call(format!("/api/v1/machines{}", filter.query()))
+    }
+
+    /// One machine by id or MAC.
+    pub fn machine(&self, id: &str) -> Call<'_, Machine> {
+        self.call(Client::machine_path(id))
+    }
+
+    /// A machine's audit trail, newest first.
+    pub fn history(&self, id: &str) -> Call<'_, Vec<HistoryEntry>> {
+        self.call(format!("{}/history", Client::machine_path(id)))
+    }
+
+    pub fn profiles(&self) -> Call<'_, Profiles> {
+        self.call("/api/v1/profiles".into())
+    }
+
+    pub fn leases(&self) -> Call<'_, Vec<Lease>> {
+        self.call("/api/v1/leases".into())
+    }
+
+    pub fn services(&self) -> Call<'_, Vec<ServiceState>> {
+        self.call("/api/v1/services".into())
+    }
+
+    pub fn tokens(&self) -> Call<'_, Vec<TokenInfo>> {
+        self.call("/api/v1/tokens".into())
+    }
+
+    /// Changes a machine; the answer is the machine afterwards.
+    pub async fn update(&self, id: &str, patch: &MachinePatch) -> Result<Machine, ClientError> {
+        self.json(Method::PATCH, &Client::machine_path(id), Some(patch))
+            .await
+    }
+
+    pub async fn reinstall(&self, id: &str) -> Result<Machine, ClientError> {
+        let path = format!("{}/reinstall", Client::machine_path(id));
+        self.json(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn boot_complete(&self, id: &str) -> Result<Machine, ClientError> {
+        let path = format!("{}/boot-complete", Client::machine_path(id));
+        self.json(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn retire(&self, id: &str) -> Result<Retired, ClientError> {
+        self.json(Method::DELETE, &Client::machine_path(id), None::<&()>)
+            .await
+    }
+
+    /// Adds a token; the answer holds its secret, shown only this once.
+    pub async fn add_token(&self, name: &str, scope: Scope) -> Result<CreatedToken, ClientError> {
+        #[derive(Serialize)]
+        struct NewToken<'a> {
+            name: &'a str,
+            scope: Scope,
+        }
+        let body = NewToken { name, scope };
+        self.json(Method::POST, "/api/v1/tokens", Some(&body)).await
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<Revoked, ClientError> {
+        let path = format!("/api/v1/tokens/{}", Client::segment(name));
+        self.json(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// A machine's rendered template (kind or name), as text.
+    pub async fn render(&self, id: &str, template: &str) -> Result<String, ClientError> {
+        let path = format!(
+            "{}/render/{}",
+            Client::machine_path(id),
+            Client::segment(template)
+        );
+        let (url, rb) = self.request(Method::GET, &path);
         let resp = self.send(&url, rb).await?;
         resp.text().await.map_err(|e| ClientError::Protocol {
             url,
             reason: reason(&e),
         })
-    }
-
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.json(Method::PATCH, path, Some(body)).await
-    }
-
-    pub async fn post(&self, path: &str) -> Result<Value, ClientError> {
-        self.json(Method::POST, path, None).await
-    }
-
-    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.json(Method::POST, path, Some(body)).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
-        self.json(Method::DELETE, path, None).await
     }
 
     /// Opens the event stream, resuming after event `after` when given.

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::machine::{Mac, MachineId};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub mac: Mac,
     pub ip: Ipv4Addr,
@@ -83,7 +83,7 @@ impl std::fmt::Display for ServiceStatus {
 }
 
 /// The latest state of one service (boot HTTP, API, dnsmasq, template reloader, audit).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub name: String,
     pub status: ServiceStatus,
@@ -99,7 +99,7 @@ pub struct ServiceState {
 /// A reason a service cannot do its job, written for the operator: what is wrong and what to
 /// do. `code` names the reason for scripts (e.g. `interface_missing`); `reason` and `hint`
 /// are the words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceProblem {
     pub code: String,
     pub reason: String,

@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::AdminAccess;
+use super::responses::{CreatedToken, Revoked, TokenInfo};
 use super::{blocking, ApiError, ApiJson, ApiState};
 use crate::events::EventKind;
 use crate::tokens::{Scope, TokenError};
@@ -28,21 +28,21 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-pub async fn list(_: AdminAccess, State(st): State<ApiState>) -> Json<Value> {
-    let tokens: Vec<Value> = st
+pub async fn list(_: AdminAccess, State(st): State<ApiState>) -> Json<Vec<TokenInfo>> {
+    let tokens = st
         .tokens
         .names()
         .into_iter()
-        .map(|(name, scope)| json!({"name": name, "scope": scope}))
+        .map(|(name, scope)| TokenInfo { name, scope })
         .collect();
-    Json(json!(tokens))
+    Json(tokens)
 }
 
 pub async fn add(
     who: AdminAccess,
     State(st): State<ApiState>,
     ApiJson(t): ApiJson<NewToken>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let tokens = st.tokens.clone();
     let (name, scope) = (t.name.clone(), t.scope);
     let secret = blocking(move || tokens.add(&name, scope).map_err(token_error)).await?;
@@ -58,7 +58,11 @@ pub async fn add(
     });
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": t.name, "scope": t.scope, "secret": secret})),
+        Json(CreatedToken {
+            name: t.name,
+            scope: t.scope,
+            secret,
+        }),
     ))
 }
 
@@ -66,7 +70,7 @@ pub async fn revoke(
     who: AdminAccess,
     State(st): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let tokens = st.tokens.clone();
     let n = name.clone();
     blocking(move || tokens.remove(&n).map_err(token_error)).await?;
@@ -74,5 +78,5 @@ pub async fn revoke(
         level: crate::events::LogLevel::Info,
         message: format!("API token `{name}` revoked by {}", who.author()),
     });
-    Ok(Json(json!({"revoked": name})))
+    Ok(Json(Revoked { revoked: name }))
 }

@@ -4,8 +4,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
+use super::responses::ErrorBody;
 use crate::engine::EngineError;
 use crate::inventory::InventoryError;
 use crate::Engine;
@@ -45,14 +45,6 @@ pub enum ApiError {
     InsufficientStorage(String),
     #[error("{0}")]
     Internal(String),
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    detail: String,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    suggestions: &'a [String],
 }
 
 impl ApiError {
@@ -139,14 +131,14 @@ impl IntoResponse for ApiError {
                 } else {
                     d.push_str(&format!("; did you mean {}?", suggestions.join(", ")));
                 }
-                (d, suggestions.as_slice())
+                (d, suggestions.clone())
             }
-            other => (other.to_string(), &[][..]),
+            other => (other.to_string(), Vec::new()),
         };
         let mut resp = (
             status,
-            Json(Body {
-                error: self.code(),
+            Json(ErrorBody {
+                error: self.code().to_string(),
                 detail,
                 suggestions,
             }),

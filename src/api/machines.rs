@@ -11,11 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth::{AdminAccess, ReadAccess};
+use super::responses::{ProfileLoad, Profiles, Retired};
 use super::{blocking, ApiError, ApiJson, ApiQuery, ApiState};
 use crate::engine::{Edit, EngineError};
+use crate::inventory::HistoryEntry;
+use crate::lease::{Lease, ServiceState};
 use crate::machine::{Mac, Machine, MachineId, Rack, State as MachineState};
 use crate::text;
 use crate::Engine;
@@ -150,33 +153,38 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A PATCH body. Every field is optional; unknown fields are refused.
+/// A PATCH body. Every field is optional; unknown fields are refused. [`crate::client`] sends
+/// it too, with only the fields that are set.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachinePatch {
     /// a profile name assigns (and pins); `null` unassigns and holds the machine.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub profile: Option<Option<String>>,
     /// assign past a full quota.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
     /// `false` hands the machine back to the assignment rules; `true` pins it where it is.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<MachineState>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipmi_addr: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack: Option<Rack>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
     /// template env overrides to set; a `null` value removes the key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, Option<Value>>,
 }
 
@@ -350,7 +358,7 @@ pub async fn retire(
     who: AdminAccess,
     State(st): State<ApiState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Retired>, ApiError> {
     let engine = st.engine.clone();
     let author = who.author();
     let id = blocking(move || {
@@ -360,7 +368,7 @@ pub async fn retire(
             .map_err(|e| ApiError::from_engine(e, &engine))
     })
     .await?;
-    Ok(Json(json!({ "retired": id })))
+    Ok(Json(Retired { retired: id }))
 }
 
 /// The machine's audit trail, newest first. Works for retired machines too (by id).
@@ -368,7 +376,7 @@ pub async fn history(
     _: ReadAccess,
     State(st): State<ApiState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
     let engine = st.engine.clone();
     let entries = blocking(move || {
         // Ids and MACs are stored lower case; a retired machine is only known by its id.
@@ -384,7 +392,7 @@ pub async fn history(
         Ok(entries)
     })
     .await?;
-    Ok(Json(serde_json::to_value(entries).unwrap_or(Value::Null)))
+    Ok(Json(entries))
 }
 
 /// A machine's rendered template. Admin only: rendered configs carry secrets.
@@ -410,38 +418,37 @@ pub async fn render(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-pub async fn profiles(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
+pub async fn profiles(_: ReadAccess, State(st): State<ApiState>) -> Json<Profiles> {
     let machines = st.engine.list();
-    let profiles: Vec<Value> = st
+    let profiles = st
         .engine
         .profiles()
         .into_iter()
-        .map(|p| {
+        .map(|status| {
             // assigned but not yet reported running: still to boot or install.
             let waiting = machines
                 .iter()
                 .filter(|m| {
-                    m.profile.as_deref() == Some(p.name.as_str())
+                    m.profile.as_deref() == Some(status.name.as_str())
                         && m.state != MachineState::Running
                 })
                 .count();
-            let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("waiting".into(), json!(waiting));
-            }
-            v
+            ProfileLoad { status, waiting }
         })
         .collect();
     let unassigned = machines.iter().filter(|m| m.profile.is_none()).count();
-    Json(json!({ "profiles": profiles, "unassigned": unassigned }))
+    Json(Profiles {
+        profiles,
+        unassigned,
+    })
 }
 
-pub async fn leases(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
-    Json(serde_json::to_value(st.engine.leases()).unwrap_or(Value::Null))
+pub async fn leases(_: ReadAccess, State(st): State<ApiState>) -> Json<Vec<Lease>> {
+    Json(st.engine.leases())
 }
 
-pub async fn services(_: ReadAccess, State(st): State<ApiState>) -> Json<Value> {
-    Json(serde_json::to_value(st.engine.services()).unwrap_or(Value::Null))
+pub async fn services(_: ReadAccess, State(st): State<ApiState>) -> Json<Vec<ServiceState>> {
+    Json(st.engine.services())
 }
 
 pub async fn templates(_: ReadAccess, State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {

@@ -33,6 +33,7 @@ pub mod events;
 pub mod launch;
 pub mod machines;
 pub mod render;
+pub mod responses;
 pub mod tls;
 
 use std::sync::Arc;

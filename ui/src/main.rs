@@ -1,6 +1,8 @@
 //! `mayu`: the operator console with the boot services in-process; `--headless` runs the
 //! services alone; `check`, `render`, `import-mayu` and `images` are one-shot tools.
 
+mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,14 +88,14 @@ enum ImagesCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => check(&cli.config),
-        Some(Command::ImportMayu { dir }) => import(&cli.config, &dir),
+        Some(Command::Check) => commands::check(&cli.config),
+        Some(Command::ImportMayu { dir }) => commands::import(&cli.config, &dir),
         Some(Command::Images { command }) => images(&cli.config, command),
         Some(Command::Render {
             machine,
             mac,
             template,
-        }) => render(
+        }) => commands::render(
             &cli.config,
             machine.or(mac).as_deref().unwrap_or_default(),
             &template,
@@ -131,18 +133,6 @@ fn run(path: &std::path::Path, headless: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check(path: &std::path::Path) -> ExitCode {
-    code(mayu::cli::check(path))
-}
-
-fn import(config: &std::path::Path, dir: &std::path::Path) -> ExitCode {
-    code(mayu::cli::import_mayu(config, dir))
-}
-
-fn render(config: &std::path::Path, machine: &str, template: &str) -> ExitCode {
-    code(mayu::cli::render(config, machine, template))
 }
 
 fn images(config: &std::path::Path, command: ImagesCommand) -> ExitCode {

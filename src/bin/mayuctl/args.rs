@@ -1,0 +1,161 @@
+//! `mayuctl`'s command line: the global options and one subcommand per operator task.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mayuctl",
+    version,
+    about = "Operate a mayu boot server through its API",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage."
+)]
+pub struct Cli {
+    /// API address of the mayu server.
+    #[arg(
+        long,
+        env = "MAYU_SERVER",
+        default_value = "http://127.0.0.1:4080",
+        global = true
+    )]
+    pub server: String,
+    /// API bearer token.
+    #[arg(long, env = "MAYU_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// File holding the API token (e.g. the `tokens.json.admin` written at first start).
+    #[arg(long, env = "MAYU_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate to trust for an https server (e.g. its self-signed certificate).
+    #[arg(long, env = "MAYU_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List machines as a table.
+    List {
+        /// Comma-separated columns from: id, macs, ip, serial, uuid, arch, hostname, profile,
+        /// state, phase, pinned, ipmiaddr, providerid, rack, lastboot, notes
+        /// [default: id,macs,ip,profile,state,phase,hostname,ipmiaddr]
+        #[arg(long)]
+        fields: Option<String>,
+        /// Leave out the header line.
+        #[arg(long)]
+        no_legend: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only machines in this state (waiting, configured, installing, running).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only machines in this profile (`-` for none).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Free-text search over ids, MACs, names, addresses and notes.
+        #[arg(long, short = 'q')]
+        search: Option<String>,
+    },
+    /// Show one machine.
+    Show {
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Assign a machine to a profile and pin it there.
+    Assign {
+        id: String,
+        profile: String,
+        /// Go past the profile's quantity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take a machine out of its profile and hold it for an operator.
+    Unassign { id: String },
+    /// Hand a held machine back to the assignment rules.
+    Release { id: String },
+    /// Set a field: hostname, state, ipmi-addr, provider-id, rack (RACK or RACK/UNIT), notes.
+    Set {
+        id: String,
+        field: String,
+        value: String,
+    },
+    /// Set (or with --unset remove) a template env override; VALUE is JSON or a plain string.
+    Override {
+        id: String,
+        key: String,
+        value: Option<String>,
+        #[arg(long)]
+        unset: bool,
+    },
+    /// Install the machine's profile again on its next boot.
+    Reinstall { id: String },
+    /// Mark a machine as booted (state running).
+    BootComplete { id: String },
+    /// Remove a machine from the inventory (its history stays in git).
+    Retire { id: String },
+    /// A machine's audit trail, newest first.
+    History {
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Profiles and how full they are.
+    Profiles {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// DHCP leases.
+    Leases {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Service status (boot HTTP, API, dnsmasq, template reloader).
+    Services {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the event stream, one line per event.
+    Watch {
+        /// Resume after this event number (replays what the server still keeps).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a machine's rendered template (ipxe, ignition, cloud-config, metadata).
+    Render { id: String, template: String },
+    /// Manage API tokens (admin token needed).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// List token names and scopes.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a token and print its secret (shown only now).
+    Add {
+        name: String,
+        /// `read` (the default) or `admin`.
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        scope: String,
+    },
+    /// Revoke a token.
+    Revoke { name: String },
+}

@@ -1,0 +1,376 @@
+//! What `mayuctl` prints: tables and key/value pages built from the API's types, and JSON as
+//! the server sent it. Everything that came from the server goes through [`clean`]: machine
+//! text is data, so a newline in a serial cannot forge a table row and an escape sequence in a
+//! provider id cannot clear the operator's screen.
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use mayu::api::responses::{Profiles, TokenInfo};
+use mayu::inventory::HistoryEntry;
+use mayu::lease::{Lease, ServiceState};
+use mayu::machine::{AssignedBy, Machine, Phase};
+use mayu::text::escape_control;
+
+/// The columns of `mayuctl list`: the `--fields` name and the header.
+pub const FIELDS: &[(&str, &str)] = &[
+    ("id", "ID"),
+    ("macs", "MACS"),
+    ("ip", "IP"),
+    ("serial", "SERIAL"),
+    ("uuid", "UUID"),
+    ("arch", "ARCH"),
+    ("hostname", "HOSTNAME"),
+    ("profile", "PROFILE"),
+    ("state", "STATE"),
+    ("phase", "PHASE"),
+    ("pinned", "PINNED"),
+    ("ipmiaddr", "IPMI"),
+    ("providerid", "PROVIDER ID"),
+    ("rack", "RACK"),
+    ("lastboot", "LAST BOOT"),
+    ("notes", "NOTES"),
+];
+pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,hostname,ipmiaddr";
+
+/// `text` with every control character as a visible escape (`\n`, `\x1b`, `\0`…).
+pub fn clean(text: &str) -> String {
+    escape_control(text).into_owned()
+}
+
+/// Multi-line text from the server (an error's detail): each line cleaned, the breaks kept.
+pub fn clean_lines(text: &str) -> String {
+    text.split('\n').map(clean).collect::<Vec<_>>().join("\n")
+}
+
+/// JSON for the terminal. serde_json escapes C0 controls inside strings but writes DEL and C1
+/// (U+0080–U+009F, which some terminals act on) raw; those become `\u` escapes, which is the
+/// same JSON value. Outside strings only the pretty printer's line breaks are control
+/// characters, and they stay.
+pub fn json_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An answer as the server sent it, pretty-printed.
+pub fn json(v: &Value) -> String {
+    json_safe(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
+}
+
+/// `2026-11-25T04:15:23.123Z` → `2026-11-25 04:15:23`, as Mayu printed times.
+pub fn short_time(t: &str) -> String {
+    let t = t.replace('T', " ");
+    t.get(..19).map(str::to_string).unwrap_or(t)
+}
+
+/// A time as the API writes it (RFC 3339), shortened.
+fn time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .map(|t| short_time(&t))
+        .unwrap_or_default()
+}
+
+/// A phase as `mayuctl` names it: its API key with spaces (`disk boot`).
+fn phase_name(p: Phase) -> String {
+    match serde_json::to_value(p) {
+        Ok(Value::String(key)) => key.replace('_', " "),
+        _ => p.as_str().to_string(),
+    }
+}
+
+fn text(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// One `--fields` column of a machine, raw (the table cleans it).
+pub fn field(m: &Machine, f: &str) -> String {
+    match f {
+        "id" => m.id.to_string(),
+        "macs" => m
+            .macs
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        "ip" => m.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        "serial" => text(&m.serial),
+        "uuid" => text(&m.uuid),
+        "arch" => text(&m.arch),
+        "hostname" => text(&m.hostname),
+        "profile" => text(&m.profile),
+        "state" => m.state.to_string(),
+        "phase" => m
+            .phases
+            .current()
+            .map(|(p, _)| phase_name(p))
+            .unwrap_or_default(),
+        "pinned" => yes_no(m.pinned),
+        "ipmiaddr" => text(&m.ipmi_addr),
+        "providerid" => text(&m.provider_id),
+        "rack" => match &m.rack {
+            Some(r) => match r.unit {
+                Some(unit) => format!("{}/{unit}", r.rack),
+                None => r.rack.clone(),
+            },
+            None => String::new(),
+        },
+        "lastboot" => m.phases.boot_complete.map(time).unwrap_or_default(),
+        "notes" => m.notes.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Columns separated by two spaces; the last column is not padded. Cells are cleaned here, so
+/// a row is always exactly one line whatever a caller passes in.
+pub fn table(headers: &[&str], rows: &[Vec<String>], legend: bool) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        let mut out = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            let c = if c.is_empty() { "-" } else { c };
+            if i + 1 == n {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = Vec::new();
+    if legend {
+        out.push(line(headers.to_vec()));
+    }
+    for r in &rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+/// `mayuctl list`: the chosen columns (`fields` are known names of [`FIELDS`]).
+pub fn machines(machines: &[Machine], fields: &[&str], legend: bool) -> String {
+    let headers: Vec<&str> = fields
+        .iter()
+        .filter_map(|f| FIELDS.iter().find(|(name, _)| name == f).map(|(_, h)| *h))
+        .collect();
+    let rows: Vec<Vec<String>> = machines
+        .iter()
+        .map(|m| fields.iter().map(|f| field(m, f)).collect())
+        .collect();
+    table(&headers, &rows, legend)
+}
+
+/// `mayuctl show`: every column, then who assigned it, overrides and the phase times.
+pub fn machine(m: &Machine) -> String {
+    let mut rows: Vec<(String, String)> = FIELDS
+        .iter()
+        .map(|(f, h)| (h.to_lowercase(), field(m, f)))
+        .collect();
+    let assigned_by = match &m.assigned_by {
+        Some(AssignedBy::Rule) => "rule".to_string(),
+        Some(AssignedBy::Operator(name)) => format!("operator {name}"),
+        None => String::new(),
+    };
+    rows.push(("assigned by".into(), assigned_by));
+    rows.push(("reinstall".into(), yes_no(m.reinstall)));
+    for (k, v) in &m.overrides {
+        rows.push((format!("override {k}"), v.to_string()));
+    }
+    for p in Phase::ALL {
+        if let Some(t) = m.phases.get(p) {
+            rows.push((format!("phase {}", phase_name(p)), time(t)));
+        }
+    }
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.into_iter()
+        .map(|(k, v)| {
+            let v = if v.is_empty() { "-".into() } else { clean(&v) };
+            format!("{:<w$}  {v}", format!("{}:", clean(&k)), w = w + 1)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn history(entries: &[HistoryEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            // A first commit touches every field; a count reads better.
+            let fields = if e.fields.len() > 5 {
+                format!("({} fields)", e.fields.len())
+            } else {
+                e.fields.join(",")
+            };
+            vec![
+                e.commit.chars().take(10).collect(),
+                time(e.time),
+                e.author.clone(),
+                fields,
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["COMMIT", "TIME", "AUTHOR", "FIELDS", "MESSAGE"],
+        &rows,
+        true,
+    )
+}
+
+pub fn profiles(p: &Profiles) -> String {
+    let rows: Vec<Vec<String>> = p
+        .profiles
+        .iter()
+        .map(|p| {
+            let s = &p.status;
+            vec![
+                s.name.clone(),
+                s.quantity.map_or_else(|| "∞".into(), |q| q.to_string()),
+                s.assigned.to_string(),
+                p.waiting.to_string(),
+                s.running.to_string(),
+                s.fill
+                    .map(|f| format!("{:.0}%", f * 100.0))
+                    .unwrap_or_default(),
+                if s.is_default { "default" } else { "" }.into(),
+            ]
+        })
+        .collect();
+    let t = table(
+        &[
+            "NAME", "QUANTITY", "ASSIGNED", "WAITING", "RUNNING", "FILL", "DEFAULT",
+        ],
+        &rows,
+        true,
+    );
+    format!("{t}\nunassigned machines: {}", p.unassigned)
+}
+
+pub fn leases(leases: &[Lease]) -> String {
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.mac.to_string(),
+                l.ip.to_string(),
+                text(&l.hostname),
+                l.expires.map_or_else(|| "never".into(), time),
+                l.machine
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["MAC", "IP", "HOSTNAME", "EXPIRES", "MACHINE"],
+        &rows,
+        true,
+    )
+}
+
+/// The service table, then one line per service that has a problem: what is wrong and what
+/// to do about it.
+pub fn services(services: &[ServiceState]) -> String {
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.status.to_string(),
+                s.restarts.to_string(),
+                time(s.since),
+                s.detail.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["SERVICE", "STATUS", "RESTARTS", "SINCE", "DETAIL"],
+        &rows,
+        true,
+    );
+    for s in services {
+        if let Some(p) = &s.problem {
+            out.push_str(&format!("\n{}: {}", clean(&s.name), clean(&p.line())));
+        }
+    }
+    out
+}
+
+pub fn tokens(tokens: &[TokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| vec![t.name.clone(), t.scope.as_str().to_string()])
+        .collect();
+    table(&["NAME", "SCOPE"], &rows, true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test should stop at the first surprise
+mod tests {
+    use super::*;
+    use mayu::lease::{ServiceProblem, ServiceStatus};
+    use time::macros::datetime;
+
+    fn service(name: &str, problem: Option<ServiceProblem>) -> ServiceState {
+        ServiceState {
+            name: name.into(),
+            status: ServiceStatus::Failed,
+            restarts: 2,
+            detail: "stopped".into(),
+            since: datetime!(2026-11-25 04:15:23.123 UTC),
+            problem,
+        }
+    }
+
+    #[test]
+    fn services_name_each_problem_with_its_hint() {
+        let problem = ServiceProblem {
+            code: "interface_missing".into(),
+            reason: "interface eth9 does not exist".into(),
+            hint: "create it\x1b[2J or change network.interface".into(),
+        };
+        let text = services(&[service("dnsmasq", Some(problem)), service("api", None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[1].starts_with("dnsmasq  failed  2"), "{text}");
+        assert!(lines[1].contains("2026-11-25 04:15:23"), "{text}");
+        assert_eq!(
+            lines[3],
+            "dnsmasq: interface eth9 does not exist: create it\\x1b[2J or change network.interface"
+        );
+    }
+
+    #[test]
+    fn services_without_problems_are_the_table_alone() {
+        let text = services(&[service("api", None)]);
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn phases_keep_their_api_names() {
+        assert_eq!(phase_name(Phase::DiskBoot), "disk boot");
+        assert_eq!(phase_name(Phase::FirstSeen), "first seen");
+    }
+}
