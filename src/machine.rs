@@ -279,6 +279,21 @@ impl Phase {
         Phase::DiskBoot,
         Phase::BootComplete,
     ];
+    /// The phase's key in the API, files and metrics (its serde name): `first_seen`, …
+    pub fn key(&self) -> &'static str {
+        match self {
+            Phase::FirstSeen => "first_seen",
+            Phase::Dhcp => "dhcp",
+            Phase::Ipxe => "ipxe",
+            Phase::Kernel => "kernel",
+            Phase::Initrd => "initrd",
+            Phase::Config => "config",
+            Phase::DiskBoot => "disk_boot",
+            Phase::BootComplete => "boot_complete",
+        }
+    }
+
+    /// The phase as the console and logs say it: `first seen`, `booted from disk`, …
     pub fn as_str(&self) -> &'static str {
         match self {
             Phase::FirstSeen => "first seen",
@@ -530,6 +545,16 @@ pub fn new_token() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_phase_key_is_its_serde_name() {
+        for p in super::Phase::ALL {
+            assert_eq!(
+                serde_json::to_value(p).ok(),
+                Some(serde_json::Value::String(p.key().into()))
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

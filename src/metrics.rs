@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, EventKind};
-use crate::machine::{Phase, State as MachineState};
+use crate::machine::State as MachineState;
 use crate::Engine;
 
 /// Upper bounds in seconds: from sub-millisecond script renders to multi-second asset streams.
@@ -78,19 +78,6 @@ impl Default for Metrics {
     }
 }
 
-fn phase_label(p: Phase) -> &'static str {
-    match p {
-        Phase::FirstSeen => "first_seen",
-        Phase::Dhcp => "dhcp",
-        Phase::Ipxe => "ipxe",
-        Phase::Kernel => "kernel",
-        Phase::Initrd => "initrd",
-        Phase::Config => "config",
-        Phase::DiskBoot => "disk_boot",
-        Phase::BootComplete => "boot_complete",
-    }
-}
-
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -124,12 +111,10 @@ impl Metrics {
                     .unwrap_or_else(|| "none".into());
                 let mut c = self.counters();
                 *c.boot_steps
-                    .entry((phase_label(*phase).to_string(), profile))
+                    .entry((phase.key().to_string(), profile))
                     .or_default() += 1;
                 if let Some(b) = bytes {
-                    *c.asset_bytes
-                        .entry(phase_label(*phase).to_string())
-                        .or_default() += b;
+                    *c.asset_bytes.entry(phase.key().to_string()).or_default() += b;
                 }
             }
             EventKind::Service { name, restarts, .. } if name == "dnsmasq" => {

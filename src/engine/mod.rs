@@ -4,6 +4,7 @@
 //! groups by [`persist`]'s writer, and answered once it is.
 
 mod persist;
+pub mod tally;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -141,9 +142,9 @@ struct Index {
     by_mac: HashMap<Mac, MachineId>,
     /// the address each machine last registered from.
     by_ip: HashMap<Ipv4Addr, MachineId>,
-    /// machines per profile, kept in step with `machines` by `put`/`take`; seats of unreadable
+    /// profile fill levels, kept in step with `machines` by `put`/`take`; seats of unreadable
     /// files are counted too.
-    counts: HashMap<String, u32>,
+    tally: tally::Tally,
     /// ids and MACs of machine files that could not be read: never registered over.
     unreadable: HashMap<MachineId, std::path::PathBuf>,
     unreadable_macs: HashMap<Mac, MachineId>,
@@ -163,9 +164,7 @@ impl Index {
         if let Some(ip) = m.ip {
             self.by_ip.insert(ip, m.id.clone());
         }
-        if let Some(p) = &m.profile {
-            *self.counts.entry(p.clone()).or_default() += 1;
-        }
+        self.tally.count(&m, true);
         self.next_rev += 1;
         self.revs.insert(m.id.clone(), self.next_rev);
         self.json.remove(&m.id);
@@ -198,11 +197,7 @@ impl Index {
                 self.by_ip.remove(&ip);
             }
         }
-        if let Some(p) = &old.profile {
-            if let Some(c) = self.counts.get_mut(p) {
-                *c = c.saturating_sub(1);
-            }
-        }
+        self.tally.count(&old, false);
         Some(old)
     }
 
@@ -218,7 +213,7 @@ impl Index {
             self.unreadable_macs.insert(*mac, id.clone());
         }
         if let Some(profile) = &p.profile {
-            *self.counts.entry(profile.clone()).or_default() += 1;
+            self.tally.hold(profile);
         }
     }
 
@@ -445,7 +440,7 @@ impl Engine {
     }
 
     pub fn profiles(&self) -> Vec<ProfileStatus> {
-        profile_status(&self.inner.config, &self.index())
+        tally::profiles(&self.inner.config, &self.index().tally)
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -580,7 +575,7 @@ impl Engine {
 
     /// Runs the rules on `m`; returns what changed, if anything.
     fn apply_rules(&self, idx: &Index, m: &mut Machine) -> Option<String> {
-        match assign::decide(&self.inner.config, &idx.counts, m) {
+        match assign::decide(&self.inner.config, &idx.tally.assigned, m) {
             Decision::Profile(p) if m.profile.as_deref() != Some(p.as_str()) => {
                 // A machine parked in the default (discovery) profile is still waiting for its
                 // real place; only a real profile makes it configured.
@@ -683,7 +678,7 @@ impl Engine {
         self.mutate(key, actor, |idx, m| {
             let already = m.profile.as_deref() == Some(profile);
             if let Some(q) = quantity {
-                let held = idx.counts.get(profile).copied().unwrap_or(0);
+                let held = idx.tally.assigned.get(profile).copied().unwrap_or(0);
                 if !already && held >= q && !force {
                     return Err(EngineError::ProfileFull {
                         name: profile.to_string(),
@@ -1126,47 +1121,11 @@ fn differs(a: &Machine, b: &Machine) -> bool {
     a != *b
 }
 
-fn profile_status(config: &Config, idx: &Index) -> Vec<ProfileStatus> {
-    let mut running: HashMap<&str, u32> = HashMap::new();
-    for m in idx.machines.values() {
-        if let (Some(p), State::Running) = (&m.profile, m.state) {
-            *running.entry(p.as_str()).or_default() += 1;
-        }
-    }
-    config
-        .profiles
-        .iter()
-        .map(|p| {
-            let assigned = idx.counts.get(&p.name).copied().unwrap_or(0);
-            ProfileStatus {
-                name: p.name.clone(),
-                quantity: p.quantity,
-                assigned,
-                running: running.get(p.name.as_str()).copied().unwrap_or(0),
-                tags: p.tags.clone(),
-                image: p.image.clone(),
-                fill: p.quantity.map(|q| {
-                    if q == 0 {
-                        1.0
-                    } else {
-                        assigned as f64 / q as f64
-                    }
-                }),
-                is_default: config.default_profile.as_deref() == Some(p.name.as_str()),
-            }
-        })
-        .collect()
-}
-
 fn snapshot_of(config: &Config, idx: &Index) -> Snapshot {
     Snapshot {
         machines: idx.machines.values().map(Machine::redacted).collect(),
-        profiles: profile_status(config, idx),
-        waiting: idx
-            .machines
-            .values()
-            .filter(|m| m.profile.is_none())
-            .count() as u32,
+        profiles: tally::profiles(config, &idx.tally),
+        waiting: idx.tally.waiting,
     }
 }
 
