@@ -47,6 +47,44 @@ impl Services {
     }
 }
 
+/// Spawns the task behind service `name`. If it panics, the panic is not lost with the task:
+/// the service turns `failed` with the panic's message (console header, `/api/v1/services`,
+/// `mayuctl services`) and the log says so.
+pub fn supervised<F>(engine: &Engine, name: &'static str, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let inner = tokio::spawn(task);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let Err(e) = inner.await else {
+            return;
+        };
+        if !e.is_panic() {
+            return;
+        }
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        tracing::error!(service = name, panic = %message, "a service task panicked");
+        engine.set_service_problem(
+            name,
+            ServiceStatus::Failed,
+            0,
+            &format!("panicked: {message}"),
+            Some(crate::lease::ServiceProblem {
+                code: "panicked".into(),
+                reason: format!("{name} stopped: it panicked ({message})"),
+                hint: "a bug in mayu: the log file has the details; restart mayu to bring it back"
+                    .into(),
+            }),
+        );
+    })
+}
+
 async fn listen(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
     crate::listen::bind(addr).map_err(|source| ServiceError::Listen { addr, source })
 }
@@ -115,7 +153,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         tls: None,
     };
     let max_boot = how.limits.max_connections;
-    tasks.push(tokio::spawn(async move {
+    tasks.push(supervised(&engine, "boot-http", async move {
         e.set_service(
             "boot-http",
             ServiceStatus::Running,
@@ -136,7 +174,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         cancel.clone(),
         engine.clone(),
     );
-    tasks.push(tokio::spawn(async move {
+    tasks.push(supervised(&engine, "templates", async move {
         e.set_service(
             "templates",
             ServiceStatus::Watching,
@@ -149,16 +187,17 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         }
     }));
 
-    tasks.push(tokio::spawn(crate::dnsmasq::run(
-        engine.clone(),
-        cancel.clone(),
-    )));
+    tasks.push(supervised(
+        &engine,
+        crate::dnsmasq::SERVICE,
+        crate::dnsmasq::run(engine.clone(), cancel.clone()),
+    ));
     if let Some(health) = engine.audit_health() {
-        tasks.push(tokio::spawn(crate::inventory::audit::report(
-            engine.clone(),
-            health,
-            cancel.clone(),
-        )));
+        tasks.push(supervised(
+            &engine,
+            "audit",
+            crate::inventory::audit::report(engine.clone(), health, cancel.clone()),
+        ));
     }
 
     let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {

@@ -46,7 +46,18 @@ pub struct EventsQuery {
 
 /// The event as sent: its JSON plus a one-line `summary`, with no machine token in it.
 pub fn event_json(ev: &Event) -> Value {
-    let mut v = serde_json::to_value(ev).unwrap_or(Value::Null);
+    let mut v = match serde_json::to_value(ev) {
+        Ok(v) => v,
+        // Said, not dropped: the client learns an event went missing and which.
+        Err(e) => {
+            tracing::error!(seq = ev.seq, error = %e, "an event could not be serialised");
+            json!({
+                "seq": ev.seq,
+                "type": "error",
+                "detail": format!("event {} could not be serialised: {e}", ev.seq),
+            })
+        }
+    };
     if let Some(o) = v.as_object_mut() {
         if let Some(m) = o.get_mut("machine").and_then(|m| m.as_object_mut()) {
             m.remove("token");
