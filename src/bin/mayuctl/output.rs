@@ -80,10 +80,7 @@ fn time(t: OffsetDateTime) -> String {
 
 /// A phase as `mayuctl` names it: its API key with spaces (`disk boot`).
 fn phase_name(p: Phase) -> String {
-    match serde_json::to_value(p) {
-        Ok(Value::String(key)) => key.replace('_', " "),
-        _ => p.as_str().to_string(),
-    }
+    p.key().replace('_', " ")
 }
 
 fn text(v: &Option<String>) -> String {
