@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mayu::engine::tally::{self, Tally};
 use mayu::engine::{ProfileStatus, Snapshot};
 use mayu::events::{Event, EventKind};
 use mayu::inventory::HistoryEntry;
@@ -45,6 +46,23 @@ pub fn setup() -> Setup {
         stall_after: [("control-plane".to_string(), Duration::from_secs(20 * 60))]
             .into_iter()
             .collect(),
+    }
+}
+
+/// A snapshot as the engine gives it: fill levels counted from the machines, its way.
+fn snapshot(machines: Vec<Machine>) -> Snapshot {
+    let mut t = Tally::default();
+    for m in &machines {
+        t.count(m, true);
+    }
+    let mut profiles = profiles();
+    for p in &mut profiles {
+        tally::fill(p, &t);
+    }
+    Snapshot {
+        machines,
+        profiles,
+        waiting: t.waiting,
     }
 }
 
@@ -333,14 +351,7 @@ fn history() -> Vec<HistoryEntry> {
 /// The busy session: a dozen machines, one new, one stalled, a full profile.
 pub fn session() -> Result<App, IdError> {
     let machines = SPECS.iter().map(machine).collect::<Result<Vec<_>, _>>()?;
-    let mut app = App::new(
-        setup(),
-        Snapshot {
-            machines,
-            profiles: profiles(),
-            waiting: 0,
-        },
-    );
+    let mut app = App::new(setup(), snapshot(machines));
     app.set_services(vec![
         service("boot-http", "running", 0, ""),
         service("api", "running", 0, ""),
@@ -516,14 +527,7 @@ pub fn session() -> Result<App, IdError> {
 
 /// A fresh install: no machines, services up.
 pub fn empty() -> Result<App, IdError> {
-    let mut app = App::new(
-        setup(),
-        Snapshot {
-            machines: Vec::new(),
-            profiles: profiles(),
-            waiting: 0,
-        },
-    );
+    let mut app = App::new(setup(), snapshot(Vec::new()));
     app.set_services(vec![
         service("boot-http", "running", 0, ""),
         service("api", "running", 0, ""),
@@ -536,14 +540,7 @@ pub fn empty() -> Result<App, IdError> {
 /// The first minute on a fresh clone: the boot interface does not exist, so dnsmasq waits and
 /// the header says why; a machine on another DHCP server polls while it is held.
 pub fn first_minute() -> Result<App, IdError> {
-    let mut app = App::new(
-        setup(),
-        Snapshot {
-            machines: Vec::new(),
-            profiles: profiles(),
-            waiting: 0,
-        },
-    );
+    let mut app = App::new(setup(), snapshot(Vec::new()));
     let reason = ServiceProblem {
         code: "interface_missing".into(),
         reason: "interface mayu0 does not exist".into(),

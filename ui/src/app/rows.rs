@@ -62,7 +62,6 @@ impl App {
             return;
         }
         self.rows_dirty = false;
-        self.recount_profiles();
         let needle = self.filter.to_lowercase();
         let mut rows: Vec<&Machine> = self
             .machines

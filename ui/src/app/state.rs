@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mayu::engine::tally::{self, Tally};
 use mayu::engine::{ProfileStatus, Snapshot};
 use mayu::events::Event;
 use mayu::inventory::HistoryEntry;
@@ -83,6 +84,8 @@ pub struct App {
     pub profiles: Vec<ProfileStatus>,
     /// unassigned machines.
     pub waiting: u32,
+    /// the counts behind `profiles` and `waiting`, followed from machine events.
+    pub(super) tally: Tally,
     pub leases: Vec<Lease>,
     pub lease_selected: usize,
     pub services: BTreeMap<String, ServiceState>,
@@ -121,6 +124,7 @@ impl App {
             selected_id: None,
             profiles: Vec::new(),
             waiting: 0,
+            tally: Tally::default(),
             leases: Vec::new(),
             lease_selected: 0,
             services: BTreeMap::new(),
@@ -154,6 +158,7 @@ impl App {
             .into_iter()
             .map(|m| (m.id.clone(), m))
             .collect();
+        self.tally = Tally::from_statuses(&snapshot.profiles, snapshot.waiting);
         self.profiles = snapshot.profiles;
         self.waiting = snapshot.waiting;
         self.rows_dirty = true;
@@ -197,34 +202,14 @@ impl App {
         }
     }
 
-    /// Profile counts follow the machines we hold (the engine only reports them in snapshots).
-    pub(super) fn recount_profiles(&mut self) {
-        let mut assigned: HashMap<&str, u32> = HashMap::new();
-        let mut running: HashMap<&str, u32> = HashMap::new();
-        let mut waiting = 0;
-        for m in self.machines.values() {
-            match &m.profile {
-                Some(p) => {
-                    *assigned.entry(p.as_str()).or_default() += 1;
-                    if m.state == State::Running {
-                        *running.entry(p.as_str()).or_default() += 1;
-                    }
-                }
-                None => waiting += 1,
-            }
-        }
+    /// Counts `m` in or out of the fill levels, the way the engine counts
+    /// ([`mayu::engine::tally`]), and refreshes the profiles shown.
+    pub(super) fn count(&mut self, m: &Machine, up: bool) {
+        self.tally.count(m, up);
         for p in &mut self.profiles {
-            p.assigned = assigned.get(p.name.as_str()).copied().unwrap_or(0);
-            p.running = running.get(p.name.as_str()).copied().unwrap_or(0);
-            p.fill = p.quantity.map(|q| {
-                if q == 0 {
-                    1.0
-                } else {
-                    f64::from(p.assigned) / f64::from(q)
-                }
-            });
+            tally::fill(p, &self.tally);
         }
-        self.waiting = waiting;
+        self.waiting = self.tally.waiting;
     }
 
     /// Machines assigned to `profile` that have not finished booting it.

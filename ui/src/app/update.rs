@@ -3,6 +3,7 @@
 
 use mayu::events::{Event, EventKind};
 use mayu::lease::ServiceState;
+use mayu::machine::Machine;
 use time::OffsetDateTime;
 
 use super::dialogs::{
@@ -95,6 +96,16 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
     }
 }
 
+/// A machine as its event brings it, counted into the fill levels in place of what it was.
+fn follow(app: &mut App, machine: &Machine) {
+    if let Some(old) = app.machines.remove(&machine.id) {
+        app.count(&old, false);
+    }
+    app.count(machine, true);
+    app.machines.insert(machine.id.clone(), machine.clone());
+    app.rows_dirty = true;
+}
+
 /// Follows the engine: machines arrive whole (with their state) in their events, so the
 /// console keeps what the engine says rather than working it out again.
 fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
@@ -102,13 +113,11 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
     match &ev.kind {
         EventKind::MachineAdded { machine, .. } => {
             app.added_at.insert(machine.id.clone(), ev.at);
-            app.machines.insert(machine.id.clone(), (**machine).clone());
-            app.rows_dirty = true;
+            follow(app, machine);
             None
         }
         EventKind::MachineChanged { machine, .. } => {
-            app.machines.insert(machine.id.clone(), (**machine).clone());
-            app.rows_dirty = true;
+            follow(app, machine);
             if app.selected_id.as_ref() == Some(&machine.id) && app.detail_visible() {
                 Some(Command::LoadHistory {
                     id: machine.id.clone(),
@@ -118,7 +127,9 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
             }
         }
         EventKind::MachineRetired { id, .. } => {
-            app.machines.remove(id);
+            if let Some(old) = app.machines.remove(id) {
+                app.count(&old, false);
+            }
             app.added_at.remove(id);
             app.last_event.remove(id);
             app.rows_dirty = true;
