@@ -40,6 +40,9 @@ pub enum EventKind {
         bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         duration_ms: Option<u64>,
+        /// the machine's profile at this step, so subscribers (metrics) need not ask.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
     },
     /// a DHCP exchange seen in dnsmasq's log.
     Dhcp {

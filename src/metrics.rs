@@ -98,17 +98,16 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one bus event. `engine` names the profile of the machine a boot step is about.
-    pub fn record(&self, ev: &Event, engine: &Engine) {
+    /// Counts one bus event (boot steps carry their machine's profile).
+    pub fn record(&self, ev: &Event) {
         match &ev.kind {
             EventKind::BootStep {
-                id, phase, bytes, ..
+                phase,
+                bytes,
+                profile,
+                ..
             } => {
-                let profile = id
-                    .as_ref()
-                    .and_then(|id| engine.get(id))
-                    .and_then(|m| m.profile)
-                    .unwrap_or_else(|| "none".into());
+                let profile = profile.clone().unwrap_or_else(|| "none".into());
                 let mut c = self.counters();
                 *c.boot_steps
                     .entry((phase.key().to_string(), profile))
@@ -146,7 +145,7 @@ impl Metrics {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = rx.recv() => match r {
-                        Ok(ev) => metrics.record(&ev, &engine),
+                        Ok(ev) => metrics.record(&ev),
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             metrics.counters().events_missed += n;
                         }

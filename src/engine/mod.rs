@@ -837,12 +837,16 @@ impl Engine {
         if let Some(id) = id {
             idx.touch(id, phase, OffsetDateTime::now_utc());
         }
+        let profile = id
+            .and_then(|id| idx.machines.get(id))
+            .and_then(|m| m.profile.clone());
         self.inner.bus.publish(EventKind::BootStep {
             id: id.cloned(),
             phase,
             detail,
             bytes,
             duration_ms,
+            profile,
         });
     }
 

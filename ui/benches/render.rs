@@ -46,6 +46,7 @@ fn main() {
                     detail: "kernel".into(),
                     bytes: None,
                     duration_ms: None,
+                    profile: None,
                 },
             };
             let _ = update(&mut app, Action::Bus(std::sync::Arc::new(ev)));

@@ -395,6 +395,7 @@ pub fn session() -> Result<App, IdError> {
                 detail: "flatcar initrd".into(),
                 bytes: Some(187_000_000),
                 duration_ms: Some(9_400),
+                profile: None,
             },
         ),
         event(
@@ -414,6 +415,7 @@ pub fn session() -> Result<App, IdError> {
                 detail: "discovery kernel".into(),
                 bytes: Some(9_800_000),
                 duration_ms: Some(640),
+                profile: None,
             },
         ),
         event(
@@ -456,6 +458,7 @@ pub fn session() -> Result<App, IdError> {
                 detail: "flatcar kernel".into(),
                 bytes: Some(58_000_000),
                 duration_ms: Some(2_100),
+                profile: None,
             },
         ),
         event(
@@ -486,6 +489,7 @@ pub fn session() -> Result<App, IdError> {
                 detail: "ignition worker.yaml".into(),
                 bytes: Some(4_210),
                 duration_ms: Some(3),
+                profile: None,
             },
         ),
         event(
@@ -505,6 +509,7 @@ pub fn session() -> Result<App, IdError> {
                 detail: "worker script".into(),
                 bytes: None,
                 duration_ms: None,
+                profile: None,
             },
         ),
         event(
@@ -603,6 +608,7 @@ pub fn first_minute() -> Result<App, IdError> {
                 detail: "held for an operator, asks again in 5 s".into(),
                 bytes: None,
                 duration_ms: None,
+                profile: None,
             },
         ));
     }

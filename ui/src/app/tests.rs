@@ -197,6 +197,7 @@ fn boot_steps_move_the_phase_and_stalls_show() {
                 detail: "ignition".into(),
                 bytes: None,
                 duration_ms: None,
+                profile: None,
             },
         ),
     );
@@ -512,6 +513,7 @@ fn boot_complete_takes_the_state_from_the_engine() {
                 detail: "reported".into(),
                 bytes: None,
                 duration_ms: None,
+                profile: None,
             },
         ),
     );
