@@ -493,3 +493,24 @@ fn machine_tokens_never_reach_files_or_git_and_old_tokens_keep_working() {
         .unwrap()
         .accepts_token("0123legacy"));
 }
+
+/// Tests read the audit with the `git` an operator runs, but never with the developer's own
+/// configuration (`.cargo/config.toml` points git's global config at /dev/null and turns the
+/// system one off): a pager, colours or a log format there must not change what they see.
+#[test]
+fn git_in_tests_runs_with_a_sandboxed_config() {
+    assert_eq!(
+        std::env::var("GIT_CONFIG_GLOBAL").as_deref(),
+        Ok("/dev/null")
+    );
+    let out = Command::new("git")
+        .args(["config", "--show-origin", "--list"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(".gitconfig") && !text.contains("/etc/gitconfig"),
+        "{text}"
+    );
+}
