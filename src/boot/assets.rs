@@ -1,21 +1,23 @@
 //! Kernel and initrd assets from `images/`, streamed with Range, ETag and Last-Modified. Nothing
 //! outside `images/` can be reached: no `..`, no hidden names, no symlinks leading out.
 
-use std::io::SeekFrom;
+use std::future::Future;
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
+use tokio::task::JoinHandle;
 
 use super::{BootError, BootState, ClientIp};
 use crate::machine::{MachineId, Phase};
@@ -143,6 +145,43 @@ pub async fn versioned_asset(
     }
 }
 
+/// What [`open_asset`] found: the open file and what the headers are made of.
+struct Opened {
+    file: std::fs::File,
+    len: u64,
+    modified: SystemTime,
+}
+
+/// Resolves, checks and opens `images/<image>/<file>` in one trip to a blocking thread (four
+/// `tokio::fs` calls would be four).
+fn open_asset(root: &std::path::Path, image: &str, file: &str) -> Result<Opened, BootError> {
+    let root = std::fs::canonicalize(root)
+        .map_err(|e| BootError::internal(format!("images folder: {e}")))?;
+    let not_found = || BootError::not_found(format!("no asset {image}/{file}"));
+    let path: PathBuf =
+        std::fs::canonicalize(root.join(image).join(file)).map_err(|_| not_found())?;
+    // A symlink may point anywhere; only what resolves inside images/ is served.
+    if !path.starts_with(&root) {
+        return Err(BootError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{image}/{file} leads outside the images folder"),
+        ));
+    }
+    let f = std::fs::File::open(&path).map_err(|_| not_found())?;
+    let meta = f
+        .metadata()
+        .map_err(|e| BootError::internal(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(not_found());
+    }
+    Ok(Opened {
+        len: meta.len(),
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        file: f,
+    })
+}
+
 /// Streams `images/<image>/<file>` (`image` may be `name/version`), already checked to be
 /// plain segments.
 async fn serve(
@@ -154,34 +193,15 @@ async fn serve(
     q: AssetQuery,
     headers: HeaderMap,
 ) -> Result<Response, BootError> {
-    let root = &s.engine.config().images;
-    let root = tokio::fs::canonicalize(root)
+    let root = s.engine.config().images.clone();
+    let (img, name) = (image.clone(), file.clone());
+    let Opened {
+        file: f,
+        len,
+        modified,
+    } = tokio::task::spawn_blocking(move || open_asset(&root, &img, &name))
         .await
-        .map_err(|e| BootError::internal(format!("images folder: {e}")))?;
-    let path: PathBuf = match tokio::fs::canonicalize(root.join(&image).join(&file)).await {
-        Ok(p) => p,
-        Err(_) => return Err(BootError::not_found(format!("no asset {image}/{file}"))),
-    };
-    // A symlink may point anywhere; only what resolves inside images/ is served.
-    if !path.starts_with(&root) {
-        return Err(BootError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{image}/{file} leads outside the images folder"),
-        ));
-    }
-    let mut f = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| BootError::not_found(format!("no asset {image}/{file}")))?;
-    let meta = f
-        .metadata()
-        .await
-        .map_err(|e| BootError::internal(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(BootError::not_found(format!("no asset {image}/{file}")));
-    }
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        .map_err(|e| BootError::internal(e.to_string()))??;
     let secs = modified
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -240,11 +260,6 @@ async fn serve(
             .body(Body::empty())
             .map_err(|e| BootError::internal(e.to_string()));
     }
-    if start > 0 {
-        f.seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| BootError::internal(e.to_string()))?;
-    }
     let machine = who(&s.engine, q.id, ip);
     let phase = phase_of(&file);
     s.engine.boot_step(
@@ -255,7 +270,7 @@ async fn serve(
         None,
     );
     let stream = Counted {
-        inner: ReaderStream::new(f.take(count)),
+        inner: FileChunks::new(f, start, count, CHUNK),
         sent: 0,
         expected: count,
         started: Instant::now(),
@@ -269,6 +284,145 @@ async fn serve(
     builder
         .body(Body::from_stream(stream))
         .map_err(|e| BootError::internal(e.to_string()))
+}
+
+/// Bytes read per trip to a blocking thread. Each trip costs two context switches, so small
+/// reads spend the CPU on scheduling rather than copying (4 KiB reads held mayu to a quarter of
+/// nginx's throughput). Measured on 32 clients: 128 KiB cost 25% more CPU per byte than
+/// 256 KiB, while 512 KiB and 1 MiB saved under 5% for 40 and 50 MB more peak memory.
+const CHUNK: usize = 256 * 1024;
+
+/// Buffers a response keeps for reuse. At most three are in use at once: the tail of one chunk
+/// still draining from hyper's write buffer, the next queued behind it, and one being read
+/// ahead. Reusing them saves the allocator's page faults and zeroing on every chunk (a tenth
+/// of the CPU per byte), and none outlives the response.
+const SPARE_BUFFERS: usize = 3;
+
+/// A connection's spare read buffers, which sent chunks return to.
+type Spares = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A chunk on its way to the socket; once hyper has written and dropped it, its buffer goes
+/// back to the response it came from (if that is still running).
+struct Chunk {
+    buf: Vec<u8>,
+    home: Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let Some(home) = self.home.upgrade() else {
+            return;
+        };
+        let mut spares = home.lock().unwrap_or_else(|p| p.into_inner());
+        if spares.len() < SPARE_BUFFERS {
+            spares.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// `count` bytes of a file from `start`, as chunks read with `pread` on blocking threads, the
+/// next chunk read while the previous one is being sent, so a connection holds at most
+/// [`SPARE_BUFFERS`] chunks whatever the file size (hyper asks for the next chunk only once
+/// its write buffer is nearly drained). Positional reads share no cursor, and a file that shrinks
+/// underneath ends the stream with an error (the client sees a short body) rather than the
+/// SIGBUS a shrunk memory map would raise.
+struct FileChunks {
+    file: Arc<std::fs::File>,
+    /// Where the next read starts.
+    at: u64,
+    /// Bytes not yet asked for.
+    left: u64,
+    chunk: usize,
+    spares: Spares,
+    reading: Option<JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    fn new(file: std::fs::File, start: u64, count: u64, chunk: usize) -> FileChunks {
+        FileChunks {
+            file: Arc::new(file),
+            at: start,
+            left: count,
+            chunk: chunk.max(1),
+            spares: Spares::default(),
+            reading: None,
+        }
+    }
+
+    /// Starts reading the next chunk, if any is left.
+    fn read_ahead(&mut self) {
+        if self.left == 0 {
+            return;
+        }
+        let n = usize::try_from(self.left).map_or(self.chunk, |left| left.min(self.chunk));
+        let (file, at) = (self.file.clone(), self.at);
+        self.at += n as u64;
+        self.left -= n as u64;
+        let buf = self
+            .spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let home = Arc::downgrade(&self.spares);
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            read_chunk(&file, at, n, buf, home)
+        }));
+    }
+}
+
+/// Exactly `n` bytes at `at` into `buf`, or an error if the file ends first.
+fn read_chunk(
+    file: &std::fs::File,
+    at: u64,
+    n: usize,
+    mut buf: Vec<u8>,
+    home: Weak<Mutex<Vec<Vec<u8>>>>,
+) -> std::io::Result<Bytes> {
+    // Only a fresh buffer is zeroed; a reused one is overwritten as it stands.
+    buf.resize(n, 0);
+    file.read_exact_at(&mut buf, at).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(e.kind(), "the file shrank while it was being served")
+        } else {
+            e
+        }
+    })?;
+    Ok(Bytes::from_owner(Chunk { buf, home }))
+}
+
+impl Stream for FileChunks {
+    type Item = std::io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.reading.is_none() {
+            self.read_ahead();
+        }
+        let Some(reading) = self.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let done = ready!(Pin::new(reading).poll(cx));
+        self.reading = None;
+        match done {
+            Ok(Ok(chunk)) => {
+                self.read_ahead();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Ok(Err(e)) => {
+                self.left = 0;
+                Poll::Ready(Some(Err(e)))
+            }
+            Err(e) => {
+                self.left = 0;
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+        }
+    }
 }
 
 struct Report {
@@ -334,6 +488,84 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(None, 100), Ok(None));
+    }
+
+    /// A file of `len` bytes whose every byte says where it is.
+    fn numbered(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        (f, data)
+    }
+
+    async fn collect(f: &tempfile::NamedTempFile, start: u64, count: u64, chunk: usize) -> Vec<u8> {
+        use futures_util::StreamExt;
+        let file = std::fs::File::open(f.path()).unwrap();
+        let mut chunks = FileChunks::new(file, start, count, chunk);
+        let mut out = Vec::new();
+        while let Some(c) = chunks.next().await {
+            let c = c.unwrap();
+            assert!(!c.is_empty() && c.len() <= chunk, "chunk of {}", c.len());
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn chunks_cover_any_range_exactly() {
+        let (f, data) = numbered(1000);
+        for chunk in [1, 7, 64, 999, 1000, 4096] {
+            for (start, count) in [(0, 1000), (0, 1), (999, 1), (6, 8), (63, 130), (500, 500)] {
+                let got = collect(&f, start, count, chunk).await;
+                let want = &data[start as usize..(start + count) as usize];
+                assert_eq!(got, want, "chunk {chunk}, {start}+{count}");
+            }
+        }
+        assert!(collect(&f, 10, 0, 7).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn buffers_are_reused_and_bounded() {
+        use futures_util::StreamExt;
+        let (f, data) = numbered(10_000);
+        let file = std::fs::File::open(f.path()).unwrap();
+        let mut chunks = FileChunks::new(file, 0, 10_000, 100);
+        let (mut out, mut buffers) = (Vec::new(), std::collections::HashSet::new());
+        while let Some(c) = chunks.next().await {
+            let c = c.unwrap();
+            out.extend_from_slice(&c);
+            buffers.insert(c.as_ptr() as usize);
+        }
+        assert_eq!(out, data);
+        // A hundred chunks through one buffer being sent and one being read ahead, both back
+        // in the spares at the end.
+        assert_eq!(buffers.len(), 2);
+        assert_eq!(chunks.spares.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrinks_ends_in_an_error() {
+        use futures_util::StreamExt;
+        let (f, _) = numbered(1000);
+        let file = std::fs::File::open(f.path()).unwrap();
+        let mut chunks = FileChunks::new(file, 0, 1000, 100);
+        assert_eq!(chunks.next().await.unwrap().unwrap().len(), 100);
+        // Truncated in place, as an operator might; the read ahead may already hold bytes
+        // 100..200, but nothing past the new end is served as if it were the file.
+        f.as_file().set_len(150).unwrap();
+        let mut sent = 100;
+        loop {
+            match chunks.next().await {
+                Some(Ok(c)) => sent += c.len(),
+                Some(Err(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+                    break;
+                }
+                None => panic!("the stream ended without an error after {sent} bytes"),
+            }
+        }
+        assert!(sent <= 200, "{sent}");
+        assert!(chunks.next().await.is_none());
     }
 
     #[test]
