@@ -100,7 +100,7 @@ pub fn init(dir: &Path, to_stdout: bool) -> std::io::Result<LogGuard> {
         .try_init();
     Ok(LogGuard {
         stdout: count,
-        stdout_guard: stdout_guard,
+        stdout_guard,
         _file_guard: file_guard,
     })
 }
