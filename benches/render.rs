@@ -87,7 +87,7 @@ fn main() {
             );
         });
         let ctx = per_op(secs, || {
-            black_box(context::build(&config, boot, Some(profile), black_box(&m)));
+            let _ = black_box(context::build(&config, boot, Some(profile), black_box(&m)));
         });
         // The floor: a script of the same shape from one format! over the machine's fields.
         let id = m.id.to_string();

@@ -231,7 +231,8 @@ fn render_named(
         ));
     }
     let profile = m.profile.as_deref().and_then(|p| config.profile(p));
-    let ctx = templates::context::build(config, boot, profile, m);
+    let ctx = templates::context::build(config, boot, profile, m)
+        .map_err(|e| format!("machine {}: {e}", m.id))?;
     set.render(name, Kind::Metadata, &ctx)
         .map_err(|e| e.to_string())
 }

@@ -344,7 +344,8 @@ fn install_settings_carry_the_boot_complete_token() {
                 "10.77.0.1:4081".parse().unwrap(),
                 Some(p),
                 &m,
-            ),
+            )
+            .unwrap(),
         )
         .unwrap();
     assert!(out.contains("MAYU_INSTALL_DISK=/dev/vda\n"), "{out}");

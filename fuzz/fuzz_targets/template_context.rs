@@ -203,7 +203,9 @@ fuzz_target!(|data: &[u8]| {
     m.token = "0123456789abcdef0123456789abcdef0123456789abcdef".into();
     let boot = SocketAddr::from(([0, 0, 0, 0], 4081));
     let profile = m.profile.as_deref().and_then(|p| config.profile(p));
-    let ctx = mayu::templates::context::build(config, boot, profile, &m).into_json();
+    let ctx = mayu::templates::context::build(config, boot, profile, &m)
+        .expect("every machine has a template context")
+        .into_json();
     assert!(ctx["machine"].is_object(), "machine lost: {m:?}");
     assert_eq!(ctx["machine"]["id"].as_str(), Some(m.id.as_str()));
     if mayu::text::check_machine(&m).is_ok() {

@@ -49,6 +49,10 @@ async fn config(s: BootState, q: Auth, kind: Kind) -> Result<impl IntoResponse, 
                 &s,
                 format!("{} for {} not served: {t}", kind.as_str(), m.id),
             ),
+            RenderError::Context { .. } => super::refused(
+                &s,
+                format!("{} for {} not served: {e}", kind.as_str(), m.id),
+            ),
         })?;
     super::note_installing(&s, &m).await?;
     s.engine.boot_step(

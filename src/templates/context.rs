@@ -86,17 +86,18 @@ pub fn urls(config: &Config, boot: SocketAddr, profile: Option<&Profile>, m: &Ma
     }
 }
 
-/// Builds the Tera context for rendering `m` (in `profile`, if any).
+/// Builds the Tera context for rendering `m` (in `profile`, if any). A machine that cannot be
+/// turned into JSON is an error, never a `null` machine in a rendered config.
 pub fn build(
     config: &Config,
     boot: SocketAddr,
     profile: Option<&Profile>,
     m: &Machine,
-) -> tera::Context {
+) -> Result<tera::Context, serde_json::Error> {
     let mut ctx = tera::Context::new();
     let net = &config.network;
     let hostname = m.hostname.clone().unwrap_or_else(|| m.id.to_string());
-    let mut machine = serde_json::to_value(m).unwrap_or_default();
+    let mut machine = serde_json::to_value(m)?;
     if let Some(obj) = machine.as_object_mut() {
         // The token is never serialised with the machine (files, git, API); templates get it.
         obj.insert("token".into(), m.token.clone().into());
@@ -139,5 +140,5 @@ pub fn build(
     );
     ctx.insert("urls", &urls(config, boot, profile, m));
     ctx.insert("env", &merged_env(config, profile, m));
-    ctx
+    Ok(ctx)
 }

@@ -50,6 +50,11 @@ pub enum RenderError {
     NoTemplate { profile: String, kind: &'static str },
     #[error("{0}")]
     Template(#[from] TemplateError),
+    #[error("machine {id} cannot be put into the template context: {source}")]
+    Context {
+        id: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Loads and validates a set; what `mayu check` and every reload run.
@@ -148,7 +153,12 @@ impl Templates {
                 profile: profile.name.clone(),
                 kind: kind.as_str(),
             })?;
-        let ctx = context::build(&self.config, boot, Some(profile), m);
+        let ctx = context::build(&self.config, boot, Some(profile), m).map_err(|source| {
+            RenderError::Context {
+                id: m.id.to_string(),
+                source,
+            }
+        })?;
         Ok(self.current().render(name, kind, &ctx)?)
     }
 

@@ -224,7 +224,18 @@ impl TemplateSet {
         let boot = config.http.boot;
         for p in &config.profiles {
             let m = fixture(p);
-            let ctx = super::context::build(config, boot, Some(p), &m);
+            let ctx = match super::context::build(config, boot, Some(p), &m) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    errors.push(TemplateError {
+                        file: config.file.display().to_string(),
+                        line: None,
+                        column: None,
+                        message: format!("profile `{}`: no template context: {e}", p.name),
+                    });
+                    continue;
+                }
+            };
             for kind in Kind::ALL {
                 let Some(name) = kind.template_of(p) else {
                     continue;
