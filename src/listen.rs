@@ -47,6 +47,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Hyper's per-connection read and write buffer ceiling: headers larger than this are refused,
 /// and a client that stops reading holds at most this much of queued response.
 const MAX_BUF: usize = 64 * 1024;
+/// At a stop, how long a response in flight (a large initrd to a slow machine) may take to
+/// finish before its connection is dropped: a stop is bounded whatever the clients do.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Most descriptors kept back from the boot port's share (at most half the limit) for the API
 /// port, files being served, templates, git, logs and the dnsmasq child.
 const RESERVE: u64 = 4096;
@@ -583,6 +586,8 @@ impl PerConnection {
         let mut shutting_down = false;
         let mut finishing = false;
         let mut asked_to_close = false;
+        let grace = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(grace);
         loop {
             tokio::select! {
                 r = conn.as_mut() => {
@@ -603,6 +608,12 @@ impl PerConnection {
                 _ = self.cancel.cancelled(), if !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
+                    grace.as_mut().reset(Instant::now() + STOP_GRACE);
+                }
+                _ = &mut grace, if shutting_down => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "connection dropped: the stop's grace ran out");
+                    return;
                 }
                 _ = handle.finish.cancelled(), if !finishing => {
                     finishing = true;

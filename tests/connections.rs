@@ -457,3 +457,26 @@ fn limits_are_configurable_and_zero_is_refused() {
         assert!(err.contains("config.yaml:"), "{keys}: {err}");
     }
 }
+
+/// A stop is bounded whatever the clients do: a machine that stops reading in the middle of a
+/// large asset holds its response open, and the stop drops it once the grace runs out instead
+/// of waiting for the idle timeouts (a minute or two) or forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_for_a_client_that_stopped_reading() {
+    let lab = Lab::new(&[]);
+    let dir = lab.path().join("images/discovery");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = std::fs::File::create(dir.join("big.img")).unwrap();
+    big.set_len(64 << 20).unwrap();
+    let run = Running::start(&lab).await;
+    let mut s = TcpStream::connect(run.boot).await.unwrap();
+    s.write_all(b"GET /assets/discovery/big.img HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    // The client reads nothing more; its socket buffers fill and the server's writes stall.
+    run.stop().await;
+    drop(s);
+}
