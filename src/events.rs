@@ -234,7 +234,30 @@ impl Default for Bus {
     }
 }
 
+/// A bus that does not keep its engine's bus alive (see [`Bus::downgrade`]).
+#[derive(Clone)]
+pub struct WeakBus {
+    tx: broadcast::WeakSender<Arc<Event>>,
+    inner: std::sync::Weak<Mutex<Inner>>,
+}
+
+impl WeakBus {
+    pub fn upgrade(&self) -> Option<Bus> {
+        Some(Bus {
+            tx: self.tx.upgrade()?,
+            inner: self.inner.upgrade()?,
+        })
+    }
+}
+
 impl Bus {
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus {
+            tx: self.tx.downgrade(),
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     pub fn new() -> Bus {
         let (tx, _) = broadcast::channel(4096);
         Bus {

@@ -91,6 +91,8 @@ async fn listen(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
 
 /// Starts every service configured for `engine`.
 pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services, ServiceError> {
+    // From here on every WARN and ERROR record is an event too (the console's log pane).
+    crate::logging::bus::forward_to(engine.bus().clone());
     let config = engine.config().clone();
     let for_load = config.clone();
     let loaded = tokio::task::spawn_blocking(move || Templates::load(&for_load))
@@ -107,11 +109,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
     // Images a profile or a pinned machine would boot but cannot: `mayu check` refuses these,
     // the running services only warn (other profiles keep booting).
     for message in crate::images::startup_warnings(&config, &engine.list()) {
-        tracing::warn!("{message}");
-        engine.bus().publish(crate::events::EventKind::Log {
-            level: crate::events::LogLevel::Warn,
-            message,
-        });
+        engine.say(crate::events::LogLevel::Warn, message);
     }
     let mut tasks = Vec::new();
 

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use super::auth::AdminAccess;
 use super::responses::{CreatedToken, Revoked, TokenInfo};
 use super::{blocking, ApiError, ApiJson, ApiState};
-use crate::events::EventKind;
 use crate::tokens::{Scope, TokenError};
 
 #[derive(Debug, Deserialize)]
@@ -47,15 +46,15 @@ pub async fn add(
     let (name, scope) = (t.name.clone(), t.scope);
     let secret = blocking(move || tokens.add(&name, scope).map_err(token_error)).await?;
     // Not an inventory change, so no git commit; the event log records who did it.
-    st.engine.bus().publish(EventKind::Log {
-        level: crate::events::LogLevel::Info,
-        message: format!(
+    st.engine.say(
+        crate::events::LogLevel::Info,
+        format!(
             "API token `{}` ({}) added by {}",
             t.name,
             t.scope.as_str(),
             who.author()
         ),
-    });
+    );
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -74,9 +73,9 @@ pub async fn revoke(
     let tokens = st.tokens.clone();
     let n = name.clone();
     blocking(move || tokens.remove(&n).map_err(token_error)).await?;
-    st.engine.bus().publish(EventKind::Log {
-        level: crate::events::LogLevel::Info,
-        message: format!("API token `{name}` revoked by {}", who.author()),
-    });
+    st.engine.say(
+        crate::events::LogLevel::Info,
+        format!("API token `{name}` revoked by {}", who.author()),
+    );
     Ok(Json(Revoked { revoked: name }))
 }

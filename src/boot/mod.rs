@@ -72,12 +72,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// A render that must not be served: announced on the bus and answered with a 500 and its reason.
+/// A render that must not be served: said as an error (log and console) and answered with a
+/// 500 and its reason.
 pub(crate) fn refused(s: &BootState, msg: String) -> BootError {
-    s.engine.bus().publish(crate::events::EventKind::Log {
-        level: crate::events::LogLevel::Error,
-        message: msg.clone(),
-    });
+    s.engine.say(crate::events::LogLevel::Error, msg.clone());
     BootError::internal(msg)
 }
 

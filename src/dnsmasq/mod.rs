@@ -62,12 +62,5 @@ async fn fill_tftproot(engine: &Engine) {
             format!("filling the TFTP root failed: {e}"),
         ),
     };
-    if level == crate::events::LogLevel::Warn {
-        tracing::warn!("{message}");
-    } else {
-        tracing::info!("{message}");
-    }
-    engine
-        .bus()
-        .publish(crate::events::EventKind::Log { level, message });
+    engine.say(level, message);
 }

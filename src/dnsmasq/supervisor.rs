@@ -140,11 +140,7 @@ impl Supervisor {
                 config.tftproot.display(),
                 list.join(", ")
             );
-            tracing::warn!("{message}");
-            self.engine.bus().publish(EventKind::Log {
-                level: crate::events::LogLevel::Warn,
-                message,
-            });
+            self.engine.say(crate::events::LogLevel::Warn, message);
             base = format!("{base}; missing boot programs: {}", list.join(", "));
         }
 
@@ -557,11 +553,8 @@ impl ChildRun<'_> {
                 self.problem = Some(msg);
             }
             LogItem::Warning(msg) => {
-                tracing::warn!(target: "dnsmasq", "{msg}");
-                self.engine.bus().publish(EventKind::Log {
-                    level: crate::events::LogLevel::Warn,
-                    message: format!("dnsmasq: {msg}"),
-                });
+                self.engine
+                    .say(crate::events::LogLevel::Warn, format!("dnsmasq: {msg}"));
             }
         }
     }

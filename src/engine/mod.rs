@@ -1072,6 +1072,18 @@ impl Engine {
             .collect()
     }
 
+    /// Tells the operator: one log record (file, stdout when headless) and one `log` event on
+    /// this engine's bus (console, event stream), never two of either.
+    pub fn say(&self, level: crate::events::LogLevel, message: String) {
+        use crate::events::LogLevel;
+        match level {
+            LogLevel::Info => tracing::info!(target: "mayu::events", "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "mayu::events", "{message}"),
+            LogLevel::Error => tracing::error!(target: "mayu::events", "{message}"),
+        }
+        self.inner.bus.publish(EventKind::Log { level, message });
+    }
+
     /// Waits until every change so far is in the audit trail.
     pub fn flush(&self) -> Result<(), EngineError> {
         Ok(self.inner.backend.flush()?)

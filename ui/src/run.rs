@@ -9,7 +9,7 @@ use anyhow::Context;
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use mayu::engine::EngineError;
-use mayu::events::Event;
+use mayu::events::{Event, EventKind};
 use mayu::machine::MachineId;
 use mayu::services::Services;
 use mayu::{Config, Engine};
@@ -135,6 +135,8 @@ pub async fn headless(config: Config) -> anyhow::Result<()> {
             tokio::select! {
                 _ = echo.cancelled() => break,
                 r = rx.recv() => match r {
+                    // Log events are in the log already (`Engine::say`, `logging::bus`).
+                    Ok(ev) if matches!(&ev.kind, EventKind::Log { .. }) => {}
                     Ok(ev) => tracing::info!(target: "mayu::events", "{}", ev.summary()),
                     Err(RecvError::Lagged(n)) => tracing::warn!("event log skipped {n} events"),
                     Err(RecvError::Closed) => break,

@@ -493,3 +493,32 @@ fn closing_the_terminal_stops_mayu_in_order() {
         .success();
     assert!(free, "the inventory lock is still held");
 }
+
+/// A failure that is only a log record (here: git cannot commit while an operator's git holds
+/// the branch lock) reaches the console's log pane, not only the log file.
+#[test]
+fn a_failing_audit_commit_reaches_the_log_pane() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, status) = launch(lab.path());
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    let git = lab.path().join("inventory/.git");
+    let head = std::fs::read_to_string(git.join("HEAD")).unwrap();
+    let branch = head.trim().strip_prefix("ref: ").unwrap().to_string();
+    let lock = git.join(format!("{branch}.lock"));
+    std::fs::write(&lock, "").unwrap();
+
+    let reply = http_get(
+        boot,
+        "/ipxe?mac=52:54:00:e2:e0:03&serial=E2E-0003&arch=x86_64",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    tmux.wait_for("the audit failure in the log pane", |s| {
+        s.contains("git audit commit failed")
+    });
+
+    std::fs::remove_file(&lock).unwrap();
+    wait_for_commit(&lab.path().join("inventory"), "e2e-0003: registered");
+    tmux.keys(&["q"]);
+    assert_eq!(wait_exit(&tmux, &status, lab.path()), "0");
+}

@@ -1,6 +1,9 @@
 //! Logging: tracing to a daily-rolling file in the configured log folder, and to stdout only
 //! when headless (the console owns the terminal otherwise). Both are written by background
-//! threads, so a request that logs never waits on a disk or a pipe.
+//! threads, so a request that logs never waits on a disk or a pipe. WARN and ERROR records
+//! are also bus events ([`bus`]), so they reach the console's log pane.
+
+pub mod bus;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -97,6 +100,7 @@ pub fn init(dir: &Path, to_stdout: bool) -> std::io::Result<LogGuard> {
         .with(filter)
         .with(file_layer)
         .with(stdout_layer)
+        .with(bus::BusLayer)
         .try_init();
     Ok(LogGuard {
         stdout: count,
