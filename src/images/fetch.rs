@@ -176,6 +176,7 @@ pub fn remove_atomically(path: &Path) -> std::io::Result<()> {
         let t = temp_name(parent, "gc");
         std::fs::rename(path, &t)?;
         std::fs::File::open(parent)?.sync_all()?;
+        super::forget_newest(parent);
         t
     };
     std::fs::remove_dir_all(&target)
@@ -579,6 +580,7 @@ pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, Fe
     std::fs::rename(&temp.path, &dest).map_err(io_err(&dest))?;
     temp.keep = true;
     sync_dir(&image_dir)?;
+    super::forget_newest(&image_dir);
     drop(aside);
     Ok(Outcome::Fetched { record, dir: dest })
 }

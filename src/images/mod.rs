@@ -291,18 +291,42 @@ pub fn pinned_version(overrides: &Env) -> Option<String> {
     }
 }
 
-type NewestCache = HashMap<PathBuf, (Option<SystemTime>, Option<String>)>;
+/// Per image folder: its mtime when last looked at, when that was, and the newest version.
+type NewestCache = HashMap<PathBuf, (Option<SystemTime>, std::time::Instant, Option<String>)>;
+
+/// How long an answer stands before the folder is looked at again. A fetch or gc in this
+/// process forgets it at once ([`forget_newest`]); one by `mayu images` beside a running mayu
+/// is seen within this.
+const NEWEST_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn newest_cache() -> &'static Mutex<NewestCache> {
+    static CACHE: OnceLock<Mutex<NewestCache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
 
 /// The newest verified version of an image, cached per folder until the folder changes: a
-/// fetch and a gc both rename inside it, which moves its mtime. Renders call this, so it costs
-/// one `stat` unless something changed.
+/// fetch and a gc both rename inside it, which moves its mtime. Renders call this on every
+/// request, so the folder is looked at (one `stat`) at most every [`NEWEST_RECHECK`].
 pub fn newest_verified_cached(root: &Path, name: &str) -> Option<String> {
-    static CACHE: OnceLock<Mutex<NewestCache>> = OnceLock::new();
     let dir = root.join(name);
+    if let Some((_, checked, newest)) = newest_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&dir)
+    {
+        if checked.elapsed() < NEWEST_RECHECK {
+            return newest.clone();
+        }
+    }
     let mtime = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some((seen, newest)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&dir) {
+    let cache = newest_cache();
+    if let Some((seen, checked, newest)) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&dir)
+    {
         if *seen == mtime && mtime.is_some() {
+            *checked = std::time::Instant::now();
             return newest.clone();
         }
     }
@@ -312,8 +336,15 @@ pub fn newest_verified_cached(root: &Path, name: &str) -> Option<String> {
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(dir, (mtime, newest.clone()));
+        .insert(dir, (mtime, std::time::Instant::now(), newest.clone()));
     newest
+}
+
+/// Drops what [`newest_verified_cached`] knows of the image folder holding `path` (or of
+/// `path` itself): a fetch or gc just changed it.
+pub fn forget_newest(path: &Path) {
+    let mut cache = newest_cache().lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|dir, _| !(path.starts_with(dir) || dir.starts_with(path)));
 }
 
 /// The version a machine of `profile` boots: its own pin, else the profile's, else the newest

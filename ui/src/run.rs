@@ -137,6 +137,12 @@ pub async fn headless(config: Config) -> anyhow::Result<()> {
                 r = rx.recv() => match r {
                     // Log events are in the log already (`Engine::say`, `logging::bus`).
                     Ok(ev) if matches!(&ev.kind, EventKind::Log { .. }) => {}
+                    // One line per request would cost more than serving it: boot steps are
+                    // debug (`MAYU_LOG=info,mayu::events=debug`); the console, the event
+                    // stream and /metrics have every one.
+                    Ok(ev) if matches!(&ev.kind, EventKind::BootStep { .. }) => {
+                        tracing::debug!(target: "mayu::events", "{}", ev.summary());
+                    }
                     Ok(ev) => tracing::info!(target: "mayu::events", "{}", ev.summary()),
                     Err(RecvError::Lagged(n)) => tracing::warn!("event log skipped {n} events"),
                     Err(RecvError::Closed) => break,
