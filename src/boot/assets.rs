@@ -340,7 +340,13 @@ struct FileChunks {
     left: u64,
     chunk: usize,
     spares: Spares,
-    reading: Option<JoinHandle<std::io::Result<Bytes>>>,
+    next: Option<Next>,
+}
+
+/// The chunk after the one being sent: already read (the page cache had it), or being read.
+enum Next {
+    Ready(std::io::Result<Bytes>),
+    Reading(JoinHandle<std::io::Result<Bytes>>),
 }
 
 impl FileChunks {
@@ -351,7 +357,7 @@ impl FileChunks {
             left: count,
             chunk: chunk.max(1),
             spares: Spares::default(),
-            reading: None,
+            next: None,
         }
     }
 
@@ -364,30 +370,57 @@ impl FileChunks {
         let (file, at) = (self.file.clone(), self.at);
         self.at += n as u64;
         self.left -= n as u64;
-        let buf = self
+        let mut buf = self
             .spares
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
+        // Only a fresh buffer is zeroed; a reused one is overwritten as it stands.
+        buf.resize(n, 0);
         let home = Arc::downgrade(&self.spares);
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            read_chunk(&file, at, n, buf, home)
-        }));
+        // What the page cache holds is copied here, without a trip to a blocking thread (the
+        // common case: every machine of a rack fetches the same initrd); the rest is read
+        // there.
+        let cached = read_cached(&file, at, &mut buf);
+        self.next = Some(if cached == n {
+            Next::Ready(Ok(Bytes::from_owner(Chunk { buf, home })))
+        } else {
+            Next::Reading(tokio::task::spawn_blocking(move || {
+                read_rest(&file, at, cached, buf, home)
+            }))
+        });
     }
 }
 
-/// Exactly `n` bytes at `at` into `buf`, or an error if the file ends first.
-fn read_chunk(
+/// Reads what the page cache already holds at `at` into `buf` without ever waiting for the
+/// disk (`preadv2` with `RWF_NOWAIT`); 0 when nothing is cached or the kernel cannot say.
+fn read_cached(file: &std::fs::File, at: u64, buf: &mut [u8]) -> usize {
+    use std::os::fd::AsRawFd;
+    let Ok(offset) = libc::off_t::try_from(at) else {
+        return 0;
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec spanning `buf`, which is borrowed mutably for the whole call; the
+    // descriptor belongs to `file`, which is open.
+    let read = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(read).unwrap_or(0)
+}
+
+/// Fills `buf` from byte `filled` on (the first `filled` bytes are already read) with the
+/// file's bytes at `at`, or an error if the file ends first.
+fn read_rest(
     file: &std::fs::File,
     at: u64,
-    n: usize,
+    filled: usize,
     mut buf: Vec<u8>,
     home: Weak<Mutex<Vec<Vec<u8>>>>,
 ) -> std::io::Result<Bytes> {
-    // Only a fresh buffer is zeroed; a reused one is overwritten as it stands.
-    buf.resize(n, 0);
-    file.read_exact_at(&mut buf, at).map_err(|e| {
+    let rest = buf.get_mut(filled..).unwrap_or_default();
+    file.read_exact_at(rest, at + filled as u64).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             std::io::Error::new(e.kind(), "the file shrank while it was being served")
         } else {
@@ -400,14 +433,18 @@ fn read_chunk(
 impl Stream for FileChunks {
     type Item = std::io::Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.reading.is_none() {
+        if self.next.is_none() {
             self.read_ahead();
         }
-        let Some(reading) = self.reading.as_mut() else {
-            return Poll::Ready(None);
+        let done = match self.next.as_mut() {
+            None => return Poll::Ready(None),
+            Some(Next::Reading(reading)) => ready!(Pin::new(reading).poll(cx)),
+            Some(Next::Ready(_)) => match self.next.take() {
+                Some(Next::Ready(r)) => Ok(r),
+                _ => return Poll::Ready(None),
+            },
         };
-        let done = ready!(Pin::new(reading).poll(cx));
-        self.reading = None;
+        self.next = None;
         match done {
             Ok(Ok(chunk)) => {
                 self.read_ahead();
@@ -496,6 +533,28 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut f, &data).unwrap();
         (f, data)
+    }
+
+    /// The two halves of a chunk read: what the page cache gave without waiting, then the rest
+    /// from the disk; together exactly the file's bytes, wherever the cache stopped.
+    #[test]
+    fn a_read_continues_where_the_cache_stopped() {
+        let (f, data) = numbered(10_000);
+        let file = std::fs::File::open(f.path()).unwrap();
+        let mut buf = vec![0u8; 4_000];
+        let cached = read_cached(&file, 3_000, &mut buf);
+        assert!(cached <= 4_000);
+        assert_eq!(buf[..cached], data[3_000..3_000 + cached]);
+        for filled in [0, 1, 2_500, cached] {
+            let mut partial = vec![0u8; 4_000];
+            partial[..filled].copy_from_slice(&data[3_000..3_000 + filled]);
+            let chunk = read_rest(&file, 3_000, filled, partial, Weak::new()).unwrap();
+            assert_eq!(&chunk[..], &data[3_000..7_000], "filled {filled}");
+        }
+        // Past the end: nothing cached, and the rest is an error, not short data.
+        let mut tail = vec![0u8; 100];
+        assert_eq!(read_cached(&file, 20_000, &mut tail), 0);
+        assert!(read_rest(&file, 9_950, 0, tail, Weak::new()).is_err());
     }
 
     async fn collect(f: &tempfile::NamedTempFile, start: u64, count: u64, chunk: usize) -> Vec<u8> {
