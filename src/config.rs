@@ -528,6 +528,12 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     first[..cut].trim_end_matches(',').to_string()
 }
 
+/// `p` as the config file at `config_path` means it: relative paths are relative to the
+/// file's folder. The one resolver for every path an operator writes.
+pub fn resolve_for(config_path: &Path, p: &Path) -> PathBuf {
+    resolve(&config_folder(config_path), p)
+}
+
 /// `p` made absolute against `base` (itself absolute) and normalised: no `.` or `..`
 /// components, so every consumer — dnsmasq refuses any TFTP path holding `/../` — sees one
 /// plain path that does not depend on the working directory.

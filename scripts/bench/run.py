@@ -616,7 +616,7 @@ ROWS = [
      "≥ 0.8× nginx", lambda r: r["ratio"] >= 0.8),
     ("boot", "`/boot.ipxe`, rps", "rps", "mayu/ref", "— (reference row)", None),
     ("storm_answered", "{storm:,} new machines at once: all answered", "s", "ref/mayu",
-     "< 2 s and ≥ 0.8× grouped-fsync baseline", lambda r: r["mayu"] < 2 and r["ratio"] >= 0.8),
+     "< 2 s and ≥ 0.8× the issue's baseline", lambda r: r["mayu"] < 2 and r["ratio"] >= 0.8),
     ("storm_committed", "the same: all committed to git (from the first request)", "s", "ref/mayu",
      "≤ 2 s after the last answer", lambda r: r["extra"] <= 2),
     ("continuous", "new machines under continuous load, registrations/s", "rps", "mayu/ref",
@@ -679,7 +679,7 @@ def fmt(key, v):
 
 REF_NAMES = {
     "whole": "nginx", "aggregate": "nginx", "range": "nginx", "ipxe": "nginx, same bytes",
-    "boot": "nginx, same bytes", "storm_answered": "{storm:,} files written, then synced as a group (syncfs, or fsync each; the faster) + dir fsync",
+    "boot": "nginx, same bytes", "storm_answered": "{storm:,} files each written+fsynced, then `git add -A && git commit` (the issue's baseline; the disk alone, all files synced as one group, is in the JSON as `grouped`)",
     "storm_committed": "{storm:,} files each written+fsynced, then `git add -A && git commit`",
     "continuous": "write+fsync+rename+dir-fsync, 1 thread",
     "list": "nginx, same body", "noid": "same, {small} machines", "rss": "same, {small} machines",
@@ -850,7 +850,7 @@ class Bench:
         if done is None:
             raise BenchError(f"storm: not all {n} machines committed to git within the wait")
         committed = done - t0
-        self.res.add(label, "storm_answered", answered, grouped, files_fsync_git=per_file, **groups)
+        self.res.add(label, "storm_answered", answered, per_file, grouped=grouped, **groups)
         self.res.add(label, "storm_committed", committed, per_file, extra=committed - answered, grouped=grouped)
         m.stop(s["stop_wait"])
 
@@ -1069,6 +1069,13 @@ def rerender(args):
     bench.loads = [tuple(x) for x in saved["loads"]]
     bench.s = saved["sizes"]
     bench.res.data = saved["results"]
+    # Runs saved before the storm's reference became the issue's own baseline (1,000 fsynced
+    # files + one git commit) kept it beside the grouped-sync figure: use it.
+    for rows in bench.res.data.values():
+        for r in rows.get("storm_answered", []):
+            if "files_fsync_git" in r:
+                r["grouped"], r["ref"] = r["ref"], r.pop("files_fsync_git")
+                r["ratio"] = r["ref"] / r["mayu"] if r["mayu"] else float("inf")
     bench.res.cpu = {l: {k: [tuple(x) for x in v] for k, v in d.items()} for l, d in saved["cpu"].items()}
     section = report(bench, saved["info"], args.smoke, saved.get("measured", "(time not saved)"))
     print(section)

@@ -211,17 +211,6 @@ fn path_value(key: &'static str, p: &Path) -> Result<String, ConfError> {
     plain(key, s)
 }
 
-/// An absolute form of `p` (dnsmasq resolves relative paths against its own working folder).
-pub(crate) fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
-}
-
 /// Renders dnsmasq's config for `config`, from the templates folder's `dnsmasq.conf` if it has
 /// one, else from the template shipped with mayu.
 pub fn render_conf(config: &Config) -> Result<String, ConfError> {
@@ -245,7 +234,7 @@ pub fn render_conf(config: &Config) -> Result<String, ConfError> {
 pub fn render_with(config: &Config, name: &str, source: &str) -> Result<String, ConfError> {
     let net = &config.network;
     let subnet = net.subnet().map_err(ConfError::Network)?;
-    let files = RuntimeFiles::new(&absolute(&config.runtime));
+    let files = RuntimeFiles::new(&config.runtime);
     let ctx = Context {
         config_file: config.file.display().to_string(),
         runtime: files.folder.display().to_string(),
@@ -275,7 +264,7 @@ pub fn render_with(config: &Config, name: &str, source: &str) -> Result<String, 
             .transpose()?,
         known_only: net.dhcp.known_only,
         boot: BootPrograms::of(config),
-        tftproot: path_value("tftproot", &absolute(&config.tftproot))?,
+        tftproot: path_value("tftproot", &config.tftproot)?,
         pid_file: path_value("runtime", &files.pid)?,
         lease_file: path_value("runtime", &files.leases)?,
         hosts_file: path_value("runtime", &files.hosts)?,

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::conf::{self, absolute, BootPrograms, RuntimeFiles};
+use super::conf::{self, BootPrograms, RuntimeFiles};
 use super::hosts_sync;
 use super::leases;
 use super::logparse::{LogItem, LogParser};
@@ -84,7 +84,8 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(engine: Engine, opts: Options) -> Supervisor {
-        let files = RuntimeFiles::new(&absolute(&engine.config().runtime));
+        // Config paths are absolute and normalised at load (`config::resolve`).
+        let files = RuntimeFiles::new(&engine.config().runtime);
         Supervisor {
             engine,
             opts,
@@ -362,7 +363,7 @@ impl Supervisor {
         let started = Instant::now();
         let mut run = ChildRun {
             engine: &self.engine,
-            tftproot: absolute(&config.tftproot),
+            tftproot: config.tftproot.clone(),
             hosts_file: self.files.hosts.clone(),
             interface: config.network.interface.clone(),
             base: base.to_string(),
@@ -734,7 +735,7 @@ pub fn preconditions(config: &Config, wrapper: &[OsString]) -> (Option<PathBuf>,
     if !privileged() {
         unmet.push(Unmet::Privileges);
     }
-    let root = absolute(&config.tftproot);
+    let root = config.tftproot.clone();
     if !root.is_dir() {
         unmet.push(Unmet::NoTftpRoot(root));
     } else if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none()) {

@@ -24,14 +24,7 @@ fn images_root(config_path: &Path) -> Result<PathBuf, String> {
     let raw: ImagesOnly =
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let images = raw.images.unwrap_or_else(|| "images".into());
-    if images.is_absolute() {
-        return Ok(images);
-    }
-    let base = config_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Ok(base.join(images))
+    Ok(crate::config::resolve_for(config_path, &images))
 }
 
 /// Arguments of `mayu images fetch`.
