@@ -152,6 +152,83 @@ struct Opened {
     modified: SystemTime,
 }
 
+/// Opens `images/<image>/<file>` where it stands: one `openat2` that the kernel refuses to
+/// resolve outside the images folder (`RESOLVE_BENEATH`, symlinks included), and one `fstat`.
+/// Both are answered from the dentry and inode caches, so no blocking thread is needed.
+/// `None` when the kernel has no `openat2` (before 5.6) or will not follow a symlink on the
+/// path: then [`open_asset`] does it the long way on a blocking thread (and refuses what
+/// resolves outside the folder).
+fn open_beneath(
+    root: &std::path::Path,
+    image: &str,
+    file: &str,
+) -> Option<Result<Opened, BootError>> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let not_found = || BootError::not_found(format!("no asset {image}/{file}"));
+    let dir = match std::fs::File::open(root) {
+        Ok(d) => d,
+        Err(e) => return Some(Err(BootError::internal(format!("images folder: {e}")))),
+    };
+    let rel = std::path::Path::new(image).join(file);
+    let Ok(rel) = CString::new(rel.as_os_str().as_bytes()) else {
+        return Some(Err(not_found()));
+    };
+    // The kernel's `struct open_how` (libc's is non-exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2(2) with a directory descriptor we hold open, a NUL-terminated path and a
+    // properly sized `open_how`; the returned descriptor (if any) is owned by the File below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No openat2; or a symlink the kernel will not follow beneath the folder (any
+            // absolute one, even pointing inside): the long way decides.
+            Some(libc::ENOSYS) | Some(libc::EXDEV) | Some(libc::ELOOP) => None,
+            _ => Some(Err(not_found())),
+        };
+    }
+    let Ok(fd) = i32::try_from(fd) else {
+        return Some(Err(not_found()));
+    };
+    // SAFETY: `fd` was just returned by openat2 and is owned by nothing else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    Some(opened(f, not_found))
+}
+
+fn opened(f: std::fs::File, not_found: impl Fn() -> BootError) -> Result<Opened, BootError> {
+    let meta = f
+        .metadata()
+        .map_err(|e| BootError::internal(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(not_found());
+    }
+    Ok(Opened {
+        len: meta.len(),
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        file: f,
+    })
+}
+
 /// Resolves, checks and opens `images/<image>/<file>` in one trip to a blocking thread (four
 /// `tokio::fs` calls would be four).
 fn open_asset(root: &std::path::Path, image: &str, file: &str) -> Result<Opened, BootError> {
@@ -169,17 +246,7 @@ fn open_asset(root: &std::path::Path, image: &str, file: &str) -> Result<Opened,
         ));
     }
     let f = std::fs::File::open(&path).map_err(|_| not_found())?;
-    let meta = f
-        .metadata()
-        .map_err(|e| BootError::internal(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(not_found());
-    }
-    Ok(Opened {
-        len: meta.len(),
-        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        file: f,
-    })
+    opened(f, not_found)
 }
 
 /// Streams `images/<image>/<file>` (`image` may be `name/version`), already checked to be
@@ -199,9 +266,12 @@ async fn serve(
         file: f,
         len,
         modified,
-    } = tokio::task::spawn_blocking(move || open_asset(&root, &img, &name))
-        .await
-        .map_err(|e| BootError::internal(e.to_string()))??;
+    } = match open_beneath(&root, &image, &file) {
+        Some(opened) => opened?,
+        None => tokio::task::spawn_blocking(move || open_asset(&root, &img, &name))
+            .await
+            .map_err(|e| BootError::internal(e.to_string()))??,
+    };
     let secs = modified
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -533,6 +603,29 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut f, &data).unwrap();
         (f, data)
+    }
+
+    /// The fast open serves what lies beneath the images folder and hands anything a symlink
+    /// leads to (inside or out) to the long way, which refuses what ends up outside.
+    #[test]
+    fn opening_stays_beneath_the_images_folder() {
+        let lab = tempfile::tempdir().unwrap();
+        let root = lab.path().join("images");
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        std::fs::write(root.join("x/kernel"), b"k").unwrap();
+        std::fs::write(lab.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(lab.path().join("secret"), root.join("x/out")).unwrap();
+        std::os::unix::fs::symlink(root.join("x/kernel"), root.join("x/in")).unwrap();
+        let ok = open_beneath(&root, "x", "kernel").unwrap().unwrap();
+        assert_eq!(ok.len, 1);
+        let missing = open_beneath(&root, "x", "nothing").unwrap();
+        assert_eq!(missing.err().map(|e| e.status), Some(StatusCode::NOT_FOUND));
+        // Absolute symlinks: the kernel will not say; the long way decides.
+        assert!(open_beneath(&root, "x", "out").is_none());
+        assert!(open_beneath(&root, "x", "in").is_none());
+        let refused = open_asset(&root, "x", "out").err().map(|e| e.status);
+        assert_eq!(refused, Some(StatusCode::FORBIDDEN));
+        assert_eq!(open_asset(&root, "x", "in").unwrap().len, 1);
     }
 
     /// The two halves of a chunk read: what the page cache gave without waiting, then the rest
