@@ -9,22 +9,13 @@ mod support;
 use std::time::Duration;
 
 use mayu::dnsmasq::hosts_sync::{self, Written};
-use mayu::engine::{Edit, Registration};
+use mayu::engine::Edit;
 use mayu::events::EventKind;
 use mayu::lease::ServiceStatus;
-use mayu::machine::{Mac, Phase};
-use support::Lab;
+use mayu::machine::Phase;
+use support::{reg, Lab};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-fn reg(i: u32) -> Registration {
-    let b = i.to_be_bytes();
-    Registration {
-        mac: Some(Mac::from_octets([0x52, 0x54, b[0], b[1], b[2], b[3]])),
-        serial: Some(format!("SN{i:05}")),
-        ..Default::default()
-    }
-}
 
 async fn until(rx: &mut watch::Receiver<Written>, what: &str, ok: impl Fn(&Written) -> bool) {
     let done = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|w| ok(w)))

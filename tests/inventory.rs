@@ -8,19 +8,10 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mayu::engine::{EngineError, Registration};
+use mayu::engine::EngineError;
 use mayu::inventory::files;
-use mayu::machine::{Mac, Phase, State};
-use support::Lab;
-
-fn reg(i: u32) -> Registration {
-    let b = i.to_be_bytes();
-    Registration {
-        mac: Some(Mac::from_octets([0x52, 0x54, b[0], b[1], b[2], b[3]])),
-        serial: Some(format!("SN{i:05}")),
-        ..Default::default()
-    }
-}
+use mayu::machine::{Phase, State};
+use support::{reg, Lab};
 
 #[test]
 fn an_interrupted_write_leaves_the_old_file_whole() {

@@ -11,19 +11,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mayu::engine::{Edit, EngineError, Registration};
+use mayu::engine::{Edit, EngineError};
 use mayu::events::EventKind;
-use mayu::machine::{Mac, Phase};
-use support::Lab;
-
-fn reg(i: u32) -> Registration {
-    let b = i.to_be_bytes();
-    Registration {
-        mac: Some(Mac::from_octets([0x52, 0x54, b[0], b[1], b[2], b[3]])),
-        serial: Some(format!("SN{i:05}")),
-        ..Default::default()
-    }
-}
+use mayu::machine::Phase;
+use support::{reg, Lab};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -23,6 +23,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A machine as iPXE would describe it: MAC 52:54:xx:xx:xx:xx and serial `SN{i:05}`.
+pub fn reg(i: u32) -> mayu::engine::Registration {
+    let b = i.to_be_bytes();
+    mayu::engine::Registration {
+        mac: Some(mayu::machine::Mac::from_octets([
+            0x52, 0x54, b[0], b[1], b[2], b[3],
+        ])),
+        serial: Some(format!("SN{i:05}")),
+        ..Default::default()
+    }
+}
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
