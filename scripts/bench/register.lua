@@ -1,8 +1,8 @@
 -- wrk script: every request registers a new machine, `GET /ipxe?mac=<unique>&serial=<unique>`,
 -- the way iPXE asks on a machine's first boot. MACs are unique per thread and request
 -- (locally administered 0e:TT:NN:NN:NN:NN); the first script argument, when given, is a salt
--- byte so several runs against one inventory do not collide. Prints the same JSON summary line
--- as report.lua. Used by scripts/bench.sh.
+-- byte so several runs against one inventory do not collide. Prints report.lua's JSON
+-- summary line. Used by scripts/bench.sh.
 
 local threads = {}
 local counter = 0
@@ -29,14 +29,6 @@ function request()
   return wrk.format("GET", path)
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '\nJSON {"requests":%d,"bytes":%d,"duration_us":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latency_us":{"min":%d,"mean":%.1f,"p50":%d,"p90":%d,"p99":%d,"max":%d}}\n',
-    summary.requests, summary.bytes, summary.duration,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max))
-end
+-- The JSON summary line: report.lua's `done`, from the folder this script is in.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "report.lua")

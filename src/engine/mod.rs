@@ -129,11 +129,6 @@ impl Written {
         }
         Ok(self.machine)
     }
-
-    /// Whether anything was written (a request that changed nothing wrote nothing).
-    pub fn wrote(&self) -> bool {
-        self.ticket.is_some()
-    }
 }
 
 #[derive(Default)]

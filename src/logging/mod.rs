@@ -24,15 +24,6 @@ pub struct LogGuard {
     _file_guard: WorkerGuard,
 }
 
-impl LogGuard {
-    /// Lines not written to stdout because it did not keep up (0 when not logging to stdout).
-    pub fn stdout_dropped(&self) -> usize {
-        self.stdout
-            .as_ref()
-            .map_or(0, |c| c.dropped.dropped_lines())
-    }
-}
-
 impl Drop for LogGuard {
     fn drop(&mut self) {
         if let Some(c) = &self.stdout {
