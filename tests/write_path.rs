@@ -88,6 +88,9 @@ fn a_full_disk_refuses_the_change_puts_it_back_and_loses_nothing_saved() {
     let _mount = Tmpfs::mount(&inventory, "2m");
     let engine = lab.engine();
     let first = engine.register(reg(1), Phase::Ipxe).unwrap();
+    // The audit's commit of that registration is done before the disk fills: the full disk
+    // is then the only thing that changes.
+    engine.flush().unwrap();
     let profile = first.profile.clone();
     let assigned_before: Vec<u32> = engine.profiles().iter().map(|p| p.assigned).collect();
     let (_, mut rx) = engine.subscribe();
