@@ -78,8 +78,7 @@ pub async fn machine_script(
     let rev = written.rev;
     let m = written.durable().await?;
     let (body, detail) = script_for(&s, &m, rev)?;
-    s.engine
-        .boot_step(Some(&m.id), Phase::Ipxe, detail, None, None);
+    s.engine.announce_step(&m, Phase::Ipxe, detail);
     Ok(script(body))
 }
 

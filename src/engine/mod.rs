@@ -477,22 +477,19 @@ impl Engine {
                 file,
             });
         }
-        let existing = idx
-            .machines
-            .get(&derived)
-            .or_else(|| {
-                reg.mac
-                    .as_ref()
-                    .and_then(|mac| idx.by_mac.get(mac))
-                    .and_then(|id| idx.machines.get(id))
-            })
-            .cloned();
-        let created = existing.is_none();
-        let before = existing.clone();
-        let mut m = existing.unwrap_or_else(|| {
-            let token = self.inner.key.token(derived.as_str());
-            Machine::new(derived.clone(), token, now)
+        // One clone of the stored machine: the request's changes go to it and it is compared
+        // with the stored one in place.
+        let existing = idx.machines.get(&derived).or_else(|| {
+            reg.mac
+                .as_ref()
+                .and_then(|mac| idx.by_mac.get(mac))
+                .and_then(|id| idx.machines.get(id))
         });
+        let created = existing.is_none();
+        let mut m = match existing {
+            Some(e) => e.clone(),
+            None => Machine::new(derived.clone(), self.inner.key.token(derived.as_str()), now),
+        };
         let mut what = Vec::new();
         if created {
             what.push("registered".to_string());
@@ -521,7 +518,7 @@ impl Engine {
             m.state = State::Installing;
             what.push("installing".into());
         }
-        let meaningful = created || before.as_ref().is_some_and(|b| differs(b, &m));
+        let meaningful = created || idx.machines.get(&m.id).is_none_or(|b| differs(b, &mut m));
         let actor = m.id.to_string();
         if meaningful {
             let change = Change {
@@ -555,7 +552,8 @@ impl Engine {
         } else {
             // Nothing but a phase time: kept in memory, written with the next real change.
             idx.touch(&m.id, phase, now);
-            Ok(Written::unchanged(m.clone(), idx.rev(&m.id)))
+            let rev = idx.rev(&m.id);
+            Ok(Written::unchanged(m, rev))
         }
     }
 
@@ -615,13 +613,12 @@ impl Engine {
         F: FnOnce(&Index, &mut Machine) -> Result<String, EngineError>,
     {
         let mut idx = self.index();
-        let before = idx
+        let mut m = idx
             .resolve(key)
             .cloned()
             .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
-        let mut m = before.clone();
         let what = f(&idx, &mut m)?;
-        if !differs(&before, &m) {
+        if !idx.machines.get(&m.id).is_none_or(|b| differs(b, &mut m)) {
             // Phase times alone are kept in memory.
             let rev = idx.rev(&m.id);
             if let Some(slot) = idx.machines.get_mut(&m.id) {
@@ -842,6 +839,19 @@ impl Engine {
             bytes,
             duration_ms,
             profile,
+        });
+    }
+
+    /// Announces a step of a machine whose phase time the same request already recorded
+    /// (`begin_register`): no lock, no lookup.
+    pub fn announce_step(&self, m: &Machine, phase: Phase, detail: String) {
+        self.inner.bus.publish(EventKind::BootStep {
+            id: Some(m.id.clone()),
+            phase,
+            detail,
+            bytes: None,
+            duration_ms: None,
+            profile: m.profile.clone(),
         });
     }
 
@@ -1126,10 +1136,12 @@ fn booted_from_disk(config: &Config, m: &Machine) -> bool {
 }
 
 /// Changes worth a file write and a commit (phase timestamps alone are not).
-fn differs(a: &Machine, b: &Machine) -> bool {
-    let mut a = a.clone();
-    a.phases = b.phases.clone();
-    a != *b
+/// Whether `b` differs from `a` in more than phase times (compared in place, no copy).
+fn differs(a: &Machine, b: &mut Machine) -> bool {
+    let phases = std::mem::replace(&mut b.phases, a.phases.clone());
+    let differ = *a != *b;
+    b.phases = phases;
+    differ
 }
 
 fn snapshot_of(config: &Config, idx: &Index) -> Snapshot {

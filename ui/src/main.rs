@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// A rack booting at once is thousands of small requests a second, each a few short-lived
+/// allocations: mimalloc's thread-local free lists cost a fraction of glibc malloc's (perf put
+/// malloc/free at 11% of a `/ipxe` request; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mayu",
