@@ -127,12 +127,12 @@ impl BootPrograms {
             arm64: ARM64_PROGRAM.into(),
             url: format!(
                 "http://{}:{}/boot.ipxe",
-                config.network.address.value,
+                config.network.address,
                 config.http.boot.port()
             ),
             http: format!(
                 "http://{}:{}/boot/",
-                config.network.address.value,
+                config.network.address,
                 config.http.boot.port()
             ),
         }
@@ -245,7 +245,7 @@ pub fn render_with(config: &Config, name: &str, source: &str) -> Result<String, 
         },
         interface: plain("interface", &net.interface)?,
         ipv6_ra: net.ipv6_ra,
-        address: net.address.value,
+        address: net.address,
         network: subnet.network(),
         netmask: subnet.netmask(),
         ranges: net
@@ -254,7 +254,7 @@ pub fn render_with(config: &Config, name: &str, source: &str) -> Result<String, 
             .map(|(start, end)| Range { start, end })
             .collect(),
         lease_time: net.dhcp.lease_time.dnsmasq(),
-        router: net.dhcp.router.as_ref().map(|r| r.value),
+        router: net.dhcp.router,
         dns: net.dhcp.dns.iter().map(Ipv4Addr::to_string).collect(),
         ntp: net.ntp.iter().map(Ipv4Addr::to_string).collect(),
         domain: net

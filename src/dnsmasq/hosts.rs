@@ -50,7 +50,7 @@ pub fn render_entries(entries: &[HostEntry], net: &NetworkConfig) -> String {
         let mut fields: Vec<String> = m.macs.iter().map(|mac| mac.to_string()).collect();
         let usable = |ip: &Ipv4Addr| {
             net.dhcp.mode == DhcpMode::Full
-                && *ip != net.address.value
+                && *ip != net.address
                 && subnet
                     .is_some_and(|s| s.contains(ip) && *ip != s.network() && *ip != s.broadcast())
         };
@@ -87,9 +87,11 @@ mod tests {
 
     fn net(mode: &str) -> NetworkConfig {
         let yaml = format!(
-            "interface: mt0\naddress: 10.77.0.1\ndhcp:\n  mode: {mode}\n  range: [10.77.0.100, 10.77.0.200]\n"
+            "network:\n  interface: mt0\n  address: 10.77.0.1\n  dhcp:\n    mode: {mode}\n    range: [10.77.0.100, 10.77.0.200]\nassignment: manual\n"
         );
-        serde_saphyr::from_str(&yaml).expect("test fixture")
+        crate::Config::parse(std::path::Path::new("/config.yaml"), &yaml)
+            .expect("test fixture")
+            .network
     }
 
     fn machine(id: &str, macs: &[&str], ip: Option<&str>, host: Option<&str>) -> Machine {

@@ -9,7 +9,7 @@ use crate::machine::Machine;
 
 /// The machine-facing base URL, e.g. `http://10.77.0.1:4081`.
 pub fn boot_base(config: &Config, boot: SocketAddr) -> String {
-    format!("http://{}:{}", config.network.address.value, boot.port())
+    format!("http://{}:{}", config.network.address, boot.port())
 }
 
 #[derive(Debug, Serialize)]
@@ -129,11 +129,11 @@ pub fn build(
     ctx.insert(
         "network",
         &NetworkView {
-            address: net.address.value.to_string(),
+            address: net.address.to_string(),
             prefix: net.prefix,
             interface: &net.interface,
             domain: net.domain.as_deref(),
-            router: net.dhcp.router.as_ref().map(|r| r.value.to_string()),
+            router: net.dhcp.router.map(|r| r.to_string()),
             dns: net.dhcp.dns.iter().map(|d| d.to_string()).collect(),
             ntp: net.ntp.iter().map(|d| d.to_string()).collect(),
         },

@@ -65,10 +65,10 @@ impl Kind {
     pub fn template_of(self, p: &Profile) -> Option<&str> {
         let t = &p.templates;
         match self {
-            Kind::Ipxe => Some(t.ipxe.value.as_str()),
-            Kind::Ignition => t.ignition.as_ref().map(|s| s.value.as_str()),
-            Kind::CloudConfig => t.cloud_config.as_ref().map(|s| s.value.as_str()),
-            Kind::Metadata => t.metadata.as_ref().map(|s| s.value.as_str()),
+            Kind::Ipxe => Some(t.ipxe.as_str()),
+            Kind::Ignition => t.ignition.as_deref(),
+            Kind::CloudConfig => t.cloud_config.as_deref(),
+            Kind::Metadata => t.metadata.as_deref(),
         }
     }
 }

@@ -30,7 +30,7 @@ fn summary(path: &Path, report: &CheckReport) -> String {
     let net = &c.network;
     out.push(format!(
         "  network    {}/{} on {} (dhcp {:?}{})",
-        net.address.value,
+        net.address,
         net.prefix,
         net.interface,
         net.dhcp.mode,

@@ -37,11 +37,7 @@ pub fn setup_for(config: &Config, services: &Services) -> Setup {
     Setup {
         operator: operator_name(config.operator.as_deref(), std::env::var("USER").ok()),
         // As machines reach it (a wildcard listen address means nothing to an operator).
-        boot_addr: format!(
-            "{}:{}",
-            config.network.address.value,
-            services.boot_addr.port()
-        ),
+        boot_addr: format!("{}:{}", config.network.address, services.boot_addr.port()),
         api_addr: services.api_addr.to_string(),
         dhcp_mode: format!("{:?}", config.network.dhcp.mode).to_lowercase(),
         interface: config.network.interface.clone(),
