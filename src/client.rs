@@ -100,14 +100,18 @@ pub struct MachineFilter {
     pub profile: Option<String>,
     /// free text over ids, MACs, names, addresses and notes.
     pub search: Option<String>,
+    /// only machines stalled in a boot phase.
+    pub stalled: bool,
 }
 
 impl MachineFilter {
     fn query(&self) -> String {
+        let stalled = self.stalled.then(|| "true".to_string());
         let parts: Vec<String> = [
             ("state", &self.state),
             ("profile", &self.profile),
             ("q", &self.search),
+            ("stalled", &stalled),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", Client::segment(v))))

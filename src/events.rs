@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::lease::ServiceProblem;
-use crate::machine::{Mac, Machine, MachineId, Phase};
+use crate::machine::{Mac, Machine, MachineId, Phase, Stall};
 
 /// How many recent events are kept for `Last-Event-ID` resume and the console's log.
 const REPLAY: usize = 2048;
@@ -41,6 +41,26 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         duration_ms: Option<u64>,
         /// the machine's profile at this step, so subscribers (metrics) need not ask.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// a machine has been in one boot phase longer than its profile allows.
+    Stalled {
+        id: MachineId,
+        stall: Stall,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// a stalled machine moved on (another phase, a new boot, done) or was retired.
+    StallEnded {
+        id: MachineId,
+        /// the phase it was stuck in.
+        phase: Phase,
+        /// how long it was in that phase.
+        stalled_secs: u64,
+        /// the phase it is in now; none once retired.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        now_in: Option<Phase>,
         #[serde(skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
     },
@@ -147,6 +167,30 @@ impl Event {
                     None => format!("{who}: {} {detail}", phase.as_str()),
                 }
             }
+            EventKind::Stalled { id, stall, .. } => format!(
+                "{id}: stalled in {} for over {} (since {})",
+                stall.phase.as_str(),
+                crate::text::duration(stall.after_secs),
+                stall
+                    .since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+            EventKind::StallEnded {
+                id,
+                phase,
+                stalled_secs,
+                now_in,
+                ..
+            } => match now_in {
+                Some(p) => format!(
+                    "{id}: moved on to {} after {} in {}",
+                    p.as_str(),
+                    crate::text::duration(*stalled_secs),
+                    phase.as_str()
+                ),
+                None => format!("{id}: stall in {} ended (retired)", phase.as_str()),
+            },
             EventKind::Dhcp {
                 message,
                 mac,

@@ -467,6 +467,22 @@ pub struct Machine {
     /// SHA-256 of a token an older mayu stored in the file: still accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy_token_sha256: Option<String>,
+    /// set while the machine has been in one boot phase longer than its profile allows
+    /// (`engine::stalls`); live state: shown by the API and events, never written to its file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<Stall>,
+}
+
+/// A machine stuck in one boot phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    /// the phase it has not left.
+    pub phase: Phase,
+    /// when it reached that phase.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// the profile's limit it went over, in seconds.
+    pub after_secs: u64,
 }
 
 impl Machine {
@@ -496,6 +512,7 @@ impl Machine {
             notes: String::new(),
             token,
             legacy_token_sha256: None,
+            stall: None,
         }
     }
 

@@ -60,6 +60,8 @@ struct Counters {
     responses: BTreeMap<(String, String, String, u16), u64>,
     /// events the feed missed because it fell behind the bus.
     events_missed: u64,
+    /// (phase, profile) → stalls begun
+    stalls: BTreeMap<(String, String), u64>,
 }
 
 /// The metrics registry; cheap to clone, all clones share one set of counters.
@@ -115,6 +117,14 @@ impl Metrics {
                 if let Some(b) = bytes {
                     *c.asset_bytes.entry(phase.key().to_string()).or_default() += b;
                 }
+            }
+            EventKind::Stalled { stall, profile, .. } => {
+                let profile = profile.clone().unwrap_or_else(|| "none".into());
+                *self
+                    .counters()
+                    .stalls
+                    .entry((stall.phase.key().to_string(), profile))
+                    .or_default() += 1;
             }
             EventKind::Service { name, restarts, .. } if name == "dnsmasq" => {
                 // The supervisor reports its running total; keep the highest so a counter
@@ -252,6 +262,21 @@ impl Metrics {
 
         head(
             &mut out,
+            "mayu_machine_stalls_total",
+            "counter",
+            "Machines that stayed in one boot phase longer than their profile's stall_after, by that phase and profile.",
+        );
+        for ((phase, profile), n) in &c.stalls {
+            let _ = writeln!(
+                out,
+                "mayu_machine_stalls_total{{phase=\"{}\",profile=\"{}\"}} {n}",
+                escape(phase),
+                escape(profile)
+            );
+        }
+
+        head(
+            &mut out,
             "mayu_events_missed_total",
             "counter",
             "Bus events the metrics feed missed because it fell behind.",
@@ -353,6 +378,23 @@ impl Metrics {
         }
 
         let profiles = engine.profiles();
+        head(
+            &mut out,
+            "mayu_machines_stalled",
+            "gauge",
+            "Machines stalled now (in one boot phase longer than their profile's stall_after), by profile.",
+        );
+        let stalled = engine.stalled_by_profile();
+        let names = profiles.iter().map(|p| Some(p.name.clone())).chain([None]);
+        for name in names {
+            let n = stalled.get(&name).copied().unwrap_or(0);
+            let label = name.as_deref().unwrap_or("none");
+            let _ = writeln!(
+                out,
+                "mayu_machines_stalled{{profile=\"{}\"}} {n}",
+                escape(label)
+            );
+        }
         head(
             &mut out,
             "mayu_profile_assigned",

@@ -198,6 +198,18 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         ));
     }
 
+    let (e, c) = (engine.clone(), cancel.clone());
+    tasks.push(supervised(&engine, "stalls", async move {
+        let mut every = tokio::time::interval(crate::engine::stalls::SCAN_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = c.cancelled() => break,
+                _ = every.tick() => e.scan_stalls(time::OffsetDateTime::now_utc()),
+            }
+        }
+    }));
+
     let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {
         templates: templates.clone(),
         boot_addr,

@@ -62,6 +62,17 @@ pub const MAX_ITEMS: usize = 256;
 
 /// Whether `c` is a control character: C0 (NUL … US, including `\t` and `\n`), DEL and C1
 /// (U+0080 … U+009F). These are what terminals and line-oriented formats act on.
+/// Compact durations for operators: `42s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn duration(secs: u64) -> String {
+    let s = secs;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
 pub fn is_control(c: char) -> bool {
     c.is_control()
 }

@@ -83,6 +83,8 @@ pub struct ListQuery {
     pub profile: Option<String>,
     /// free text, matched case-insensitively against ids, MACs, names, addresses and notes.
     pub q: Option<String>,
+    /// `true`: only machines stalled in a boot phase; `false`: only those that are not.
+    pub stalled: Option<bool>,
 }
 
 fn matches_text(m: &Machine, needle: &str) -> bool {
@@ -132,6 +134,7 @@ pub async fn list(
                 p => m.profile.as_deref() == Some(p),
             })
             && needle.as_deref().is_none_or(|n| matches_text(m, n))
+            && q.stalled.is_none_or(|s| m.stall.is_some() == s)
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }

@@ -4,6 +4,7 @@
 //! groups by [`persist`]'s writer, and answered once it is.
 
 mod persist;
+pub mod stalls;
 pub mod tally;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +23,7 @@ use crate::inventory::{
 };
 use crate::lease::{Lease, ServiceProblem, ServiceState, ServiceStatus};
 use crate::machine::{
-    valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
+    valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, Stall, State,
 };
 pub use persist::Ticket;
 
@@ -148,10 +149,15 @@ struct Index {
     next_rev: u64,
     /// each machine's JSON as the API lists it, kept until the machine changes.
     json: HashMap<MachineId, Box<[u8]>>,
+    /// the stalls announced on the bus and not yet announced as ended.
+    stalls: HashMap<MachineId, Stall>,
 }
 
 impl Index {
-    fn put(&mut self, m: Machine) {
+    fn put(&mut self, mut m: Machine) {
+        if stalls::moved_on(&m) {
+            m.stall = None;
+        }
         self.take(&m.id);
         for mac in &m.macs {
             self.by_mac.insert(*mac, m.id.clone());
@@ -174,6 +180,9 @@ impl Index {
     fn touch(&mut self, id: &MachineId, phase: Phase, at: OffsetDateTime) {
         if let Some(m) = self.machines.get_mut(id) {
             m.phases.set(phase, at);
+            if stalls::moved_on(m) {
+                m.stall = None;
+            }
             self.json.remove(id);
         }
     }
@@ -509,6 +518,9 @@ impl Engine {
             m.ip = reg.ip;
         }
         m.phases.set(phase, now);
+        if stalls::moved_on(&m) {
+            m.stall = None;
+        }
         if assign::rules_may_move(&self.inner.config, &m) {
             if let Some(w) = self.apply_rules(&idx, &mut m) {
                 what.push(w);
@@ -623,6 +635,9 @@ impl Engine {
             let rev = idx.rev(&m.id);
             if let Some(slot) = idx.machines.get_mut(&m.id) {
                 slot.phases = m.phases.clone();
+                if stalls::moved_on(slot) {
+                    slot.stall = None;
+                }
             }
             idx.json.remove(&m.id);
             return Ok(Written::unchanged(m, rev));
@@ -840,6 +855,70 @@ impl Engine {
             duration_ms,
             profile,
         });
+    }
+
+    /// Marks the machines that have stalled and ends the stalls of those that moved on,
+    /// announcing each on the bus (the watcher calls this every [`stalls::SCAN_EVERY`]).
+    pub fn scan_stalls(&self, now: OffsetDateTime) {
+        let config = &self.inner.config;
+        let mut guard = self.index();
+        let idx = &mut *guard;
+        let mut ended = Vec::new();
+        for (id, announced) in &idx.stalls {
+            let now_in = match idx.machines.get_mut(id) {
+                // retired: its stall ends with it
+                None => None,
+                Some(m) => {
+                    if stalls::moved_on(m) {
+                        m.stall = None;
+                        idx.json.remove(id);
+                    }
+                    if m.stall == Some(*announced) {
+                        continue;
+                    }
+                    m.phases.current().map(|(p, _)| p)
+                }
+            };
+            ended.push((id.clone(), *announced, now_in));
+        }
+        for (id, stall, now_in) in ended {
+            idx.stalls.remove(&id);
+            let profile = idx.machines.get(&id).and_then(|m| m.profile.clone());
+            self.inner.bus.publish(EventKind::StallEnded {
+                id,
+                phase: stall.phase,
+                stalled_secs: (now - stall.since).whole_seconds().max(0).unsigned_abs(),
+                now_in,
+                profile,
+            });
+        }
+        for (id, m) in idx.machines.iter_mut() {
+            if m.stall.is_some() {
+                continue;
+            }
+            let after = stalls::limit(config, m.profile.as_deref());
+            if let Some(stall) = stalls::due(m, now, after) {
+                m.stall = Some(stall);
+                idx.json.remove(id);
+                idx.stalls.insert(id.clone(), stall);
+                self.inner.bus.publish(EventKind::Stalled {
+                    id: id.clone(),
+                    stall,
+                    profile: m.profile.clone(),
+                });
+            }
+        }
+    }
+
+    /// How many machines are stalled now, by profile (`None`: no profile).
+    pub fn stalled_by_profile(&self) -> BTreeMap<Option<String>, usize> {
+        let idx = self.index();
+        let mut out = BTreeMap::new();
+        for id in idx.stalls.keys() {
+            let profile = idx.machines.get(id).and_then(|m| m.profile.clone());
+            *out.entry(profile).or_default() += 1;
+        }
+        out
     }
 
     /// Announces a step of a machine whose phase time the same request already recorded
@@ -1139,8 +1218,10 @@ fn booted_from_disk(config: &Config, m: &Machine) -> bool {
 /// Whether `b` differs from `a` in more than phase times (compared in place, no copy).
 fn differs(a: &Machine, b: &mut Machine) -> bool {
     let phases = std::mem::replace(&mut b.phases, a.phases.clone());
+    let stall = std::mem::replace(&mut b.stall, a.stall);
     let differ = *a != *b;
     b.phases = phases;
+    b.stall = stall;
     differ
 }
 

@@ -26,6 +26,17 @@ pub fn machine_path(dir: &Path, id: &MachineId) -> PathBuf {
 pub const MODE: u32 = 0o600;
 
 pub fn encode(m: &Machine) -> io::Result<Vec<u8>> {
+    // A stall is live state, not part of the record.
+    let unstalled;
+    let m = if m.stall.is_some() {
+        unstalled = Machine {
+            stall: None,
+            ..m.clone()
+        };
+        &unstalled
+    } else {
+        m
+    };
     let mut v = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
     v.push(b'\n');
     Ok(v)

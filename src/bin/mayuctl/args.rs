@@ -38,8 +38,8 @@ pub enum Command {
     /// List machines as a table.
     List {
         /// Comma-separated columns from: id, macs, ip, serial, uuid, arch, hostname, profile,
-        /// state, phase, pinned, ipmiaddr, providerid, rack, lastboot, notes
-        /// [default: id,macs,ip,profile,state,phase,hostname,ipmiaddr]
+        /// state, phase, stalled, pinned, ipmiaddr, providerid, rack, lastboot, notes
+        /// [default: id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr]
         #[arg(long)]
         fields: Option<String>,
         /// Leave out the header line.
@@ -57,6 +57,9 @@ pub enum Command {
         /// Free-text search over ids, MACs, names, addresses and notes.
         #[arg(long, short = 'q')]
         search: Option<String>,
+        /// Only machines stalled in a boot phase.
+        #[arg(long)]
+        stalled: bool,
     },
     /// Show one machine.
     Show {

@@ -119,12 +119,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state,
             profile,
             search,
+            stalled,
         } => {
             let fields = list_fields(fields.as_deref())?;
             let filter = MachineFilter {
                 state,
                 profile,
                 search,
+                stalled,
             };
             print(client.machines(&filter), json, |ms| {
                 output::machines(ms, &fields, !no_legend)

@@ -25,6 +25,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("profile", "PROFILE"),
     ("state", "STATE"),
     ("phase", "PHASE"),
+    ("stalled", "STALLED"),
     ("pinned", "PINNED"),
     ("ipmiaddr", "IPMI"),
     ("providerid", "PROVIDER ID"),
@@ -32,7 +33,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("lastboot", "LAST BOOT"),
     ("notes", "NOTES"),
 ];
-pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,hostname,ipmiaddr";
+pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr";
 
 /// `text` with every control character as a visible escape (`\n`, `\x1b`, `\0`…).
 pub fn clean(text: &str) -> String {
@@ -112,6 +113,18 @@ pub fn field(m: &Machine, f: &str) -> String {
             .phases
             .current()
             .map(|(p, _)| phase_name(p))
+            .unwrap_or_default(),
+        // the phase it is stuck in and for how long (empty while it moves along)
+        "stalled" => m
+            .stall
+            .map(|s| {
+                let secs = (OffsetDateTime::now_utc() - s.since).whole_seconds();
+                format!(
+                    "{} {}",
+                    phase_name(s.phase),
+                    mayu::text::duration(secs.max(0).unsigned_abs())
+                )
+            })
             .unwrap_or_default(),
         "pinned" => yes_no(m.pinned),
         "ipmiaddr" => text(&m.ipmi_addr),
