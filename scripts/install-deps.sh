@@ -14,6 +14,8 @@
 #   gpgv, gnupg   gpgv verifies fetched OS images (mayu images fetch); gpg signs fake releases in tests
 #   qemu-system-x86 (from bookworm-backports, to match the image's qemu-utils 10.x), ipxe-qemu,
 #   ovmf          real machines network-booting in the QEMU tests
+#   openipmi, ipmitool   each lab/test machine's BMC (ipmi_sim, IPMI-over-LAN) and the client
+#                 mayu's power control runs (ipmitool -I lanplus)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -64,7 +66,7 @@ fi
 apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
-  extlinux syslinux-common wrk nginx-light
+  extlinux syslinux-common wrk nginx-light openipmi ipmitool
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else

@@ -7,6 +7,7 @@
 #   sudo scripts/lab.sh up --console      the same, with mayu's console in this terminal
 #   sudo scripts/lab.sh up --install      also machine `vmi`, which installs to its own disk
 #   sudo scripts/lab.sh install-vm        power `vmi` on again: mayu hands it `sanboot` of its disk
+#   sudo scripts/lab.sh bmc N ARGS...     ipmitool against machine N's BMC (e.g. `bmc 0 power status`)
 #   sudo scripts/lab.sh status            what runs, where each machine is
 #   sudo scripts/lab.sh ctl ARGS...       mayuctl against the lab's API (e.g. `ctl list`)
 #   sudo scripts/lab.sh serial N          follow machine N's serial console
@@ -16,6 +17,12 @@
 # Everything lives in the network namespace `mayu-lab` (MAYU_LAB_NS to change): a bridge br0 with
 # 10.77.0.1/24 and a ULA, one tap per machine, no uplink, no NAT, no route out. State, logs and
 # pids go to <repo>/lab/. Processes are stopped by the pids recorded at start, never by name.
+#
+# Every machine has a real BMC: OpenIPMI's ipmi_sim answers IPMI-over-LAN at 10.77.0.(20+N),
+# UDP 623, inside the namespace (machine vmi at 10.77.0.19), user `admin`, the password in
+# lab/bmc.password (mayu's credentials file: lab/bmc-secrets.yaml, mode 0600). ipmi_sim starts
+# the machine (its power-on runs lab/vmN.start.sh) and talks to QEMU's ipmi-bmc-extern device,
+# so `chassis power off|on|cycle|reset` really stop, start and reset the VM.
 set -Eeuo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +35,8 @@ BOOT_PORT=4081
 API_URL=http://127.0.0.1:4080
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+BMC_USER=admin
+BMC_PORT=623
 
 die() { echo "lab: error: $*" >&2; exit 1; }
 say() { echo "lab: $*" >&2; }
@@ -36,7 +45,7 @@ need_root() {
     [[ $(id -u) == 0 ]] || die "run as root (network namespaces, taps): sudo $0 $*"
 }
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # --- deps --------------------------------------------------------------------------------------
 
@@ -112,6 +121,8 @@ check_tools() {
     [[ -f /usr/lib/ipxe/undionly.kpxe ]] || missing+=(ipxe)
     [[ -f /usr/lib/ipxe/qemu/efi-virtio.rom ]] || missing+=(ipxe-qemu)
     [[ -f $OVMF_CODE ]] || missing+=(ovmf)
+    command -v ipmi_sim >/dev/null || missing+=(openipmi)
+    command -v ipmitool >/dev/null || missing+=(ipmitool)
     if ((${#missing[@]})); then
         die "missing packages: ${missing[*]}; install them with: sudo $0 deps"
     fi
@@ -177,6 +188,83 @@ wait_boot_port() {
     return 1
 }
 
+# bmc_addr N: machine N's BMC address (N = i: the install machine).
+bmc_addr() {
+    if [[ $1 == i ]]; then echo 10.77.0.19; else echo "10.77.0.$((20 + $1))"; fi
+}
+
+# bmc_vm_port N: where machine N's ipmi_sim waits for QEMU's BMC link (namespace loopback).
+bmc_vm_port() {
+    if [[ $1 == i ]]; then echo 9099; else echo "$((9000 + $1))"; fi
+}
+
+# One BMC password per lab, and mayu's credentials file for it (mode 0600: mayu refuses others).
+make_bmc_secrets() {
+    (umask 077
+        head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/bmc.password"
+        printf 'default: { user: %s, password: "%s", port: %s }\n' \
+            "$BMC_USER" "$(cat "$LAB/bmc.password")" "$BMC_PORT" >"$LAB/bmc-secrets.yaml")
+}
+
+# start_bmc N ARGS...: writes machine N's start script (QEMU with ARGS plus the BMC link) and
+# starts its ipmi_sim in the namespace, which powers the machine on at once (startnow).
+start_bmc() {
+    local n="$1"; shift
+    local dir="$LAB/bmc/vm$n" addr port
+    addr="$(bmc_addr "$n")"
+    port="$(bmc_vm_port "$n")"
+    mkdir -p "$dir/state"
+    {
+        echo '#!/bin/sh'
+        echo "# machine vm$n as its BMC powers it on; exec: ipmi_sim watches QEMU itself"
+        printf 'exec qemu-system-x86_64'
+        printf ' %q' "$@" -chardev "socket,id=ipmi0,host=127.0.0.1,port=$port,reconnect=10" \
+            -device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0 \
+            -pidfile "$LAB/pids/vm$n.pid"
+        printf ' >>%q 2>&1\n' "$LAB/vm$n.qemu.log"
+    } >"$LAB/vm$n.start.sh"
+    chmod 0755 "$LAB/vm$n.start.sh"
+    (umask 077
+        cat >"$dir/lan.conf" <<CONF
+name "vm$n"
+set_working_mc 0x20
+  startlan 1
+    addr $addr $BMC_PORT
+    priv_limit admin
+    allowed_auths_callback md5
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcd$(printf '%02x' "$(( $(printf '%d' "'$n") % 256 ))")
+  endlan
+  serial 15 127.0.0.1 $port codec VM
+  startcmd "$LAB/vm$n.start.sh"
+  startnow true
+  poweroff_wait 10
+  kill_wait 5
+  user 2 true "$BMC_USER" "$(cat "$LAB/bmc.password")" admin 10 md5
+CONF
+    )
+    cat >"$dir/bmc.emu" <<'EMU'
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+EMU
+    ip -n "$NS" addr add "$addr/24" dev br0 2>/dev/null || true
+    : >"$LAB/vm$n.qemu.log"
+    ip netns exec "$NS" ipmi_sim -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state" -n \
+        >"$LAB/bmc$n.log" 2>&1 &
+    echo $! >"$LAB/pids/bmc$n.pid"
+}
+
+# bmc_ipmitool N ARGS...: ipmitool against machine N's BMC from inside the namespace.
+bmc_ipmitool() {
+    local n="$1"; shift
+    IPMI_PASSWORD="$(cat "$LAB/bmc.password")" ip netns exec "$NS" timeout 15 ipmitool -I lanplus \
+        -C 3 -N 2 -R 2 -H "$(bmc_addr "$n")" -p "$BMC_PORT" -U "$BMC_USER" -E "$@" </dev/null
+}
+
 # start_vm I ACCEL MEM: machine I; machine 0 has two disks. The machines take every network
 # boot path QEMU can play, in turn (I mod 4), and vmI.firmware records which:
 #   0  BIOS (SeaBIOS), the NIC's iPXE ROM → DHCP as iPXE → boot.ipxe
@@ -220,12 +308,11 @@ start_vm() {
     fi
     add_tap "tap$i"
     : >"$LAB/vm$i.serial.log"
-    # No -no-reboot: discovery reboots into the assigned profile through PXE again.
-    # `ip netns exec NS cmd &` execs cmd itself, so $! is qemu's own pid.
-    ip netns exec "$NS" qemu-system-x86_64 "${args[@]}" >"$LAB/vm$i.qemu.log" 2>&1 &
-    echo $! >"$LAB/pids/vm$i.pid"
+    # No -no-reboot: discovery reboots into the assigned profile through PXE again. The BMC
+    # starts QEMU (it writes its own pid file), and starts it again on power on.
+    start_bmc "$i" "${args[@]}"
     echo "$fw" >"$LAB/vm$i.firmware"
-    say "vm$i: $fw, mac $mac, serial console $LAB/vm$i.serial.log (pid $!)"
+    say "vm$i: $fw, mac $mac, serial console $LAB/vm$i.serial.log, BMC $(bmc_addr "$i"):$BMC_PORT"
 }
 
 # start_install_vm ACCEL MEM: the install-to-disk machine `vmi` (BIOS, serial LAB-INSTALL, so
@@ -246,10 +333,9 @@ start_install_vm() {
         -device "virtio-blk-pci,drive=d0,bootindex=2"
         -boot order=n,strict=on -fw_cfg "name=etc/sercon-port,file=$LAB/sercon")
     ip -n "$NS" link show tapi >/dev/null 2>&1 || add_tap tapi
-    ip netns exec "$NS" qemu-system-x86_64 "${args[@]}" >"$LAB/vmi.qemu.log" 2>&1 &
-    echo $! >"$LAB/pids/vmi.pid"
+    start_bmc i "${args[@]}"
     echo "BIOS, install to disk" >"$LAB/vmi.firmware"
-    say "vmi: installs to its disk $disk, mac $mac, serial console $LAB/vmi.serial.log (pid $!)"
+    say "vmi: installs to its disk $disk, mac $mac, serial console $LAB/vmi.serial.log, BMC $(bmc_addr i):$BMC_PORT"
 }
 
 cmd_install_vm() {
@@ -258,7 +344,20 @@ cmd_install_vm() {
     if pid_alive "$LAB/pids/vmi.pid" qemu-system-x86_64; then
         die "vmi is still running (it powers off after reporting in); see '$0 serial i'"
     fi
-    start_install_vm "$(accel_args auto)" 256
+    if pid_alive "$LAB/pids/bmci.pid" ipmi_sim; then
+        # Its BMC powers it on, as an operator would.
+        bmc_ipmitool i chassis power on
+    else
+        start_install_vm "$(accel_args auto)" 256
+    fi
+}
+
+cmd_bmc() {
+    need_root bmc
+    local n="${1:?usage: $0 bmc N ipmitool-args... (e.g. $0 bmc 0 power status)}"; shift
+    ns_exists || die "the lab is down; start it with: sudo $0 up"
+    pid_alive "$LAB/pids/bmc$n.pid" ipmi_sim || die "machine $n has no running BMC"
+    bmc_ipmitool "$n" "$@"
 }
 
 # --- up ----------------------------------------------------------------------------------------
@@ -292,6 +391,7 @@ cmd_up() {
     mayu="$(mayu_bin)"
     mkdir -p "$LAB/pids" "$LAB/logs"
     chmod 0755 "$LAB"
+    make_bmc_secrets
     fill_tftproot
     "$mayu" check --config "$CONFIG" || die "mayu check refused $CONFIG"
 
@@ -359,6 +459,10 @@ cmd_down() {
     local f
     if [[ -d $LAB/pids ]]; then
         [[ -f $LAB/pids/launcher.pid ]] && stop_pid "$LAB/pids/launcher.pid" lab.sh
+        # BMCs first, so none powers a machine on again; then the machines they started.
+        for f in "$LAB"/pids/bmc*.pid; do
+            [[ -e $f ]] && stop_pid "$f" ipmi_sim
+        done
         for f in "$LAB"/pids/vm*.pid; do
             [[ -e $f ]] && stop_pid "$f" qemu-system-x86_64
         done
@@ -414,7 +518,20 @@ cmd_status() {
         else
             echo "vm$i (boot path: $(cat "$f")): stopped  ${last:-}"
         fi
+        if pid_alive "$LAB/pids/bmc$i.pid" ipmi_sim; then
+            local power
+            power="$(bmc_ipmitool "$i" chassis power status 2>/dev/null)" || power="no answer"
+            echo "  BMC $(bmc_addr "$i") UDP $BMC_PORT, user $BMC_USER: ${power#Chassis }"
+        else
+            echo "  BMC $(bmc_addr "$i"): not running (see $LAB/bmc$i.log)"
+        fi
     done
+    if [[ -f $LAB/bmc.password ]]; then
+        echo "BMCs: IPMI-over-LAN (ipmitool -I lanplus -C 3) inside the namespace, user $BMC_USER,"
+        echo "  password in $LAB/bmc.password; mayu's credentials file $LAB/bmc-secrets.yaml (0600)."
+        echo "  Give a machine its BMC: sudo $0 ctl set ID ipmi_addr 10.77.0.(20+N)"
+        echo "  Drive one by hand: sudo $0 bmc N power status|on|off|cycle|reset"
+    fi
     if [[ -d $LAB/inventory ]]; then
         echo "machines (inventory):"
         for f in "$LAB"/inventory/*.json; do
@@ -449,6 +566,7 @@ case "${1:-}" in
     ctl) shift; cmd_ctl "$@" ;;
     serial) shift; cmd_serial "$@" ;;
     install-vm) shift; cmd_install_vm "$@" ;;
+    bmc) shift; cmd_bmc "$@" ;;
     -h|--help|help|"") usage ;;
-    *) die "unknown command '$1'; one of: deps, up, down, status, ctl, serial, install-vm" ;;
+    *) die "unknown command '$1'; one of: deps, up, down, status, ctl, serial, install-vm, bmc" ;;
 esac
