@@ -64,6 +64,9 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
     },
+    /// dnsmasq ignored a DHCP client mayu does not know (`known_only`); announced the first
+    /// time each MAC is heard, so an operator can enrol it.
+    Ignored { client: crate::engine::IgnoredClient },
     /// a DHCP exchange seen in dnsmasq's log.
     Dhcp {
         message: String,
@@ -99,6 +102,16 @@ pub enum EventKind {
         /// why it is not (fully) working and what to do, when known.
         #[serde(skip_serializing_if = "Option::is_none")]
         problem: Option<ServiceProblem>,
+    },
+    /// a machine's power as its BMC reported it: a poll that saw a change, or an operator's
+    /// power action (then `action` and `actor` say which and who). Never carries credentials.
+    Power {
+        id: MachineId,
+        power: crate::power::PowerStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        action: Option<crate::power::PowerAction>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
     },
     /// a log line worth showing to the operator (warnings and errors).
     Log {
@@ -191,6 +204,15 @@ impl Event {
                 ),
                 None => format!("{id}: stall in {} ended (retired)", phase.as_str()),
             },
+            EventKind::Ignored { client } => format!(
+                "unknown DHCP client {} ignored{}; enrol it to let it boot",
+                client.mac,
+                client
+                    .vendor_class
+                    .as_deref()
+                    .map(|v| format!(" ({v})"))
+                    .unwrap_or_default()
+            ),
             EventKind::Dhcp {
                 message,
                 mac,
@@ -243,6 +265,24 @@ impl Event {
                 .trim_end()
                 .to_string(),
             EventKind::Log { level, message } => format!("{level}: {message}"),
+            EventKind::Power {
+                id,
+                power,
+                action,
+                actor,
+            } => {
+                let mut s = match action {
+                    Some(a) => format!("{id}: power {} -> {}", a.as_str(), power.state),
+                    None => format!("{id}: power {}", power.state),
+                };
+                if let Some(e) = &power.error {
+                    s.push_str(&format!(" ({e})"));
+                }
+                if let Some(who) = actor {
+                    s.push_str(&format!(" ({who})"));
+                }
+                s
+            }
         }
     }
 
@@ -252,7 +292,10 @@ impl Event {
             EventKind::MachineAdded { machine, .. } | EventKind::MachineChanged { machine, .. } => {
                 Some(&machine.id)
             }
-            EventKind::MachineRetired { id, .. } => Some(id),
+            EventKind::MachineRetired { id, .. }
+            | EventKind::Stalled { id, .. }
+            | EventKind::StallEnded { id, .. }
+            | EventKind::Power { id, .. } => Some(id),
             EventKind::BootStep { id, .. } => id.as_ref(),
             EventKind::Tftp { machine, .. } => machine.as_ref(),
             _ => None,

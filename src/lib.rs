@@ -21,6 +21,7 @@ pub mod listen;
 pub mod logging;
 pub mod machine;
 pub mod metrics;
+pub mod power;
 pub mod selector;
 pub mod services;
 pub mod templates;
