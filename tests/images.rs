@@ -27,7 +27,6 @@ fn request(server: &Server, key: &Path, version: Option<&str>) -> FetchRequest {
         version: version.map(str::to_string),
         mirror: Some(server.url()),
         key: Some(key.to_path_buf()),
-        progress: false,
         disk_image: false,
     }
 }
@@ -59,7 +58,12 @@ impl Setup {
     }
 
     async fn fetch(&self, version: Option<&str>) -> Result<Outcome, FetchError> {
-        fetch(&self.images(), &request(&self.server, &self.key, version)).await
+        fetch(
+            &self.images(),
+            &request(&self.server, &self.key, version),
+            &mut |_| {},
+        )
+        .await
     }
 
     /// Nothing under the final name, no temp folder left.
@@ -214,7 +218,10 @@ async fn without_a_key_the_shipped_flatcar_key_must_have_signed() {
     set_current(&s.server, "4081.2.0");
     let mut req = request(&s.server, &s.key, None);
     req.key = None;
-    let err = fetch(&s.images(), &req).await.unwrap_err().to_string();
+    let err = fetch(&s.images(), &req, &mut |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not in the trusted keyring"), "{err}");
     s.assert_nothing_landed("4081.2.0");
 }
@@ -380,7 +387,9 @@ async fn a_fedora_coreos_release_is_checked_by_sha256_and_signature() {
     }
     let s = Setup::new();
     let blobs = publish_fcos(&s, "42.20250512.3.0", false);
-    let Outcome::Fetched { record, dir } = fetch(&s.images(), &fcos_request(&s)).await.unwrap()
+    let Outcome::Fetched { record, dir } = fetch(&s.images(), &fcos_request(&s), &mut |_| {})
+        .await
+        .unwrap()
     else {
         panic!("expected a fetch");
     };
@@ -403,7 +412,7 @@ async fn a_fedora_coreos_checksum_mismatch_leaves_nothing() {
     }
     let s = Setup::new();
     publish_fcos(&s, "42.20250512.3.0", true);
-    let err = fetch(&s.images(), &fcos_request(&s))
+    let err = fetch(&s.images(), &fcos_request(&s), &mut |_| {})
         .await
         .unwrap_err()
         .to_string();
@@ -766,9 +775,10 @@ async fn a_binary_key_file_works_as_well_as_an_armored_one() {
         .unwrap();
     assert!(out.status.success() && !out.stdout.is_empty());
     std::fs::write(&binary, out.stdout).unwrap();
-    let Outcome::Fetched { record, .. } = fetch(&s.images(), &request(&s.server, &binary, None))
-        .await
-        .unwrap()
+    let Outcome::Fetched { record, .. } =
+        fetch(&s.images(), &request(&s.server, &binary, None), &mut |_| {})
+            .await
+            .unwrap()
     else {
         panic!("expected a fetch");
     };
@@ -797,7 +807,9 @@ async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() 
         disk_image: true,
         ..request(&s.server, &s.key, None)
     };
-    mayu::images::fetch::fetch(&s.images(), &req).await.unwrap();
+    mayu::images::fetch::fetch(&s.images(), &req, &mut |_| {})
+        .await
+        .unwrap();
     let dir = s.images().join("flatcar/4081.2.0");
     // Where flatcar-install -b <assets>/flatcar looks: <version>/<image> and its signature.
     assert_eq!(std::fs::read(dir.join(name)).unwrap(), disk);
@@ -819,7 +831,7 @@ async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() 
         disk_image: true,
         ..request(&s.server, &s.key, None)
     };
-    let err = mayu::images::fetch::fetch(&s.images(), &req)
+    let err = mayu::images::fetch::fetch(&s.images(), &req, &mut |_| {})
         .await
         .unwrap_err()
         .to_string();

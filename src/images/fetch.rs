@@ -2,7 +2,7 @@
 //! temp folder beside the final one, verify, record, fsync, rename. Whatever fails leaves
 //! nothing under the final name; a crashed run's temp folder is removed by the next run.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +44,16 @@ pub enum FetchError {
     Key(VerifyError),
     #[error("version `{0}` is not a plain folder name (letters, digits, `.`, `-`, `_`, `+`)")]
     BadVersion(String),
+    #[error("{path}: cannot read: {source}")]
+    ConfigUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    ConfigSyntax {
+        path: PathBuf,
+        source: Box<serde_saphyr::Error>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -95,8 +105,6 @@ pub struct FetchRequest {
     pub mirror: Option<String>,
     /// trust this key file instead of the vendor key shipped in `keys/`.
     pub key: Option<PathBuf>,
-    /// show progress on stderr (only when it is a terminal).
-    pub progress: bool,
     /// Flatcar: also the disk image `flatcar-install` writes (`flatcar_production_image.bin.bz2`,
     /// about 450 MB), for profiles that install to disk from mayu (`flatcar-install -b`).
     pub disk_image: bool,
@@ -104,6 +112,51 @@ pub struct FetchRequest {
 
 /// The Flatcar disk image `flatcar-install -b <base>` downloads from `<base>/<version>/`.
 pub const FLATCAR_DISK_IMAGE: &str = "flatcar_production_image.bin.bz2";
+
+/// What a fetch reports while it runs, for whoever shows it (the console draws it on stderr).
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// a temp folder left by an earlier fetch that did not finish was removed.
+    RemovedLeftover(&'a Path),
+    /// one of the release's files starts to download (its signature is not reported).
+    Started { role: &'a str, url: &'a str },
+    /// bytes of that file received so far: at most every 200 ms, and once when it is complete.
+    Received {
+        file: &'a str,
+        got: u64,
+        expected: Option<u64>,
+    },
+    /// that file is complete.
+    Finished { file: &'a str },
+}
+
+/// Where [`fetch`] sends its [`Progress`]; `&mut |_| {}` ignores it.
+pub type OnProgress<'a> = &'a mut (dyn FnMut(Progress<'_>) + Send);
+
+/// Only the `images:` key: fetching must work while the config still names an image folder that
+/// does not exist yet (that is a config error until the fetch creates it).
+#[derive(serde::Deserialize)]
+struct ImagesOnly {
+    #[serde(default)]
+    images: Option<PathBuf>,
+}
+
+/// The folder fetched images go into, as the config at `config_path` names it (default
+/// `images/` beside it); the rest of the config is not checked.
+pub fn images_root(config_path: &Path) -> Result<PathBuf, FetchError> {
+    let text =
+        std::fs::read_to_string(config_path).map_err(|source| FetchError::ConfigUnreadable {
+            path: config_path.to_path_buf(),
+            source,
+        })?;
+    let raw: ImagesOnly =
+        serde_saphyr::from_str(&text).map_err(|source| FetchError::ConfigSyntax {
+            path: config_path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+    let images = raw.images.unwrap_or_else(|| "images".into());
+    Ok(crate::config::resolve_for(config_path, &images))
+}
 
 #[derive(Debug)]
 pub enum Outcome {
@@ -259,12 +312,12 @@ async fn get_text(client: &reqwest::Client, url: &str) -> Result<String, FetchEr
 }
 
 /// Streams `url` into `dest`, hashing as it goes; fails on any status but 2xx and on a body
-/// shorter than its Content-Length.
+/// shorter than its Content-Length. Reports its bytes to `progress`, if given.
 async fn download(
     client: &reqwest::Client,
     url: &str,
     dest: &Path,
-    progress: bool,
+    mut progress: Option<OnProgress<'_>>,
 ) -> Result<(u64, String), FetchError> {
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.into(),
@@ -287,21 +340,6 @@ async fn download(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut shown = Instant::now();
-    let show = |got: u64| {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let line = match expected {
-            Some(n) if n > 0 => format!(
-                "\r  {label}: {:.1} / {:.1} MiB ({}%)",
-                mib(got),
-                mib(n),
-                got * 100 / n
-            ),
-            _ => format!("\r  {label}: {:.1} MiB", mib(got)),
-        };
-        let mut err = std::io::stderr();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
-    };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| FetchError::Truncated {
             url: url.into(),
@@ -313,14 +351,24 @@ async fn download(
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err(dest))?;
         got += chunk.len() as u64;
-        if progress && shown.elapsed() >= Duration::from_millis(200) {
-            shown = Instant::now();
-            show(got);
+        if let Some(report) = progress.as_mut() {
+            if shown.elapsed() >= Duration::from_millis(200) {
+                shown = Instant::now();
+                report(Progress::Received {
+                    file: &label,
+                    got,
+                    expected,
+                });
+            }
         }
     }
-    if progress {
-        show(got);
-        eprintln!();
+    if let Some(report) = progress {
+        report(Progress::Received {
+            file: &label,
+            got,
+            expected,
+        });
+        report(Progress::Finished { file: &label });
     }
     if let Some(n) = expected {
         if got != n {
@@ -466,8 +514,13 @@ fn sync_dir(dir: &Path) -> Result<(), FetchError> {
         .map_err(io_err(dir))
 }
 
-/// Downloads, verifies and records one release into `images_root/<vendor>/<version>/`.
-pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, FetchError> {
+/// Downloads, verifies and records one release into `images_root/<vendor>/<version>/`,
+/// reporting what it does to `progress`.
+pub async fn fetch(
+    images_root: &Path,
+    req: &FetchRequest,
+    progress: OnProgress<'_>,
+) -> Result<Outcome, FetchError> {
     let keyring = match &req.key {
         Some(path) => Keyring::from_file(path),
         None => match req.vendor {
@@ -480,10 +533,7 @@ pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, Fe
     let image_dir = images_root.join(req.vendor.name());
     std::fs::create_dir_all(&image_dir).map_err(io_err(&image_dir))?;
     for gone in sweep_leftovers(&image_dir) {
-        eprintln!(
-            "removed {}, left by an earlier fetch that did not finish",
-            gone.display()
-        );
+        progress(Progress::RemovedLeftover(&gone));
     }
     let client = client()?;
     let plan = match req.vendor {
@@ -509,11 +559,12 @@ pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, Fe
     for a in &plan.artifacts {
         let path = temp.path.join(&a.name);
         let sig_path = temp.path.join(format!("{}.sig", a.name));
-        if req.progress {
-            eprintln!("{} {}", a.role, a.url);
-        }
-        let (size, sha256) = download(&client, &a.url, &path, req.progress).await?;
-        download(&client, &a.signature_url, &sig_path, false).await?;
+        progress(Progress::Started {
+            role: a.role,
+            url: &a.url,
+        });
+        let (size, sha256) = download(&client, &a.url, &path, Some(&mut *progress)).await?;
+        download(&client, &a.signature_url, &sig_path, None).await?;
         if let Some(want) = &a.sha256 {
             if !want.eq_ignore_ascii_case(&sha256) {
                 return Err(FetchError::Checksum {
@@ -583,9 +634,4 @@ pub async fn fetch(images_root: &Path, req: &FetchRequest) -> Result<Outcome, Fe
     super::forget_newest(&image_dir);
     drop(aside);
     Ok(Outcome::Fetched { record, dir: dest })
-}
-
-/// Whether progress should be drawn: only on a terminal.
-pub fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
 }

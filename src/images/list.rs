@@ -1,11 +1,104 @@
-//! Which image versions are there and who uses them: `mayu images list` and `mayu images gc`.
+//! Which image versions are there and who uses them: what `mayu images list` shows and what
+//! `mayu images gc` removes, as values ([`Catalog`]); the console prints them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use super::{pinned_version, plain_segment, Image, VersionState};
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::machine::Machine;
+
+/// Why a [`Catalog`] could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// the images folder or the inventory.
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// Everything `list` and `gc` look at: the checked config, the image folders and the machines
+/// (whose overrides may pin a version).
+#[derive(Debug)]
+pub struct Catalog {
+    pub config: Config,
+    pub images: Vec<Image>,
+    pub machines: Vec<Machine>,
+}
+
+/// One folder gc removed (or, in a dry run, would remove: `result` is then `Ok`).
+#[derive(Debug)]
+pub struct Removal {
+    pub path: PathBuf,
+    /// `image/version`, or `image/name (unfinished fetch)`.
+    pub what: String,
+    pub size: u64,
+    pub result: io::Result<()>,
+}
+
+impl Catalog {
+    /// Reads the config at `config_path`, its images folder and its inventory (none yet: no
+    /// machine pins anything).
+    pub fn load(config_path: &Path) -> Result<Catalog, CatalogError> {
+        let config = Config::load(config_path).map_err(CatalogError::Config)?;
+        let images = super::scan_all(&config.images).map_err(|source| CatalogError::Read {
+            path: config.images.clone(),
+            source,
+        })?;
+        let machines = match crate::inventory::files::load_dir(&config.inventory) {
+            Ok((m, _problems)) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(CatalogError::Read {
+                    path: config.inventory.clone(),
+                    source,
+                })
+            }
+        };
+        Ok(Catalog {
+            config,
+            images,
+            machines,
+        })
+    }
+
+    /// The rows of `mayu images list`.
+    pub fn rows(&self) -> Vec<Row> {
+        rows(&self.config, &self.images, &self.machines)
+    }
+
+    /// Temp folders left by fetches that did not finish.
+    pub fn leftovers(&self) -> impl Iterator<Item = &Path> {
+        self.images
+            .iter()
+            .flat_map(|i| i.leftovers.iter().map(PathBuf::as_path))
+    }
+
+    /// Removes what nothing uses ([`unused`]), one folder at a time, each reported to `each`
+    /// as it is done; a dry run removes nothing and reports what it would remove. The temp
+    /// folder of a fetch still running is left alone.
+    pub fn gc(&self, dry_run: bool, mut each: impl FnMut(Removal)) {
+        for (path, what) in unused(&self.config, &self.images, &self.machines) {
+            if super::fetch::leftover_in_use(&path) {
+                continue;
+            }
+            let size = super::dir_size(&path);
+            let result = if dry_run {
+                Ok(())
+            } else {
+                super::fetch::remove_atomically(&path)
+            };
+            each(Removal {
+                path,
+                what,
+                size,
+                result,
+            });
+        }
+    }
+}
 
 /// Who boots one image version (or a local image, version `None`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

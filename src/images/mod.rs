@@ -2,7 +2,6 @@
 //! by the lab scripts) and fetched ones (`images/<name>/<version>/`, downloaded and verified by
 //! `mayu images fetch`, with a `mayu-image.json` record of what was verified and by which key).
 
-pub mod command;
 pub mod fetch;
 pub mod list;
 pub mod verify;
@@ -205,6 +204,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     pa.len().cmp(&pb.len()).then_with(|| a.cmp(b))
 }
 
+/// Bytes in the files directly in `dir`.
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {

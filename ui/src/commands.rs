@@ -1,5 +1,8 @@
-//! The one-shot commands of `mayu` (`check`, `render`, `import-mayu`) as the operator sees
-//! them: what [`mayu::cli`] found, printed, and the exit code (0 ok, 1 failure).
+//! The one-shot commands of `mayu` (`check`, `render`, `import-mayu`; `images` in [`images`])
+//! as the operator sees them: what [`mayu::cli`] found, printed, and the exit code (0 ok,
+//! 1 failure).
+
+pub mod images;
 
 use std::path::Path;
 use std::process::ExitCode;

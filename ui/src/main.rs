@@ -55,39 +55,7 @@ enum Command {
     /// OS images: fetch and verify vendor releases, list them, remove unused versions
     Images {
         #[command(subcommand)]
-        command: ImagesCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ImagesCommand {
-    /// download a release's PXE kernel and initrd, verify their signatures, record the result
-    Fetch {
-        /// flatcar or fedora-coreos
-        name: String,
-        /// flatcar: stable, beta, alpha, lts; fedora-coreos: stable, testing, next
-        #[arg(long)]
-        channel: Option<String>,
-        /// a release (default: the channel's current one)
-        #[arg(long)]
-        version: Option<String>,
-        /// base URL to fetch from instead of the vendor's
-        #[arg(long)]
-        mirror: Option<String>,
-        /// trust this OpenPGP key file instead of the vendor key shipped with mayu
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// flatcar: also the disk image flatcar-install writes (install-to-disk profiles)
-        #[arg(long)]
-        disk_image: bool,
-    },
-    /// image versions with sizes, verification state and the profiles and machines using them
-    List,
-    /// remove image versions no profile or machine uses
-    Gc {
-        /// only print what would be removed
-        #[arg(long)]
-        dry_run: bool,
+        command: commands::images::ImagesCommand,
     },
 }
 
@@ -96,7 +64,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => commands::check(&cli.config),
         Some(Command::ImportMayu { dir }) => commands::import(&cli.config, &dir),
-        Some(Command::Images { command }) => images(&cli.config, command),
+        Some(Command::Images { command }) => commands::images::run(&cli.config, command),
         Some(Command::Render {
             machine,
             mac,
@@ -139,34 +107,4 @@ fn run(path: &std::path::Path, headless: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn images(config: &std::path::Path, command: ImagesCommand) -> ExitCode {
-    use mayu::images::command as cmd;
-    code(match command {
-        ImagesCommand::Fetch {
-            name,
-            channel,
-            version,
-            mirror,
-            key,
-            disk_image,
-        } => cmd::fetch(
-            config,
-            cmd::FetchArgs {
-                name,
-                channel,
-                version,
-                mirror,
-                key,
-                disk_image,
-            },
-        ),
-        ImagesCommand::List => cmd::list(config),
-        ImagesCommand::Gc { dry_run } => cmd::gc(config, dry_run),
-    })
-}
-
-fn code(c: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(c).unwrap_or(1))
 }
