@@ -1,6 +1,6 @@
 //! The operator's `config.yaml`, read once at the edge: [`Config::load`] parses it
-//! ([`schema`]), checks it ([`checks`]) and hands the rest of the engine a [`Config`] of plain
-//! values whose paths are absolute; every problem is a located [`ConfigError`] ([`errors`]).
+//! (`schema.rs`), checks it (`checks.rs`) and hands the rest of the engine a [`Config`] of plain
+//! values whose paths are absolute; every problem is a located [`ConfigError`] (`errors.rs`).
 
 mod checks;
 mod errors;
