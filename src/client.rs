@@ -333,6 +333,16 @@ impl Client {
         self.call("/api/v1/leases".into())
     }
 
+    /// DHCP clients dnsmasq ignored as unknown, most recently seen first.
+    pub fn ignored(&self) -> Call<'_, Vec<crate::engine::IgnoredClient>> {
+        self.call("/api/v1/ignored".into())
+    }
+
+    /// Enrols a MAC as a machine; the answer is the new machine.
+    pub async fn enrol(&self, e: &crate::engine::Enrolment) -> Result<Machine, ClientError> {
+        self.json(Method::POST, "/api/v1/machines", Some(e)).await
+    }
+
     pub fn services(&self) -> Call<'_, Vec<ServiceState>> {
         self.call("/api/v1/services".into())
     }

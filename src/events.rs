@@ -66,7 +66,9 @@ pub enum EventKind {
     },
     /// dnsmasq ignored a DHCP client mayu does not know (`known_only`); announced the first
     /// time each MAC is heard, so an operator can enrol it.
-    Ignored { client: crate::engine::IgnoredClient },
+    Ignored {
+        client: crate::engine::IgnoredClient,
+    },
     /// a DHCP exchange seen in dnsmasq's log.
     Dhcp {
         message: String,

@@ -975,3 +975,68 @@ async fn a_killed_mayu_leaves_no_dnsmasq() {
         .unwrap_or_else(|_| panic!("dnsmasq {pid} outlived the mayu that started it"))
         .expect("pidfd readable");
 }
+
+#[tokio::test]
+async fn an_ignored_client_is_listed_then_enrolled_and_answered() {
+    let Some(lab) = Lab::new(true) else { return };
+    let mut r = start(&lab, lab.config("    known_only: true", ""), |_| {});
+    let pid = r.running().await;
+    let mac: Mac = CLIENT_MAC.parse().expect("mac");
+
+    // A PXE client mayu does not know: ignored, and remembered with what it sent.
+    let vendor = "PXEClient:Arch:00000:UNDI:002001";
+    let (ok, out) = lab.udhcpc(&["-t", "2", "-V", vendor]).await;
+    assert!(!ok, "an unknown machine got an answer:\n{out}");
+    let ev = r
+        .wait_for("the ignored client announced", |k| {
+            matches!(k, EventKind::Ignored { .. })
+        })
+        .await;
+    let EventKind::Ignored { client } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(client.mac, mac);
+    assert_eq!(client.vendor_class.as_deref(), Some(vendor));
+    r.wait_until("both DISCOVERs counted", |e| {
+        e.ignored().first().is_some_and(|c| c.count >= 2)
+    })
+    .await;
+    let listed = r.engine.ignored();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].last_seen >= listed[0].first_seen);
+
+    // Enrolled by an operator: one write, off the ignored list, into the hostsfile by SIGHUP.
+    let m = r
+        .engine
+        .enrol(
+            mayu::engine::Enrolment {
+                mac: Some(mac),
+                hostname: Some("enrolled1".into()),
+                ..Default::default()
+            },
+            "operator",
+        )
+        .expect("enrol");
+    assert!(r.engine.ignored().is_empty());
+    assert_eq!(m.hostname.as_deref(), Some("enrolled1"));
+    r.wait_for("hostsfile re-read", |k| {
+        matches!(k, EventKind::Service { name, status, detail, .. }
+            if name == SERVICE && *status == mayu::lease::ServiceStatus::Running && detail.contains("hostsfile re-read: 1 machines"))
+    })
+    .await;
+    let (ok, out) = lab.udhcpc(&["-V", vendor]).await;
+    assert!(ok, "the enrolled machine got no lease:\n{out}");
+    let ack = r
+        .wait_for("DHCPACK for the enrolled machine", |k| {
+            dhcp_of(k, "DHCPACK")
+        })
+        .await;
+    let EventKind::Dhcp { hostname, .. } = &ack.kind else {
+        unreachable!()
+    };
+    assert_eq!(hostname.as_deref(), Some("enrolled1"));
+    // Known now: its DISCOVERs are answered, so nothing new is ignored.
+    assert!(r.engine.ignored().is_empty());
+    assert_eq!(*r.pid.borrow(), Some(pid), "dnsmasq was restarted");
+    r.stop().await;
+}

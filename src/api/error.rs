@@ -94,7 +94,9 @@ impl ApiError {
             EngineError::ProfileFull { .. } => ApiError::Conflict(e.to_string()),
             EngineError::Id(_) => ApiError::BadRequest(e.to_string()),
             EngineError::Inventory(InventoryError::NoAudit) => ApiError::Unavailable(e.to_string()),
-            EngineError::Unreadable { .. } => ApiError::Conflict(e.to_string()),
+            EngineError::Unreadable { .. } | EngineError::AlreadyKnown { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             // Storage failures: the detail (paths, OS errors) goes to the log, not the client.
             EngineError::Inventory(ref inv) => {
                 tracing::error!(error = %e, "inventory write failed");

@@ -10,7 +10,9 @@
 //! | `GET /api/v1/health`, `/healthz` | none | liveness |
 //! | `GET /api/v1/ready`, `/readyz` | none | 200 once the inventory is loaded and templates serve |
 //! | `GET /metrics` | none | Prometheus text format |
-//! | `GET /api/v1/machines?state=&profile=&q=` | read | list (`profile=-`: unassigned) |
+//! | `GET /api/v1/machines?state=&profile=&q=&stalled=` | read | list (`profile=-`: unassigned) |
+//! | `POST /api/v1/machines` | admin | enrol a MAC: `{"mac", "profile"?, "hostname"?, "rack"?, "force"?}` → 201 |
+//! | `GET /api/v1/ignored` | read | DHCP clients ignored as unknown (`known_only`), for enrolment |
 //! | `GET /api/v1/machines/{id or MAC}` | read | one machine (never its token) |
 //! | `PATCH /api/v1/machines/{id}` | admin | `profile` (+`force`), `pin`, `state`, `hostname`, `ipmi_addr`, `provider_id`, `rack`, `notes`, `overrides` |
 //! | `POST /api/v1/machines/{id}/reinstall`, `/boot-complete` | admin | |
@@ -28,6 +30,7 @@
 pub mod access;
 pub mod auth;
 pub mod compat;
+pub mod enrol;
 pub mod error;
 pub mod events;
 pub mod launch;
@@ -235,7 +238,8 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/machines", get(machines::list))
+        .route("/machines", get(machines::list).post(enrol::add))
+        .route("/ignored", get(enrol::ignored))
         .route(
             "/machines/{id}",
             get(machines::show)

@@ -506,6 +506,14 @@ impl ChildRun<'_> {
                 }
             }
             LogItem::Dhcp(d) => {
+                // `known_only`: an unknown MAC is ignored; remembered so it can be enrolled.
+                if d.note.as_deref() == Some("ignored") {
+                    if let Some(mac) = d.mac {
+                        let interface = (!d.interface.is_empty()).then(|| d.interface.clone());
+                        self.engine
+                            .note_ignored(mac, d.vendor_class.clone(), interface);
+                    }
+                }
                 let detail = d.detail();
                 let machine = (d.message == "DHCPACK")
                     .then(|| d.mac.and_then(|mac| self.engine.by_mac(&mac)))

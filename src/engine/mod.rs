@@ -3,6 +3,7 @@
 //! lock covers memory only: a change is decided and indexed under it, then made durable in
 //! groups by [`persist`]'s writer, and answered once it is.
 
+mod enrol;
 mod persist;
 pub mod stalls;
 pub mod tally;
@@ -25,6 +26,7 @@ use crate::lease::{Lease, ServiceProblem, ServiceState, ServiceStatus};
 use crate::machine::{
     valid_hostname, AssignedBy, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, Stall, State,
 };
+pub use enrol::{Enrolment, IgnoredClient};
 pub use persist::Ticket;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum EngineError {
         "profile `{name}` is full ({quantity} of {quantity}); assign with force to go past it"
     )]
     ProfileFull { name: String, quantity: u32 },
+    #[error("{mac} is already machine `{id}`")]
+    AlreadyKnown { mac: Mac, id: String },
     #[error(transparent)]
     Id(#[from] IdError),
     #[error("{0}")]
@@ -96,6 +100,8 @@ pub struct Snapshot {
     pub machines: Vec<Machine>,
     pub profiles: Vec<ProfileStatus>,
     pub waiting: u32,
+    /// DHCP clients ignored as unknown, most recently seen first.
+    pub ignored: Vec<IgnoredClient>,
 }
 
 /// A change decided and visible in memory; [`Written::wait`] or [`Written::durable`] returns
@@ -151,6 +157,8 @@ struct Index {
     json: HashMap<MachineId, Box<[u8]>>,
     /// the stalls announced on the bus and not yet announced as ended.
     stalls: HashMap<MachineId, Stall>,
+    /// DHCP clients dnsmasq ignored (unknown MACs under `known_only`), for enrolment.
+    ignored: BTreeMap<Mac, IgnoredClient>,
 }
 
 impl Index {
@@ -1230,6 +1238,7 @@ fn snapshot_of(config: &Config, idx: &Index) -> Snapshot {
         machines: idx.machines.values().map(Machine::redacted).collect(),
         profiles: tally::profiles(config, &idx.tally),
         waiting: idx.tally.waiting,
+        ignored: idx.ignored_now(),
     }
 }
 

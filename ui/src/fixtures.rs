@@ -63,6 +63,7 @@ fn snapshot(machines: Vec<Machine>) -> Snapshot {
         machines,
         profiles,
         waiting: t.waiting,
+        ignored: Vec::new(),
     }
 }
 

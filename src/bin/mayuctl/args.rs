@@ -119,6 +119,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// DHCP clients ignored as unknown (`known_only`): the MACs `add` can enrol.
+    Ignored {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enrol a MAC as a machine before it boots (with `known_only`, dnsmasq then answers it).
+    Add {
+        /// the machine's MAC address
+        mac: String,
+        /// Assign (and pin) it to this profile at once.
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// RACK or RACK/UNIT.
+        #[arg(long)]
+        rack: Option<String>,
+        /// Assign past a full quota.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Service status (boot HTTP, API, dnsmasq, template reloader).
     Services {
         /// Print JSON instead of text.

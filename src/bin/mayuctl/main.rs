@@ -77,6 +77,20 @@ fn list_fields(fields: Option<&str>) -> Result<Vec<&str>, Usage> {
     Ok(fields)
 }
 
+/// `RACK` or `RACK/UNIT`.
+fn parse_rack(value: &str) -> Result<Rack, Usage> {
+    let (rack, unit) = match value.split_once('/') {
+        Some((r, u)) => {
+            let u: u32 = u
+                .parse()
+                .map_err(|_| Usage(format!("rack unit `{u}` is not a number; use RACK/UNIT")))?;
+            (r.to_string(), Some(u))
+        }
+        None => (value.to_string(), None),
+    };
+    Ok(Rack { rack, unit })
+}
+
 /// `mayuctl set ID FIELD VALUE` as a PATCH.
 fn set_patch(field: &str, value: &str) -> Result<MachinePatch, Usage> {
     let mut patch = MachinePatch::default();
@@ -86,18 +100,7 @@ fn set_patch(field: &str, value: &str) -> Result<MachinePatch, Usage> {
         "ipmi-addr" | "ipmiaddr" | "ipmi" => patch.ipmi_addr = Some(value.into()),
         "provider-id" | "providerid" => patch.provider_id = Some(value.into()),
         "notes" => patch.notes = Some(value.into()),
-        "rack" => {
-            let (rack, unit) = match value.split_once('/') {
-                Some((r, u)) => {
-                    let u: u32 = u.parse().map_err(|_| {
-                        Usage(format!("rack unit `{u}` is not a number; use RACK/UNIT"))
-                    })?;
-                    (r.to_string(), Some(u))
-                }
-                None => (value.to_string(), None),
-            };
-            patch.rack = Some(Rack { rack, unit });
-        }
+        "rack" => patch.rack = Some(parse_rack(value)?),
         "profile" => patch.profile = Some(Some(value.into())),
         _ => {
             return Err(Usage(format!(
@@ -229,6 +232,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Profiles { json } => print(client.profiles(), json, output::profiles).await?,
         Command::Leases { json } => print(client.leases(), json, |l| output::leases(l)).await?,
+        Command::Ignored { json } => print(client.ignored(), json, |c| output::ignored(c)).await?,
+        Command::Add {
+            mac,
+            profile,
+            hostname,
+            rack,
+            force,
+            json,
+        } => {
+            let mac = mac
+                .parse()
+                .map_err(|e: mayu::machine::IdError| Usage(format!("`{mac}`: {e}")))?;
+            let e = mayu::engine::Enrolment {
+                mac: Some(mac),
+                profile,
+                hostname,
+                rack: rack.as_deref().map(parse_rack).transpose()?,
+                force,
+            };
+            let m = client.enrol(&e).await?;
+            if json {
+                println!("{}", output::json(&serde_json::to_value(&m)?));
+            } else {
+                println!("{}", output::machine(&m));
+            }
+        }
         Command::Services { json } => {
             print(client.services(), json, |s| output::services(s)).await?
         }

@@ -300,6 +300,35 @@ pub fn leases(leases: &[Lease]) -> String {
     )
 }
 
+/// The ignored DHCP clients: what an operator needs to decide whether to enrol one.
+pub fn ignored(clients: &[mayu::engine::IgnoredClient]) -> String {
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.mac.to_string(),
+                time(c.first_seen),
+                time(c.last_seen),
+                c.count.to_string(),
+                text(&c.vendor_class),
+                text(&c.interface),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MAC",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "COUNT",
+            "VENDOR CLASS",
+            "ON",
+        ],
+        &rows,
+        true,
+    )
+}
+
 /// The service table, then one line per service that has a problem: what is wrong and what
 /// to do about it.
 pub fn services(services: &[ServiceState]) -> String {

@@ -538,3 +538,4 @@ fn boot_complete_takes_the_state_from_the_engine() {
     );
     assert_eq!(app.machines[&r106].state, State::Running);
 }
+                ignored: Vec::new(),

@@ -279,6 +279,7 @@ mod big {
         let area = Rect::new(0, 0, 80, 24);
         let mut buf = Buffer::empty(area);
         (&AppView {
+                ignored: Vec::new(),
             app: &app,
             now: NOW,
         })
