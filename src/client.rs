@@ -362,6 +362,18 @@ impl Client {
         self.json(Method::POST, &path, None::<&()>).await
     }
 
+    /// `POST /machines/{id}/power` with `action` (on, off, cycle, status, reinstall): what the
+    /// BMC then reported. A BMC that fails or does not answer is the server's 502/504 error.
+    pub async fn power(
+        &self,
+        id: &str,
+        action: &str,
+    ) -> Result<crate::power::PowerOutcome, ClientError> {
+        let path = format!("{}/power", Client::machine_path(id));
+        let body = serde_json::json!({ "action": action });
+        self.json(Method::POST, &path, Some(&body)).await
+    }
+
     pub async fn boot_complete(&self, id: &str) -> Result<Machine, ClientError> {
         let path = format!("{}/boot-complete", Client::machine_path(id));
         self.json(Method::POST, &path, None::<&()>).await

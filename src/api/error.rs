@@ -45,6 +45,12 @@ pub enum ApiError {
     InsufficientStorage(String),
     #[error("{0}")]
     Internal(String),
+    /// a device mayu drives for the request (a BMC) failed or refused.
+    #[error("{0}")]
+    BadGateway(String),
+    /// a device mayu drives for the request (a BMC) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
 }
 
 impl ApiError {
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -81,6 +89,8 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
+            ApiError::BadGateway(_) => "bmc_failed",
+            ApiError::GatewayTimeout(_) => "bmc_timeout",
         }
     }
 

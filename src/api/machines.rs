@@ -136,6 +136,7 @@ pub async fn list(
             && needle.as_deref().is_none_or(|n| matches_text(m, n))
             && q.stalled.is_none_or(|s| m.stall.is_some() == s)
     });
+    let body = super::power::add_power_to_list(&st, body);
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
@@ -144,7 +145,9 @@ pub async fn show(
     State(st): State<ApiState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(machine_json(&resolve(&st.engine, &id)?)))
+    let mut v = machine_json(&resolve(&st.engine, &id)?);
+    super::power::add_power(&st, &mut v);
+    Ok(Json(v))
 }
 
 /// `Some(None)` when the field is present as `null`, `None` when it is absent.

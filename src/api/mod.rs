@@ -16,6 +16,7 @@
 //! | `GET /api/v1/machines/{id or MAC}` | read | one machine (never its token) |
 //! | `PATCH /api/v1/machines/{id}` | admin | `profile` (+`force`), `pin`, `state`, `hostname`, `ipmi_addr`, `provider_id`, `rack`, `notes`, `overrides` |
 //! | `POST /api/v1/machines/{id}/reinstall`, `/boot-complete` | admin | |
+//! | `POST /api/v1/machines/{id}/power` | admin | `{"action": "on|off|cycle|status|reinstall"}` over the BMC |
 //! | `DELETE /api/v1/machines/{id}` | admin | retire |
 //! | `GET /api/v1/machines/{id}/history` | read | git log of the machine's file |
 //! | `GET /api/v1/machines/{id}/render/{kind}` | admin | rendered template |
@@ -35,6 +36,7 @@ pub mod error;
 pub mod events;
 pub mod launch;
 pub mod machines;
+pub mod power;
 pub mod render;
 pub mod responses;
 pub mod tls;
@@ -82,6 +84,8 @@ pub struct ApiState {
     pub renderer: Option<Arc<dyn Renderer>>,
     /// ends open event streams, so graceful shutdown does not wait on them forever.
     pub shutdown: CancellationToken,
+    /// power control over IPMI, when `power:` is configured.
+    pub power: Option<crate::power::Power>,
 }
 
 impl ApiState {
@@ -92,7 +96,13 @@ impl ApiState {
             metrics,
             renderer: None,
             shutdown: CancellationToken::new(),
+            power: None,
         }
+    }
+
+    pub fn with_power(mut self, power: crate::power::Power) -> ApiState {
+        self.power = Some(power);
+        self
     }
 
     pub fn with_renderer(mut self, renderer: Arc<dyn Renderer>) -> ApiState {
@@ -247,6 +257,7 @@ pub fn router(state: ApiState) -> Router {
                 .delete(machines::retire),
         )
         .route("/machines/{id}/reinstall", post(machines::reinstall))
+        .route("/machines/{id}/power", post(power::act))
         .route(
             "/machines/{id}/boot-complete",
             post(machines::boot_complete),

@@ -162,13 +162,13 @@ impl PowerError {
 }
 
 /// What a power request did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PowerOutcome {
     pub id: MachineId,
     pub action: PowerAction,
     pub power: PowerStatus,
     /// e.g. a BMC that refused "next boot from the network" during a reinstall.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

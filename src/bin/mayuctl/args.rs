@@ -96,6 +96,18 @@ pub enum Command {
     },
     /// Install the machine's profile again on its next boot.
     Reinstall { id: String },
+    /// Power a machine on, off or through a cycle over its BMC, ask its state, or reinstall it
+    /// now (reinstall flag, next boot from the network, power cycle). Either order:
+    /// `power ID ACTION` or `power ACTION ID`.
+    Power {
+        /// the machine (id or MAC), or the action
+        first: String,
+        /// the action (on, off, cycle, status, reinstall), or the machine
+        second: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mark a machine as booted (state running).
     BootComplete { id: String },
     /// Remove a machine from the inventory (its history stays in git).

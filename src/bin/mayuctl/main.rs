@@ -4,6 +4,7 @@
 
 mod args;
 mod output;
+mod power;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -216,6 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clean(m.profile.as_deref().unwrap_or_default())
             );
         }
+        Command::Power {
+            first,
+            second,
+            json,
+        } => power::run(&client, &first, &second, json).await?,
         Command::BootComplete { id } => {
             let m = client.boot_complete(&id).await?;
             println!("{} is {}", clean(m.id.as_str()), m.state);
