@@ -132,23 +132,32 @@ fn fetch(config: &Path, args: FetchArgs) -> ExitCode {
     }
 }
 
-/// Progress on stderr: removed leftovers always; downloads only on a terminal, one line per
-/// file redrawn in place.
+/// Progress on stderr, as [`progress_text`] writes it.
 fn show_progress(p: Progress<'_>, terminal: bool) {
+    if let Some(text) = progress_text(p, terminal) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    }
+}
+
+/// What a fetch's progress puts on stderr: a removed leftover always; downloads only on a
+/// terminal, one line per file redrawn in place (`\r`) and ended when the file is complete.
+fn progress_text(p: Progress<'_>, terminal: bool) -> Option<String> {
     match p {
-        Progress::RemovedLeftover(path) => eprintln!(
-            "removed {}, left by an earlier fetch that did not finish",
+        Progress::RemovedLeftover(path) => Some(format!(
+            "removed {}, left by an earlier fetch that did not finish\n",
             path.display()
-        ),
-        _ if !terminal => {}
-        Progress::Started { role, url } => eprintln!("{role} {url}"),
+        )),
+        _ if !terminal => None,
+        Progress::Started { role, url } => Some(format!("{role} {url}\n")),
         Progress::Received {
             file,
             got,
             expected,
         } => {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-            let line = match expected {
+            Some(match expected {
                 Some(n) if n > 0 => format!(
                     "\r  {file}: {:.1} / {:.1} MiB ({}%)",
                     mib(got),
@@ -156,12 +165,9 @@ fn show_progress(p: Progress<'_>, terminal: bool) {
                     got * 100 / n
                 ),
                 _ => format!("\r  {file}: {:.1} MiB", mib(got)),
-            };
-            let mut err = std::io::stderr();
-            let _ = err.write_all(line.as_bytes());
-            let _ = err.flush();
+            })
         }
-        Progress::Finished { .. } => eprintln!(),
+        Progress::Finished { .. } => Some("\n".into()),
     }
 }
 
@@ -227,5 +233,54 @@ fn gc(config: &Path, dry_run: bool) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn downloads_are_drawn_on_a_terminal_only_and_leftovers_always() {
+        let started = Progress::Started {
+            role: "kernel",
+            url: "http://mirror/vmlinuz",
+        };
+        let half = Progress::Received {
+            file: "vmlinuz",
+            got: 3 * MIB,
+            expected: Some(6 * MIB),
+        };
+        let no_length = Progress::Received {
+            file: "vmlinuz",
+            got: MIB / 2,
+            expected: None,
+        };
+        let done = Progress::Finished { file: "vmlinuz" };
+        let gone = Progress::RemovedLeftover(Path::new("/images/flatcar/.fetch-1-x"));
+
+        let on_terminal: Vec<_> = [started, half, no_length, done, gone]
+            .into_iter()
+            .map(|p| progress_text(p, true))
+            .collect();
+        assert_eq!(
+            on_terminal,
+            [
+                Some("kernel http://mirror/vmlinuz\n".to_string()),
+                Some("\r  vmlinuz: 3.0 / 6.0 MiB (50%)".into()),
+                Some("\r  vmlinuz: 0.5 MiB".into()),
+                Some("\n".into()),
+                Some(
+                    "removed /images/flatcar/.fetch-1-x, left by an earlier fetch that did not finish\n"
+                        .into()
+                ),
+            ]
+        );
+        for p in [started, half, done] {
+            assert_eq!(progress_text(p, false), None);
+        }
+        assert!(progress_text(gone, false).is_some());
     }
 }
