@@ -5,57 +5,25 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use mayu::boot::{router, BootState};
+use axum::http::StatusCode;
+use mayu::boot::BootState;
 use mayu::engine::Registration;
 use mayu::events::EventKind;
 use mayu::machine::{Phase, State};
-use mayu::templates::Templates;
 use support::{wait_for, Lab};
-use tower::ServiceExt;
-
-fn state(lab: &Lab) -> BootState {
-    let engine = lab.engine();
-    let templates = Arc::new(Templates::load(engine.config()).unwrap());
-    BootState {
-        engine,
-        templates,
-        boot_addr: "127.0.0.1:4081".parse().unwrap(),
-    }
-}
 
 async fn get(s: &BootState, uri: &str) -> (StatusCode, String) {
-    let resp = router(s.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    support::boot_call(s, "GET", uri, "").await
 }
 
 async fn post(s: &BootState, uri: &str, body: &str) -> (StatusCode, String) {
-    let resp = router(s.clone())
-        .oneshot(
-            Request::post(uri)
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    support::boot_call(s, "POST", uri, body).await
 }
 
 #[tokio::test]
 async fn chain_script_asks_for_the_machine_script() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     let (st, body) = get(&s, "/boot.ipxe").await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.starts_with("#!ipxe"), "{body}");
@@ -68,7 +36,7 @@ async fn chain_script_asks_for_the_machine_script() {
 #[tokio::test]
 async fn ipxe_registers_and_renders_the_profile() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     // iPXE percent-encodes what it expands.
     let (st, body) = get(
         &s,
@@ -104,7 +72,7 @@ async fn ipxe_registers_and_renders_the_profile() {
 #[tokio::test]
 async fn held_machine_boots_the_profile_on_the_poll_after_assignment() {
     let lab = Lab::new(&[("assignment: auto", "assignment: manual")]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     let uri = "/ipxe?mac=52:54:00:00:00:20&serial=HELD1";
     let (st, body) = get(&s, uri).await;
     assert_eq!(st, StatusCode::OK);
@@ -131,7 +99,7 @@ async fn held_machine_boots_the_profile_on_the_poll_after_assignment() {
 #[tokio::test]
 async fn installed_machine_boots_from_disk_until_reinstall() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     let uri = "/ipxe?mac=52:54:00:00:00:30&serial=DISK1";
     get(&s, uri).await;
     // control-plane installs to disk (worker boots live every time).
@@ -154,7 +122,7 @@ async fn installed_machine_boots_from_disk_until_reinstall() {
 #[tokio::test]
 async fn configs_need_the_machine_token_and_403_changes_nothing() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     get(&s, "/ipxe?mac=52:54:00:00:00:40&serial=TOK1").await;
     let m = s.engine.find("tok1").unwrap();
     s.engine.flush().unwrap();
@@ -206,7 +174,7 @@ async fn facts_move_a_discovered_machine_into_a_matching_profile() {
         "  - name: worker\n    quantity: 10",
         "  - name: worker\n    quantity: 0",
     )]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     get(&s, "/ipxe?mac=52:54:00:00:00:50&serial=DISC1").await;
     let m = s.engine.find("disc1").unwrap();
     assert_eq!(m.profile.as_deref(), Some("discovery"));
@@ -245,7 +213,7 @@ async fn invalid_ignition_is_refused_with_a_reason() {
         "templates/worker.yaml",
         "{% include \"snippets/ignition-common.yaml\" %}\n{% if env.broken %}bogus: 1\n{% endif %}",
     );
-    let s = state(&lab);
+    let s = lab.boot_state();
     get(&s, "/ipxe?mac=52:54:00:00:00:60&serial=BAD1").await;
     s.engine
         .edit(
@@ -277,7 +245,7 @@ async fn renders_never_see_each_others_overrides() {
         "templates: { ipxe: flatcar.ipxe, ignition: worker.yaml, metadata: env.json }",
     )]);
     lab.write("templates/env.json", "{{ env | json_encode() }}");
-    let s = state(&lab);
+    let s = lab.boot_state();
     let mut tokens = Vec::new();
     for i in 0..8u8 {
         get(
@@ -326,7 +294,7 @@ async fn renders_never_see_each_others_overrides() {
 #[tokio::test]
 async fn boot_steps_are_events_with_machine_and_phase() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     let mut rx = s.engine.bus().subscribe();
     get(&s, "/ipxe?mac=52:54:00:00:00:70&serial=EV1").await;
     wait_for(&mut rx, 5, |e| {
@@ -343,7 +311,7 @@ async fn boot_steps_are_events_with_machine_and_phase() {
 #[tokio::test]
 async fn registration_without_any_identity_is_refused() {
     let lab = Lab::new(&[]);
-    let s = state(&lab);
+    let s = lab.boot_state();
     let (st, body) = get(&s, "/ipxe?serial=&uuid=").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body.contains("serial, a UUID or a MAC"), "{body}");

@@ -5,34 +5,15 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use http_body_util::BodyExt;
 use mayu::boot::{router, BootState};
 use mayu::events::EventKind;
 use mayu::machine::Phase;
-use mayu::templates::Templates;
 use support::{wait_for, Lab};
-use tower::ServiceExt;
-
-fn state(lab: &Lab) -> BootState {
-    let engine = lab.engine();
-    let templates = Arc::new(Templates::load(engine.config()).unwrap());
-    BootState {
-        engine,
-        templates,
-        boot_addr: "127.0.0.1:4081".parse().unwrap(),
-    }
-}
 
 async fn send(s: &BootState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let resp = router(s.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, body.to_vec())
+    support::oneshot(router(s.clone()), req).await
 }
 
 #[tokio::test]
@@ -44,7 +25,7 @@ async fn boot_programs_are_served_from_the_tftp_root_and_nothing_else() {
     std::fs::write(root.join("ipxe.efi"), &program).unwrap();
     std::fs::write(root.join("secret.txt"), b"not a boot program").unwrap();
     lab.write("config.yaml.bak", "not served either");
-    let s = state(&lab);
+    let s = lab.boot_state();
     let mut events = s.engine.bus().subscribe();
 
     // The firmware asks for the size first, then fetches.

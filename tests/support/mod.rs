@@ -4,23 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use mayu::boot::BootState;
 use mayu::{Config, Engine};
+use tower::ServiceExt;
+
+mod copy;
+pub mod qemu;
+
+pub use copy::copy_dir;
 
 pub struct Lab {
     pub dir: tempfile::TempDir,
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A machine as iPXE would describe it: MAC 52:54:xx:xx:xx:xx and serial `SN{i:05}`.
@@ -77,6 +74,18 @@ impl Lab {
         std::fs::write(p, text).unwrap();
     }
 
+    /// The boot port's state over a fresh engine and the live templates of this lab.
+    pub fn boot_state(&self) -> BootState {
+        let engine = self.engine();
+        let templates =
+            std::sync::Arc::new(mayu::templates::Templates::load(engine.config()).unwrap());
+        BootState {
+            engine,
+            templates,
+            boot_addr: "127.0.0.1:4081".parse().unwrap(),
+        }
+    }
+
     /// Number of commits in the inventory's audit repository.
     pub fn commits(&self) -> usize {
         let repo = git2::Repository::open(self.path().join("inventory")).unwrap();
@@ -103,6 +112,92 @@ where
             .expect("bus closed");
         if pred(&ev) {
             return ev;
+        }
+    }
+}
+
+/// `req` through `router` without a socket: status, headers and the whole body.
+pub async fn oneshot(router: axum::Router, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body.to_vec())
+}
+
+/// `method uri` with `body` through the boot port's router: status and body text.
+pub async fn boot_call(s: &BootState, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, body) = oneshot(mayu::boot::router(s.clone()), req).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Runs `cmd` to its end with `input` on its stdin; what it printed where `cmd` piped it.
+/// `Err` only when it cannot start.
+pub fn with_stdin(
+    cmd: &mut std::process::Command,
+    input: &[u8],
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn()?;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    Ok(child.wait_with_output().unwrap())
+}
+
+/// mayu's services (`mayu::services::start`) over a lab's engine on loopback ports the OS
+/// picked; [`Running::stop`] cancels them and waits until they have stopped.
+pub struct Running {
+    pub engine: Engine,
+    pub boot: std::net::SocketAddr,
+    pub api: std::net::SocketAddr,
+    pub cancel: tokio_util::sync::CancellationToken,
+    services: Option<mayu::services::Services>,
+}
+
+impl Running {
+    pub async fn start(lab: &Lab) -> Running {
+        let engine = lab.engine();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let services = mayu::services::start(engine.clone(), cancel.clone())
+            .await
+            .unwrap();
+        Running {
+            engine,
+            boot: services.boot_addr,
+            api: services.api_addr,
+            cancel,
+            services: Some(services),
+        }
+    }
+
+    /// `path` on the boot port.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.boot)
+    }
+
+    /// The admin token mayu wrote at its first start.
+    pub fn token(&self) -> String {
+        let file = self
+            .services
+            .as_ref()
+            .and_then(|s| s.admin_token_file.as_ref());
+        std::fs::read_to_string(file.unwrap())
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Cancels the services and waits (a bounded time) until every one has stopped.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(s) = self.services.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(60), s.stopped())
+                .await
+                .expect("services stop");
         }
     }
 }
