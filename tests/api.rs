@@ -10,7 +10,6 @@ use std::time::Duration;
 use api_fixture::{register, start, Fixture};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use mayu::events::EventKind;
 use mayu::machine::Phase;
 use reqwest::Method;
@@ -46,6 +45,26 @@ async fn call(
     (status, v)
 }
 
+/// [`call`] with the admin token.
+async fn admin(
+    f: &Fixture,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call(f, method, path, Some(&f.admin), body).await
+}
+
+/// [`call`]: a PATCH with the admin token.
+async fn patch(f: &Fixture, path: &str, body: Value) -> (StatusCode, Value) {
+    admin(f, Method::PATCH, path, Some(body)).await
+}
+
+/// [`call`]: a GET with the read-only token.
+async fn read(f: &Fixture, path: &str) -> (StatusCode, Value) {
+    call(f, Method::GET, path, Some(&f.reader), None).await
+}
+
 /// One request through the router without a socket.
 async fn oneshot(
     f: &Fixture,
@@ -62,12 +81,8 @@ async fn oneshot(
     if let Some(ct) = content_type {
         rb = rb.header("content-type", ct);
     }
-    let resp = mayu::api::router(f.state.clone())
-        .oneshot(rb.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let req = rb.body(body.into()).unwrap();
+    let (status, _, bytes) = support::oneshot(mayu::api::router(f.state.clone()), req).await;
     let v = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, v)
@@ -96,7 +111,7 @@ async fn tokens_are_required_and_scoped_and_refusals_change_nothing() {
     let (s, v) = call(&f, Method::GET, "/api/v1/machines", Some("mayu_nope"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error_body(&v, "unauthorized");
-    let (s, v) = call(&f, Method::GET, "/api/v1/machines", Some(&f.reader), None).await;
+    let (s, v) = read(&f, "/api/v1/machines").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v.as_array().unwrap().len(), 3);
 
@@ -161,14 +176,7 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     let f = start(false).await;
     let c0 = f.commits();
 
-    let (s, m) = call(
-        &f,
-        Method::PATCH,
-        "/api/v1/machines/sn-a1",
-        Some(&f.admin),
-        Some(json!({"profile": "worker"})),
-    )
-    .await;
+    let (s, m) = patch(&f, "/api/v1/machines/sn-a1", json!({"profile": "worker"})).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["profile"], "worker");
     assert_eq!(m["pinned"], true);
@@ -176,20 +184,18 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     assert!(m.get("token").is_none(), "machine token leaked: {m}");
     assert_eq!(f.commits(), c0 + 1);
 
-    let (s, m) = call(
+    // MACs work as keys too.
+    let (s, m) = patch(
         &f,
-        Method::PATCH,
-        // MACs work as keys too.
         "/api/v1/machines/52:54:00:00:00:01",
-        Some(&f.admin),
-        Some(json!({
+        json!({
             "hostname": "node-1.lab",
             "ipmi_addr": "10.0.0.11",
             "provider_id": "prov-1",
             "rack": {"rack": "R7", "unit": 12},
             "notes": "left PSU flaky",
             "overrides": {"disk": "/dev/sdb", "vlan": 12},
-        })),
+        }),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{m}");
@@ -199,12 +205,10 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     assert_eq!(f.commits(), c0 + 2);
 
     // null removes an override; state set explicitly.
-    let (s, m) = call(
+    let (s, m) = patch(
         &f,
-        Method::PATCH,
         "/api/v1/machines/sn-a1",
-        Some(&f.admin),
-        Some(json!({"overrides": {"vlan": null}, "state": "installing"})),
+        json!({"overrides": {"vlan": null}, "state": "installing"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{m}");
@@ -212,14 +216,7 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     assert_eq!(m["state"], "installing");
     assert_eq!(f.commits(), c0 + 3);
 
-    let (s, h) = call(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1/history",
-        Some(&f.reader),
-        None,
-    )
-    .await;
+    let (s, h) = read(&f, "/api/v1/machines/sn-a1/history").await;
     assert_eq!(s, StatusCode::OK);
     let h = h.as_array().unwrap();
     assert_eq!(h[0]["author"], "admin");
@@ -239,41 +236,17 @@ async fn patch_changes_one_commit_each_authored_by_the_token() {
     assert!(h[0]["time"].as_str().is_some());
 
     // Unassign holds; pin false hands back to the rules (manual mode: stays waiting).
-    let (s, m) = call(
-        &f,
-        Method::PATCH,
-        "/api/v1/machines/sn-a1",
-        Some(&f.admin),
-        Some(json!({"profile": null})),
-    )
-    .await;
+    let (s, m) = patch(&f, "/api/v1/machines/sn-a1", json!({"profile": null})).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(
         (m["profile"].clone(), m["pinned"].clone()),
         (Value::Null, json!(true))
     );
-    let (s, m) = call(
-        &f,
-        Method::PATCH,
-        "/api/v1/machines/sn-a1",
-        Some(&f.admin),
-        Some(json!({"pin": false})),
-    )
-    .await;
+    let (s, m) = patch(&f, "/api/v1/machines/sn-a1", json!({"pin": false})).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["pinned"], false);
     f.stop().await;
 }
-
-/// method, path, content type, body, expected status, expected error code.
-type Case<'a> = (
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-    String,
-    StatusCode,
-    &'a str,
-);
 
 #[tokio::test]
 async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
@@ -298,155 +271,42 @@ async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
         r#"{{"notes":"{}"}}"#,
         "x".repeat(mayu::api::BODY_LIMIT + 10)
     );
-    let cases: Vec<Case> = vec![
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            "{not json".into(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            r#"{"colour":"blue"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            r#"{"state":"flying"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            r#"{"profile":"nosuch"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            r#"{"profile":"worker"}"#.into(),
-            StatusCode::CONFLICT,
-            "conflict",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            r#"{"profile":"worker","hostname":"bad_name!"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            "{}".into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            json_ct,
-            big,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a2",
-            Some("text/plain"),
-            r#"{"notes":"x"}"#.into(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/NOT%20AN%20ID",
-            json_ct,
-            r#"{"notes":"x"}"#.into(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/zz:54:00:00:00:01",
-            json_ct,
-            r#"{"notes":"x"}"#.into(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        (
-            "PATCH",
-            "/api/v1/machines/sn-a9",
-            json_ct,
-            r#"{"notes":"x"}"#.into(),
-            StatusCode::NOT_FOUND,
-            "unknown_machine",
-        ),
-        (
-            "DELETE",
-            "/api/v1/machines/52:54:00:00:00:99",
-            None,
-            String::new(),
-            StatusCode::NOT_FOUND,
-            "unknown_machine",
-        ),
-        (
-            "POST",
-            "/api/v1/machines/sn-a2/reinstall",
-            None,
-            String::new(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "GET",
-            "/api/v1/machines?state=flying",
-            None,
-            String::new(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        (
-            "GET",
-            "/api/v1/machines?colour=blue",
-            None,
-            String::new(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        (
-            "GET",
-            "/api/v1/nothing-here",
-            None,
-            String::new(),
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        (
-            "PUT",
-            "/api/v1/machines",
-            None,
-            String::new(),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-        ),
+    // method, path, content type (`-`: none), status, error code, body (`BIG`: over the limit)
+    let cases = [
+        r#"PATCH /api/v1/machines/sn-a2 json 400 bad_request {not json"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 422 invalid {"colour":"blue"}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 422 invalid {"state":"flying"}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 422 invalid {"profile":"nosuch"}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 409 conflict {"profile":"worker"}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 422 invalid {"profile":"worker","hostname":"bad_name!"}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 422 invalid {}"#,
+        r#"PATCH /api/v1/machines/sn-a2 json 413 payload_too_large BIG"#,
+        r#"PATCH /api/v1/machines/sn-a2 text/plain 415 unsupported_media_type {"notes":"x"}"#,
+        r#"PATCH /api/v1/machines/NOT%20AN%20ID json 400 bad_request {"notes":"x"}"#,
+        r#"PATCH /api/v1/machines/zz:54:00:00:00:01 json 400 bad_request {"notes":"x"}"#,
+        r#"PATCH /api/v1/machines/sn-a9 json 404 unknown_machine {"notes":"x"}"#,
+        r#"DELETE /api/v1/machines/52:54:00:00:00:99 - 404 unknown_machine"#,
+        r#"POST /api/v1/machines/sn-a2/reinstall - 422 invalid"#,
+        r#"GET /api/v1/machines?state=flying - 400 bad_request"#,
+        r#"GET /api/v1/machines?colour=blue - 400 bad_request"#,
+        r#"GET /api/v1/nothing-here - 404 not_found"#,
+        r#"PUT /api/v1/machines - 405 method_not_allowed"#,
     ];
-    for (method, path, ct, body, want, code) in cases {
+    for case in cases {
+        let mut fields = case.splitn(6, ' ');
+        let mut field = || fields.next().unwrap_or("");
+        let (method, path, ct, want, code) = (field(), field(), field(), field(), field());
+        let ct = match ct {
+            "-" => None,
+            "json" => json_ct,
+            other => Some(other),
+        };
+        let body = match field() {
+            "BIG" => big.clone(),
+            body => body.to_string(),
+        };
         let (s, v) = oneshot(&f, method, path, tok, ct, body).await;
-        assert_eq!(s, want, "{method} {path}: {v}");
+        assert_eq!(s.as_str(), want, "{method} {path}: {v}");
         assert_error_body(&v, code);
     }
     // Unknown machines come with close ids.
@@ -497,28 +357,24 @@ async fn bad_input_is_4xx_with_a_reason_and_changes_nothing() {
 async fn list_filters_and_show() {
     let f = start(false).await;
     f.engine.assign("sn-a2", "discovery", "t", false).unwrap();
-    let get = |path: &'static str| {
-        let f = &f;
-        async move { call(f, Method::GET, path, Some(&f.reader), None).await }
-    };
-    let (_, v) = get("/api/v1/machines?state=waiting").await;
+    let (_, v) = read(&f, "/api/v1/machines?state=waiting").await;
     assert_eq!(v.as_array().unwrap().len(), 2);
-    let (_, v) = get("/api/v1/machines?profile=discovery").await;
+    let (_, v) = read(&f, "/api/v1/machines?profile=discovery").await;
     assert_eq!(v[0]["id"], "sn-a2");
-    let (_, v) = get("/api/v1/machines?profile=-").await;
+    let (_, v) = read(&f, "/api/v1/machines?profile=-").await;
     assert_eq!(v.as_array().unwrap().len(), 2);
-    let (_, v) = get("/api/v1/machines?q=00:00:03").await;
+    let (_, v) = read(&f, "/api/v1/machines?q=00:00:03").await;
     assert_eq!(v[0]["id"], "52-54-00-00-00-03");
-    let (_, v) = get("/api/v1/machines?q=SN-A&state=configured").await;
+    let (_, v) = read(&f, "/api/v1/machines?q=SN-A&state=configured").await;
     assert_eq!(v.as_array().unwrap().len(), 1);
-    let (s, v) = get("/api/v1/machines/SN-A1").await;
+    let (s, v) = read(&f, "/api/v1/machines/SN-A1").await;
     assert_eq!((s, v["id"].as_str()), (StatusCode::OK, Some("sn-a1")));
-    let (s, v) = get("/api/v1/machines/SN-A1/history").await;
+    let (s, v) = read(&f, "/api/v1/machines/SN-A1/history").await;
     assert_eq!(
         (s, v[0]["author"].as_str()),
         (StatusCode::OK, Some("sn-a1"))
     );
-    let (s, v) = get("/api/v1/machines/52-54-00-00-00-03").await;
+    let (s, v) = read(&f, "/api/v1/machines/52-54-00-00-00-03").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["macs"][0], "52:54:00:00:00:03");
     assert!(v.get("token").is_none());
@@ -530,11 +386,10 @@ async fn reinstall_boot_complete_retire_and_history_of_retired() {
     let f = start(false).await;
     f.engine.assign("sn-a1", "worker", "t", false).unwrap();
     let c0 = f.commits();
-    let (s, m) = call(
+    let (s, m) = admin(
         &f,
         Method::POST,
         "/api/v1/machines/sn-a1/boot-complete",
-        Some(&f.admin),
         None,
     )
     .await;
@@ -542,47 +397,19 @@ async fn reinstall_boot_complete_retire_and_history_of_retired() {
     // The audit thread folds a burst from one author into one commit; flushing between
     // requests makes each its own.
     assert_eq!(f.commits(), c0 + 1);
-    let (s, m) = call(
-        &f,
-        Method::POST,
-        "/api/v1/machines/sn-a1/reinstall",
-        Some(&f.admin),
-        None,
-    )
-    .await;
+    let (s, m) = admin(&f, Method::POST, "/api/v1/machines/sn-a1/reinstall", None).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(
         (m["reinstall"].as_bool(), m["state"].as_str()),
         (Some(true), Some("configured"))
     );
     assert_eq!(f.commits(), c0 + 2);
-    let (s, v) = call(
-        &f,
-        Method::DELETE,
-        "/api/v1/machines/sn-a1",
-        Some(&f.admin),
-        None,
-    )
-    .await;
+    let (s, v) = admin(&f, Method::DELETE, "/api/v1/machines/sn-a1", None).await;
     assert_eq!((s, v["retired"].as_str()), (StatusCode::OK, Some("sn-a1")));
     assert_eq!(f.commits(), c0 + 3);
-    let (s, _) = call(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1",
-        Some(&f.reader),
-        None,
-    )
-    .await;
+    let (s, _) = read(&f, "/api/v1/machines/sn-a1").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, h) = call(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1/history",
-        Some(&f.reader),
-        None,
-    )
-    .await;
+    let (s, h) = read(&f, "/api/v1/machines/sn-a1/history").await;
     assert_eq!(s, StatusCode::OK);
     assert!(h[0]["message"].as_str().unwrap().contains("retired"), "{h}");
     assert_eq!(h[0]["author"], "admin");
@@ -604,14 +431,7 @@ async fn event_stream_delivers_what_a_patch_caused_and_resumes() {
         .unwrap()
         .starts_with("text/event-stream"));
     // The handler subscribed before answering, so the PATCH's event cannot be missed.
-    let (s, _) = call(
-        &f,
-        Method::PATCH,
-        "/api/v1/machines/sn-a2",
-        Some(&f.admin),
-        Some(json!({"hostname": "n2"})),
-    )
-    .await;
+    let (s, _) = patch(&f, "/api/v1/machines/sn-a2", json!({"hostname": "n2"})).await;
     assert_eq!(s, StatusCode::OK);
 
     let mut body = resp.bytes_stream();
@@ -707,7 +527,7 @@ async fn profiles_leases_services_templates_and_render() {
     f.engine
         .set_service("dnsmasq", mayu::lease::ServiceStatus::Running, 0, "pid 42");
 
-    let (s, p) = call(&f, Method::GET, "/api/v1/profiles", Some(&f.reader), None).await;
+    let (s, p) = read(&f, "/api/v1/profiles").await;
     assert_eq!(s, StatusCode::OK);
     let worker = &p["profiles"][0];
     assert_eq!(
@@ -722,31 +542,29 @@ async fn profiles_leases_services_templates_and_render() {
     assert_eq!(worker["fill"], 1.0);
     assert_eq!(p["unassigned"], 2);
 
-    let (_, l) = call(&f, Method::GET, "/api/v1/leases", Some(&f.reader), None).await;
+    let (_, l) = read(&f, "/api/v1/leases").await;
     assert_eq!(l[0]["machine"], "sn-a1");
-    let (_, sv) = call(&f, Method::GET, "/api/v1/services", Some(&f.reader), None).await;
+    let (_, sv) = read(&f, "/api/v1/services").await;
     assert_eq!(sv[0]["name"], "dnsmasq");
-    let (s, t) = call(&f, Method::GET, "/api/v1/templates", Some(&f.reader), None).await;
+    let (s, t) = read(&f, "/api/v1/templates").await;
     assert_eq!((s, t["ok"].as_bool()), (StatusCode::OK, Some(true)));
     let (s, _) = call(&f, Method::GET, "/api/v1/ready", None, None).await;
     assert_eq!(s, StatusCode::OK);
 
-    let (s, text) = call(
+    let (s, text) = admin(
         &f,
         Method::GET,
         "/api/v1/machines/sn-a1/render/ignition",
-        Some(&f.admin),
         None,
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     let token = f.engine.find("sn-a1").unwrap().token;
     assert_eq!(text, json!(format!("ignition for sn-a1 token={token}\n")));
-    let (s, v) = call(
+    let (s, v) = admin(
         &f,
         Method::GET,
         "/api/v1/machines/sn-a1/render/missing",
-        Some(&f.admin),
         None,
     )
     .await;
@@ -757,7 +575,7 @@ async fn profiles_leases_services_templates_and_render() {
     // Without a template service those routes say why they cannot answer.
     let f = start(false).await;
     for path in ["/api/v1/templates", "/api/v1/machines/sn-a1/render/ipxe"] {
-        let (s, v) = call(&f, Method::GET, path, Some(&f.admin), None).await;
+        let (s, v) = admin(&f, Method::GET, path, None).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_error_body(&v, "unavailable");
     }
@@ -798,22 +616,8 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     tokio::time::timeout(WAIT, f.metrics.counted(last.seq))
         .await
         .expect("the metrics feed counts the events");
-    call(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1",
-        Some(&f.reader),
-        None,
-    )
-    .await;
-    call(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a2",
-        Some(&f.reader),
-        None,
-    )
-    .await;
+    read(&f, "/api/v1/machines/sn-a1").await;
+    read(&f, "/api/v1/machines/sn-a2").await;
 
     let text = reqwest::get(f.url("/metrics"))
         .await
@@ -845,15 +649,15 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
 /// The exposition passes Prometheus's own linter (`promtool check metrics`, Debian package
 /// `prometheus`); required in CI.
 fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
+    let out = support::with_stdin(
+        std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+        text.as_bytes(),
+    );
+    let out = match out {
+        Ok(out) => out,
         Err(e) => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -863,13 +667,6 @@ fn promtool_accepts(text: &str) {
             return;
         }
     };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "promtool check metrics: {}{}",
@@ -881,7 +678,7 @@ fn promtool_accepts(text: &str) {
 #[tokio::test]
 async fn mayu_compat_routes_keep_mayus_codes() {
     let f = start(false).await;
-    let (s, hosts) = call(&f, Method::GET, "/admin/hosts", Some(&f.reader), None).await;
+    let (s, hosts) = read(&f, "/admin/hosts").await;
     assert_eq!(s, StatusCode::OK);
     let a1 = hosts
         .as_array()
@@ -894,10 +691,7 @@ async fn mayu_compat_routes_keep_mayus_codes() {
     assert_eq!(a1["MacAddresses"][0], "52:54:00:00:00:01");
 
     let c0 = f.commits();
-    let put = |path: &'static str, body: Value| {
-        let f = &f;
-        async move { call(f, Method::PUT, path, Some(&f.admin), Some(body)).await }
-    };
+    let put = |path: &'static str, body: Value| admin(&f, Method::PUT, path, Some(body));
     // Looked up by serial as Mayu did (any case).
     let (s, _) = put(
         "/admin/host/SN-A1/set_provider_id",
@@ -993,17 +787,11 @@ async fn template_renderer_serves_the_live_set() {
     let get = |path: String| {
         let (state, admin) = (state.clone(), admin.clone());
         async move {
-            let resp = mayu::api::router(state)
-                .oneshot(
-                    Request::get(path)
-                        .header("authorization", format!("Bearer {admin}"))
-                        .body(Body::empty())
-                        .unwrap(),
-                )
-                .await
+            let req = Request::get(path)
+                .header("authorization", format!("Bearer {admin}"))
+                .body(Body::empty())
                 .unwrap();
-            let status = resp.status();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let (status, _, body) = support::oneshot(mayu::api::router(state), req).await;
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };

@@ -7,48 +7,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use mayu::events::EventKind;
 use mayu::machine::Phase;
-use support::{wait_for, Lab};
-use tokio_util::sync::CancellationToken;
-
-struct Running {
-    engine: mayu::Engine,
-    addr: SocketAddr,
-    cancel: CancellationToken,
-    services: Option<mayu::services::Services>,
-}
-
-impl Running {
-    async fn start(lab: &Lab) -> Running {
-        let engine = lab.engine();
-        let cancel = CancellationToken::new();
-        let services = mayu::services::start(engine.clone(), cancel.clone())
-            .await
-            .unwrap();
-        Running {
-            engine,
-            addr: services.boot_addr,
-            cancel,
-            services: Some(services),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(mut self) {
-        self.cancel.cancel();
-        if let Some(s) = self.services.take() {
-            tokio::time::timeout(Duration::from_secs(10), s.stopped())
-                .await
-                .expect("services stop");
-        }
-    }
-}
+use support::{wait_for, Lab, Running};
 
 /// A raw request line, so no client normalises `..` away before it reaches the server.
 fn raw_get(addr: SocketAddr, path: &str) -> u16 {
@@ -156,7 +118,7 @@ async fn assets_stream_with_range_and_refuse_traversal() {
     assert_eq!(resp.headers()["content-length"], "100000");
 
     // Every traversal form is a 4xx, and none leaks the file.
-    let addr = r.addr;
+    let addr = r.boot;
     let statuses = tokio::task::spawn_blocking(move || {
         [
             "/assets/../config.yaml",

@@ -7,49 +7,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use mayu::events::EventKind;
-use support::Lab;
+use support::{Lab, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 /// Every wait in these tests is for a condition; this only bounds how long a broken server
 /// can keep a test hanging.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Running {
-    engine: mayu::Engine,
-    boot: SocketAddr,
-    api: SocketAddr,
-    token: String,
-    cancel: CancellationToken,
-    services: Option<mayu::services::Services>,
-}
-
 impl Running {
-    async fn start(lab: &Lab) -> Running {
-        let engine = lab.engine();
-        let cancel = CancellationToken::new();
-        let services = mayu::services::start(engine.clone(), cancel.clone())
-            .await
-            .unwrap();
-        let token = std::fs::read_to_string(services.admin_token_file.as_ref().unwrap())
-            .unwrap()
-            .trim()
-            .to_string();
-        Running {
-            engine,
-            boot: services.boot_addr,
-            api: services.api_addr,
-            token,
-            cancel,
-            services: Some(services),
-        }
-    }
-
     /// The value of one series (`name{labels}` exactly as written) in `/metrics`.
     async fn metric(&self, series: &str) -> u64 {
         let text = reqwest::get(format!("http://{}/metrics", self.api))
@@ -78,15 +47,6 @@ impl Running {
                 "{series} stayed at {v}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.cancel.cancel();
-        if let Some(s) = self.services.take() {
-            tokio::time::timeout(PATIENCE, s.stopped())
-                .await
-                .expect("services stop");
         }
     }
 }
@@ -156,7 +116,7 @@ async fn slow_and_silent_clients_are_disconnected() {
     let req = format!(
         "PATCH /api/v1/machines/m1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"notes\": ",
-        run.token
+        run.token()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let got = String::from_utf8_lossy(&until_closed(&mut s).await).to_string();
@@ -335,7 +295,7 @@ async fn subscribe(run: &Running, last_event_id: Option<u64>) -> TcpStream {
     let req = format!(
         "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Accept: text/event-stream\r\n{resume}\r\n",
-        run.token
+        run.token()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     s

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod images_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,18 +40,35 @@ struct Setup {
 }
 
 impl Setup {
-    fn new() -> Setup {
+    /// A fake vendor on loopback and a signing key; `None` (the test does not run) without gpg.
+    fn new() -> Option<Setup> {
+        if !tools() {
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start();
         let gpg = Gpg::new("vendor");
         let key = dir.path().join("vendor.asc");
         gpg.export(&key);
-        Setup {
+        Some(Setup {
             dir,
             server,
             gpg,
             key,
-        }
+        })
+    }
+
+    /// Flatcar 4081.2.0 published and current: its kernel and initrd.
+    fn publish(&self) -> (Vec<u8>, Vec<u8>) {
+        let files = publish_flatcar(&self.server, &self.gpg, "4081.2.0");
+        set_current(&self.server, "4081.2.0");
+        files
+    }
+
+    /// Serves `reply` for `file` of release 4081.2.0.
+    fn serve(&self, file: &str, reply: Reply) {
+        self.server
+            .set(&format!("/amd64-usr/4081.2.0/{file}"), reply);
     }
 
     fn images(&self) -> std::path::PathBuf {
@@ -64,6 +82,13 @@ impl Setup {
             &mut |_| {},
         )
         .await
+    }
+
+    /// A fetch that fails and lands nothing: its error.
+    async fn refused(&self) -> String {
+        let err = self.fetch(None).await.unwrap_err().to_string();
+        self.assert_nothing_landed("4081.2.0");
+        err
     }
 
     /// Nothing under the final name, no temp folder left.
@@ -84,12 +109,8 @@ fn sha(data: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_good_flatcar_release_lands_verified_and_recorded() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    let (kernel, initrd) = publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    let (kernel, initrd) = s.publish();
 
     let Outcome::Fetched { record, dir } = s.fetch(None).await.unwrap() else {
         panic!("expected a fetch");
@@ -160,62 +181,41 @@ async fn a_good_flatcar_release_lands_verified_and_recorded() {
 
 #[tokio::test]
 async fn a_tampered_file_leaves_nothing_and_says_bad_signature() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    let (_, mut initrd) = publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    let (_, mut initrd) = s.publish();
     initrd[1000] ^= 0xff;
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{}", images_support::INITRD),
-        Reply::Body(initrd),
-    );
-    let err = s.fetch(None).await.unwrap_err().to_string();
+    s.serve(images_support::INITRD, Reply::Body(initrd));
+    let err = s.refused().await;
     assert!(err.contains(images_support::INITRD), "{err}");
     assert!(err.contains("bad signature"), "{err}");
-    s.assert_nothing_landed("4081.2.0");
 }
 
 #[tokio::test]
 async fn a_signature_by_another_key_is_refused() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     let impostor = Gpg::new("impostor");
     publish_flatcar(&s.server, &impostor, "4081.2.0");
     set_current(&s.server, "4081.2.0");
-    let err = s.fetch(None).await.unwrap_err().to_string();
+    let err = s.refused().await;
     assert!(err.contains("not in the trusted keyring"), "{err}");
-    s.assert_nothing_landed("4081.2.0");
 }
 
 #[tokio::test]
 async fn garbage_for_a_signature_is_refused() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{}.sig", images_support::KERNEL),
+    let Some(s) = Setup::new() else { return };
+    s.publish();
+    s.serve(
+        &format!("{}.sig", images_support::KERNEL),
         Reply::Body(b"this is no signature".to_vec()),
     );
-    let err = s.fetch(None).await.unwrap_err().to_string();
+    let err = s.refused().await;
     assert!(err.contains("not a valid signature"), "{err}");
-    s.assert_nothing_landed("4081.2.0");
 }
 
 #[tokio::test]
 async fn without_a_key_the_shipped_flatcar_key_must_have_signed() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    s.publish();
     let mut req = request(&s.server, &s.key, None);
     req.key = None;
     let err = fetch(&s.images(), &req, &mut |_| {})
@@ -228,14 +228,10 @@ async fn without_a_key_the_shipped_flatcar_key_must_have_signed() {
 
 #[tokio::test]
 async fn a_truncated_transfer_leaves_nothing_and_says_so() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    let (_, initrd) = publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{}", images_support::INITRD),
+    let Some(s) = Setup::new() else { return };
+    let (_, initrd) = s.publish();
+    s.serve(
+        images_support::INITRD,
         Reply::Short {
             body: initrd[..100_000].to_vec(),
             claimed: initrd.len(),
@@ -251,28 +247,17 @@ async fn a_truncated_transfer_leaves_nothing_and_says_so() {
 
 #[tokio::test]
 async fn a_server_error_leaves_nothing_and_names_the_status() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{}", images_support::KERNEL),
-        Reply::Status(500),
-    );
-    let err = s.fetch(None).await.unwrap_err().to_string();
+    let Some(s) = Setup::new() else { return };
+    s.publish();
+    s.serve(images_support::KERNEL, Reply::Status(500));
+    let err = s.refused().await;
     assert!(err.contains("answered 500"), "{err}");
     assert!(err.contains(images_support::KERNEL), "{err}");
-    s.assert_nothing_landed("4081.2.0");
 }
 
 #[tokio::test]
 async fn a_version_that_is_no_folder_name_is_refused() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     s.server.set(
         "/amd64-usr/current/version.txt",
         Reply::Body(b"FLATCAR_VERSION=../../etc\n".to_vec()),
@@ -284,12 +269,8 @@ async fn a_version_that_is_no_folder_name_is_refused() {
 
 #[tokio::test]
 async fn a_crashed_runs_temp_folder_is_removed_by_the_next_run() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    s.publish();
     // As a killed fetch leaves it: pid 999999999 cannot be alive (above Linux's pid_max).
     let crashed = s.images().join("flatcar/.fetch-999999999-0-4081.2.0");
     std::fs::create_dir_all(&crashed).unwrap();
@@ -305,12 +286,8 @@ async fn a_crashed_runs_temp_folder_is_removed_by_the_next_run() {
 
 #[tokio::test]
 async fn an_unverified_folder_of_the_same_name_is_replaced() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    let (kernel, _) = publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    let (kernel, _) = s.publish();
     let by_hand = s.images().join("flatcar/4081.2.0");
     std::fs::create_dir_all(&by_hand).unwrap();
     std::fs::write(by_hand.join(images_support::KERNEL), b"copied by hand").unwrap();
@@ -382,10 +359,7 @@ fn fcos_request(s: &Setup) -> FetchRequest {
 
 #[tokio::test]
 async fn a_fedora_coreos_release_is_checked_by_sha256_and_signature() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     let blobs = publish_fcos(&s, "42.20250512.3.0", false);
     let Outcome::Fetched { record, dir } = fetch(&s.images(), &fcos_request(&s), &mut |_| {})
         .await
@@ -407,10 +381,7 @@ async fn a_fedora_coreos_release_is_checked_by_sha256_and_signature() {
 
 #[tokio::test]
 async fn a_fedora_coreos_checksum_mismatch_leaves_nothing() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     publish_fcos(&s, "42.20250512.3.0", true);
     let err = fetch(&s.images(), &fcos_request(&s), &mut |_| {})
         .await
@@ -460,10 +431,7 @@ async fn lab_with_two_versions(s: &Setup) -> mayu::Config {
 
 #[tokio::test]
 async fn templates_and_the_asset_route_follow_the_chosen_version() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     let config = lab_with_two_versions(&s).await;
     let engine = mayu::Engine::open(config.clone()).unwrap();
     let reg = |mac: &str| Registration {
@@ -573,10 +541,7 @@ async fn templates_and_the_asset_route_follow_the_chosen_version() {
 
 #[tokio::test]
 async fn check_finds_missing_and_unverified_versions_at_the_image_key() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     let mut config = lab_with_two_versions(&s).await;
     let (errors, _) = mayu::images::check_profiles(&config);
     assert!(errors.is_empty(), "{errors:?}");
@@ -610,10 +575,7 @@ async fn check_finds_missing_and_unverified_versions_at_the_image_key() {
 
 #[tokio::test]
 async fn start_warns_about_machines_pinned_to_a_missing_or_unverified_version() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
+    let Some(s) = Setup::new() else { return };
     let config = lab_with_two_versions(&s).await;
     std::fs::create_dir_all(s.images().join("flatcar/5.0.0")).unwrap();
     let engine = mayu::Engine::open(config.clone()).unwrap();
@@ -680,24 +642,17 @@ fn the_shipped_keys_dearmor_as_gpg_does_and_have_the_pinned_fingerprints() {
     ] {
         let home = tempfile::tempdir().unwrap();
         let run = |args: &[&str]| {
-            let mut child = std::process::Command::new("gpg")
-                .arg("--homedir")
-                .arg(home.path())
-                .arg("--batch")
-                .args(args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
+            let out = support::with_stdin(
+                std::process::Command::new("gpg")
+                    .arg("--homedir")
+                    .arg(home.path())
+                    .arg("--batch")
+                    .args(args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null()),
+                text.as_bytes(),
+            )
+            .unwrap();
             assert!(out.status.success());
             out.stdout
         };
@@ -760,12 +715,8 @@ fn a_pin_must_be_a_version_name() {
 
 #[tokio::test]
 async fn a_binary_key_file_works_as_well_as_an_armored_one() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    s.publish();
     let binary = s.dir.path().join("vendor.gpg");
     let out = std::process::Command::new("gpg")
         .arg("--homedir")
@@ -787,12 +738,8 @@ async fn a_binary_key_file_works_as_well_as_an_armored_one() {
 
 #[tokio::test]
 async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() {
-    if !tools() {
-        return;
-    }
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let Some(s) = Setup::new() else { return };
+    s.publish();
     let disk: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let name = mayu::images::fetch::FLATCAR_DISK_IMAGE;
     s.server.set(
@@ -816,9 +763,8 @@ async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() 
     assert!(dir.join(format!("{name}.sig")).is_file());
 
     // A tampered disk image lands nothing, like any other file.
-    let s = Setup::new();
-    publish_flatcar(&s.server, &s.gpg, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
+    let s = Setup::new().unwrap();
+    s.publish();
     let mut bad = disk.clone();
     bad[10] ^= 1;
     s.server
