@@ -2,34 +2,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
-fn mayu() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mayu"))
-}
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+use support::{check, copy_shipped, mayu, repo, succeeded};
 
 /// A copy of the shipped config, templates and images in a temp folder.
 fn lab(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [
-        "templates",
-        "templates/snippets",
-        "images/flatcar",
-        "images/discovery",
-    ] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(repo().join(sub)).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    copy_shipped(dir.path());
     let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
     std::fs::write(dir.path().join("config.yaml"), edit(text)).unwrap();
     fill_tftproot(dir.path(), 0o644);
@@ -46,17 +28,8 @@ fn lab(edit: impl Fn(String) -> String) -> tempfile::TempDir {
 #[test]
 fn check_accepts_the_shipped_config_once_its_images_are_there() {
     let dir = lab(|t| t);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = check(dir.path(), None);
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("profile    control-plane    quantity 3"),
         "{stdout}"
@@ -77,11 +50,7 @@ fn check_refuses_the_shipped_config_while_its_images_are_empty() {
         }
     }
     let cfg = dir.path().join("config.yaml");
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check(dir.path(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -112,11 +81,7 @@ fn check_refuses_the_shipped_config_while_its_images_are_empty() {
 fn check_names_the_line_of_an_unknown_key() {
     let dir = lab(|t| t.replace("  domain: lab\n", "  domain: lab\n  colour: blue\n"));
     let cfg = dir.path().join("config.yaml");
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check(dir.path(), None);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = std::fs::read_to_string(&cfg)
@@ -142,11 +107,7 @@ fn check_names_a_broken_template() {
         "#!ipxe\n\nkernel {{ urls.assets }/vmlinuz\n",
     )
     .unwrap();
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
+    let out = check(dir.path(), None);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("discovery.ipxe:3:"), "{stderr}");
@@ -170,11 +131,7 @@ fn import_then_render_a_machine() {
         .arg(&cluster)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported abc1"));
 
     let out = mayu()
@@ -183,11 +140,7 @@ fn import_then_render_a_machine() {
         .args(["--mac", "00:16:3e:aa:bb:01", "--template", "ignition"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ignition"]["version"], "3.3.0");
     assert!(String::from_utf8_lossy(&out.stdout).contains("data:,node-1"));
@@ -218,11 +171,7 @@ fn fill_tftproot(dir: &Path, mode: u32) {
 fn check_refuses_boot_programs_dnsmasq_cannot_serve() {
     let dir = lab(|t| t);
     fill_tftproot(dir.path(), 0o600);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
+    let out = check(dir.path(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("tftproot:"), "{stderr}");
@@ -230,16 +179,8 @@ fn check_refuses_boot_programs_dnsmasq_cannot_serve() {
     assert!(stderr.contains("chmod a+r"), "{stderr}");
 
     fill_tftproot(dir.path(), 0o644);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = check(dir.path(), None);
+    succeeded(&out);
 }
 
 /// A folder standing in for Debian's `/usr/lib/ipxe` (`MAYU_IPXE_DIR`).
@@ -256,18 +197,8 @@ fn check_says_an_empty_tftproot_is_filled_at_start() {
     let dir = lab(|t| t);
     std::fs::remove_dir_all(dir.path().join("tftproot")).unwrap();
     let source = ipxe_source(&["undionly.kpxe", "ipxe.efi", "snponly.efi"]);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .env("MAYU_IPXE_DIR", source.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = check(dir.path(), Some(source.path()));
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains(&format!(
             "lacks undionly.kpxe, ipxe.efi; mayu copies them from {} at start",
@@ -284,12 +215,7 @@ fn check_refuses_missing_programs_nothing_can_fill() {
     let dir = lab(|t| t.replace("  domain: lab\n", "  domain: lab\n  uefi_snponly: true\n"));
     // The package copy has no snponly.efi: only the operator can provide it.
     let source = ipxe_source(&["undionly.kpxe", "ipxe.efi"]);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .env("MAYU_IPXE_DIR", source.path())
-        .output()
-        .unwrap();
+    let out = check(dir.path(), Some(source.path()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -301,12 +227,7 @@ fn check_refuses_missing_programs_nothing_can_fill() {
     // Without the folder at all, and nothing to fill it from.
     std::fs::remove_dir_all(dir.path().join("tftproot")).unwrap();
     let empty = ipxe_source(&[]);
-    let out = mayu()
-        .args(["check", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .env("MAYU_IPXE_DIR", empty.path())
-        .output()
-        .unwrap();
+    let out = check(dir.path(), Some(empty.path()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("tftproot: TFTP root"), "{stderr}");

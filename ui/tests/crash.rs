@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,26 +16,10 @@ use std::time::Duration;
 
 use mayu::machine::{Mac, MachineId};
 use rand::{Rng, SeedableRng};
+use support::{copy_dir, repo};
 
 const ROUNDS: usize = 20;
 const WRITERS: usize = 4;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
 
 /// The shipped config in a temp folder: loopback ports the OS picks, no DHCP.
 fn lab() -> tempfile::TempDir {

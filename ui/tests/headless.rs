@@ -4,46 +4,18 @@
 // Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, repo};
 
 #[test]
 fn headless_serves_logs_to_stdout_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [
-        "templates",
-        "templates/snippets",
-        "images/flatcar",
-        "images/discovery",
-    ] {
-        let from = repo().join(sub);
-        if !from.is_dir() {
-            continue;
-        }
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    support::copy_shipped(dir.path());
     let boot = free_port();
     let text = std::fs::read_to_string(repo().join("config.yaml"))
         .unwrap()

@@ -6,50 +6,23 @@
 // Test helpers may unwrap: a panic is the failure report (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::{free_port, repo};
 
 const OPERATOR: &str = "e2e-operator";
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn free_port() -> u16 {
-    // bind to port 0, read the port, release it for mayu
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The shipped config and templates in a temp folder (images used in place), on loopback ports, assignment
 /// by hand, no DHCP (no dnsmasq needed) and a fixed operator name.
 fn lab(boot: u16, api: u16) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [
-        "templates",
-        "templates/snippets",
-        "images/flatcar",
-        "images/discovery",
-    ] {
-        let from = repo().join(sub);
-        if !from.is_dir() {
-            continue;
-        }
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    support::copy_shipped(dir.path());
     let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
     let edited = text
         .replace("boot: 0.0.0.0:4081", &format!("boot: 127.0.0.1:{boot}"))
@@ -310,7 +283,21 @@ fn register_see_and_assign_a_machine_in_the_console() {
         s.contains(OPERATOR) && s.contains("assigned to worker")
     });
 
+    // the machine is booting (assigned, asked for its script a moment ago): q asks first,
+    // naming how many, and n keeps the services running
     tmux.keys(&["q"]);
+    tmux.wait_for("the quit question", |s| {
+        s.contains("1 machine is booting; stop DHCP, TFTP and HTTP for all? y/N")
+    });
+    tmux.keys(&["n"]);
+    tmux.wait_for("the question to close", |s| s.contains("Quit: cancelled"));
+    let reply = http_get(boot, "/ipxe?mac=52:54:00:e2:e0:01");
+    assert!(reply.starts_with("HTTP/1.1 200"), "still serving: {reply}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("the quit question again", |s| {
+        s.contains("stop DHCP, TFTP and HTTP")
+    });
+    tmux.keys(&["y"]);
     let code = wait_exit(&tmux, &status, lab.path());
     assert_eq!(code, "0", "{}\n{}", tmux.screen(), logs_of(lab.path()));
     assert_eq!(
@@ -318,6 +305,279 @@ fn register_see_and_assign_a_machine_in_the_console() {
         "0",
         "the terminal was restored"
     );
+}
+
+/// The admin API's view of one machine.
+fn api_machine(lab: &Path, api: u16, id: &str) -> serde_json::Value {
+    let secret = std::fs::read_to_string(lab.join("tokens.json.admin")).unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", secret.trim());
+    let reply = request(api, &format!("/api/v1/machines/{id}"), &auth);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    serde_json::from_str(reply.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// Unassign and reinstall ask first, naming the machine; `n` changes nothing, `y` does it.
+/// `z` takes back the last assignment made in this session and says what it undid.
+#[test]
+fn destructive_keys_ask_and_z_undoes_an_assignment() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, status) = launch(lab.path());
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    let reply = http_get(
+        boot,
+        "/ipxe?mac=52:54:00:e2:e0:11&serial=E2E-0011&arch=x86_64",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    tmux.wait_for("the machine on screen", |s| s.contains("e2e-0011"));
+    let inventory = lab.path().join("inventory");
+
+    // nothing to undo yet
+    tmux.keys(&["z"]);
+    tmux.wait_for("nothing to undo", |s| s.contains("nothing to undo"));
+
+    // the picker starts on control-plane (it has room); Enter assigns
+    tmux.keys(&["a"]);
+    tmux.wait_for("the assign dialog", |s| s.contains("Assign e2e-0011"));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the assignment", |s| {
+        s.contains("assign e2e-0011 to control-plane: done")
+    });
+    wait_for_commit(&inventory, "e2e-0011: assigned to control-plane");
+
+    // z: back to no profile, in the inventory and its history
+    tmux.keys(&["z"]);
+    tmux.wait_for("the undo", |s| {
+        s.contains("undo assign e2e-0011 to control-plane (e2e-0011 unassigned): done")
+    });
+    wait_for_commit(&inventory, "e2e-0011: unassigned from control-plane");
+    assert!(api_machine(lab.path(), api, "e2e-0011")["profile"].is_null());
+    tmux.keys(&["z"]);
+    tmux.wait_for("nothing left to undo", |s| s.contains("nothing to undo"));
+
+    // to worker (second in the picker), then reinstall: asked, refused, asked, done
+    tmux.keys(&["a"]);
+    tmux.wait_for("the assign dialog", |s| s.contains("Assign e2e-0011"));
+    tmux.keys(&["Down"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the assignment", |s| {
+        s.contains("assign e2e-0011 to worker: done")
+    });
+    tmux.keys(&["r"]);
+    tmux.wait_for("the reinstall question", |s| {
+        s.contains("Reinstall e2e-0011? y/N")
+    });
+    tmux.keys(&["n"]);
+    tmux.wait_for("the question to close", |s| {
+        !s.contains("Reinstall e2e-0011?")
+    });
+    tmux.keys(&["r"]);
+    tmux.wait_for("the reinstall question", |s| {
+        s.contains("Reinstall e2e-0011? y/N")
+    });
+    tmux.keys(&["y"]);
+    tmux.wait_for("the reinstall", |s| s.contains("reinstall e2e-0011: done"));
+    wait_for_commit(&inventory, "e2e-0011: reinstall requested");
+    assert_eq!(api_machine(lab.path(), api, "e2e-0011")["reinstall"], true);
+
+    // unassign: n leaves it in worker, y takes it out
+    tmux.keys(&["u"]);
+    tmux.wait_for("the unassign question", |s| {
+        s.contains("Unassign e2e-0011? y/N")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the question to close", |s| {
+        !s.contains("Unassign e2e-0011?")
+    });
+    assert_eq!(
+        api_machine(lab.path(), api, "e2e-0011")["profile"],
+        "worker"
+    );
+    tmux.keys(&["u"]);
+    tmux.wait_for("the unassign question", |s| {
+        s.contains("Unassign e2e-0011? y/N")
+    });
+    tmux.keys(&["y"]);
+    tmux.wait_for("the unassignment", |s| {
+        s.contains("unassign e2e-0011: done")
+    });
+    let (author, _) = wait_for_commit(&inventory, "e2e-0011: unassigned from worker");
+    assert_eq!(author, OPERATOR);
+    assert!(api_machine(lab.path(), api, "e2e-0011")["profile"].is_null());
+
+    // nothing is booting now (it waits): q quits at once
+    tmux.keys(&["q"]);
+    assert_eq!(wait_exit(&tmux, &status, lab.path()), "0");
+}
+
+/// The machines listed in the machines table (the left pane), top to bottom.
+fn table_ids(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            let row = l.split_once('│')?.1;
+            let row = row.strip_prefix('▶').or_else(|| row.strip_prefix(' '))?;
+            let row = row
+                .strip_prefix("✓ ")
+                .or_else(|| row.strip_prefix("✚ "))
+                .unwrap_or(row);
+            // a row starts with its id; the header (ID) and the empty state have no digits
+            let id = row.split_whitespace().next()?;
+            (id != "ID" && id.chars().any(|c| c.is_ascii_digit())).then(|| id.to_string())
+        })
+        .collect()
+}
+
+/// Registers machines `e2e-NNNN` (serial `E2E-NNNN`) as iPXE would, and waits for them all on
+/// screen.
+fn register(tmux: &Tmux, boot: u16, numbers: &[u32]) {
+    for n in numbers {
+        let reply = http_get(
+            boot,
+            &format!(
+                "/ipxe?mac=52:54:00:e2:{:02x}:{:02x}&serial=E2E-{n:04}&arch=x86_64",
+                n / 256,
+                n % 256
+            ),
+        );
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let want: Vec<String> = numbers.iter().map(|n| format!("e2e-{n:04}")).collect();
+    tmux.wait_for("the machines on screen", |s| {
+        let ids = table_ids(s);
+        want.iter().all(|w| ids.contains(w))
+    });
+}
+
+/// Space marks machines (visibly); `a`, `e` and `r` then act on all of them: one assignment,
+/// one rack with units counted up, one reinstall (asked first, naming the count); `z` takes
+/// the bulk assignment back as one.
+#[test]
+fn marked_machines_are_assigned_racked_and_reinstalled_together() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, status) = launch(lab.path());
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    register(&tmux, boot, &[21, 22, 23]);
+    let inventory = lab.path().join("inventory");
+    let profile = |id: &str| api_machine(lab.path(), api, id)["profile"].clone();
+
+    // the first row is selected: Space marks it and moves on
+    tmux.keys(&["g", "Space", "Space"]);
+    let s = tmux.wait_for("two marked", |s| s.contains("2 marked"));
+    assert!(s.contains("✓ e2e-0021") && s.contains("✓ e2e-0022"), "{s}");
+    assert!(!s.contains("✓ e2e-0023"), "{s}");
+
+    tmux.keys(&["a"]);
+    tmux.wait_for("the bulk picker", |s| {
+        s.contains("Assign 2 machines (e2e-0021, e2e-0022)")
+    });
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the bulk assignment", |s| {
+        s.contains("assign 2 machines to control-plane: done")
+    });
+    for id in ["e2e-0021", "e2e-0022"] {
+        let (author, _) = wait_for_commit(&inventory, &format!("{id}: assigned to control-plane"));
+        assert_eq!(author, OPERATOR);
+        assert_eq!(profile(id), "control-plane");
+    }
+    assert!(profile("e2e-0023").is_null());
+    // the marks have served
+    tmux.wait_for("the marks gone", |s| !s.contains("✓ e2e-"));
+
+    // all three into rack r7 from unit 20, in table order
+    tmux.keys(&["g", "Space", "Space", "Space"]);
+    tmux.wait_for("three marked", |s| s.contains("3 marked"));
+    tmux.keys(&["e"]);
+    tmux.wait_for("the bulk rack form", |s| s.contains("Rack for 3 machines"));
+    tmux.keys(&["r", "7", "Tab", "2", "0", "Enter"]);
+    tmux.wait_for("the racks", |s| s.contains("rack r7 for 3 machines: done"));
+    for (id, unit) in [("e2e-0021", 20), ("e2e-0022", 21), ("e2e-0023", 22)] {
+        let m = api_machine(lab.path(), api, id);
+        assert_eq!(m["rack"]["rack"], "r7", "{m}");
+        assert_eq!(m["rack"]["unit"], unit, "{m}");
+    }
+
+    // reinstall the two assigned ones: asked, naming the count
+    tmux.keys(&["g", "Space", "Space", "r"]);
+    tmux.wait_for("the bulk reinstall question", |s| {
+        s.contains("Reinstall 2 machines (e2e-0021, e2e-0022)? y/N")
+    });
+    tmux.keys(&["y"]);
+    tmux.wait_for("the reinstalls", |s| {
+        s.contains("reinstall 2 machines: done")
+    });
+    for id in ["e2e-0021", "e2e-0022"] {
+        wait_for_commit(&inventory, &format!("{id}: reinstall requested"));
+        assert_eq!(api_machine(lab.path(), api, id)["reinstall"], true);
+    }
+
+    // z: the bulk assignment back as one
+    tmux.keys(&["z"]);
+    tmux.wait_for("the undo", |s| {
+        s.contains("undo assign 2 machines to control-plane (e2e-0021 unassigned, e2e-0022")
+    });
+    tmux.wait_for("the undo to land", |s| s.contains("unassigned): done"));
+    for id in ["e2e-0021", "e2e-0022"] {
+        wait_for_commit(&inventory, &format!("{id}: unassigned from control-plane"));
+        assert!(profile(id).is_null());
+    }
+    tmux.keys(&["q"]);
+    assert_eq!(wait_exit(&tmux, &status, lab.path()), "0");
+}
+
+/// The filter looks in rack, notes and serial as well as ids: a rack and a note set with the
+/// edit form, and a serial, each find their machine alone. Ids sort as people count.
+#[test]
+fn the_filter_finds_machines_by_rack_notes_and_serial() {
+    let (boot, api) = (free_port(), free_port());
+    let lab = lab(boot, api);
+    let (tmux, status) = launch(lab.path());
+    tmux.wait_for("the empty console", |s| s.contains("No machines yet"));
+    register(&tmux, boot, &[100, 9, 10]);
+    // a serial that is not its id: `SN 7/ABC` is machine `sn_7_abc`
+    let reply = http_get(boot, "/ipxe?mac=52:54:00:e2:ff:07&serial=SN%207%2FABC");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let s = tmux.wait_for("four machines", |s| table_ids(s).len() == 4);
+    assert_eq!(
+        table_ids(&s),
+        vec!["e2e-0009", "e2e-0010", "e2e-0100", "sn_7_abc"],
+        "{s}"
+    );
+
+    // e2e-0010: rack rk9 unit 4, a note
+    tmux.keys(&["g", "Down", "e"]);
+    tmux.wait_for("the edit form", |s| s.contains("Edit e2e-0010"));
+    tmux.keys(&["Tab", "r", "k", "9", "Tab", "4", "Tab"]);
+    tmux.keys(&["-l", "loose fan"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the edit", |s| s.contains("edit e2e-0010: done"));
+    let m = api_machine(lab.path(), api, "e2e-0010");
+    assert_eq!(m["notes"], "loose fan", "{m}");
+
+    for (typed, found) in [
+        ("rk9 u4", "e2e-0010"),
+        ("LOOSE", "e2e-0010"),
+        ("e2e-0100", "e2e-0100"),
+        ("7/abc", "sn_7_abc"),
+    ] {
+        tmux.keys(&["/"]);
+        let s = tmux.wait_for("the filter line", |s| s.contains("Enter keep filter"));
+        assert!(
+            !s.contains("next field"),
+            "the edit form's hint in filter mode:\n{s}"
+        );
+        tmux.keys(&["-l", typed]);
+        tmux.keys(&["Enter"]);
+        let s = tmux.wait_for(&format!("/{typed} to narrow the table"), |s| {
+            s.contains(&format!("1 of 4 /{typed}"))
+        });
+        assert_eq!(table_ids(&s), vec![found.to_string()], "/{typed}:\n{s}");
+        tmux.keys(&["Escape"]);
+        tmux.wait_for("the filter cleared", |s| table_ids(s).len() == 4);
+    }
+    tmux.keys(&["q"]);
+    assert_eq!(wait_exit(&tmux, &status, lab.path()), "0");
 }
 
 /// The first minute on a machine without the boot interface: the header says in one line why
