@@ -320,6 +320,16 @@ impl Client {
         self.call(Client::machine_path(id))
     }
 
+    /// A machine's boot timeline (or an unregistered MAC's), oldest boot first.
+    pub fn timeline(&self, key: &str) -> Call<'_, crate::api::timeline::TimelineAnswer> {
+        self.call(format!("{}/timeline", Client::machine_path(key)))
+    }
+
+    /// MACs seen by DHCP that are no machine yet, most recently heard first.
+    pub fn unregistered(&self) -> Call<'_, Vec<crate::engine::Unregistered>> {
+        self.call("/api/v1/unregistered".into())
+    }
+
     /// A machine's audit trail, newest first.
     pub fn history(&self, id: &str) -> Call<'_, Vec<HistoryEntry>> {
         self.call(format!("{}/history", Client::machine_path(id)))

@@ -69,6 +69,21 @@ pub enum EventKind {
     Ignored {
         client: crate::engine::IgnoredClient,
     },
+    /// a step recorded in a boot timeline (`crate::timeline`): of machine `id`, or of `mac`
+    /// while no machine has it; `boot` is the timeline's boot number it went to.
+    TimelineStep {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<MachineId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac: Option<Mac>,
+        boot: u32,
+        step: crate::timeline::Step,
+    },
+    /// the steps recorded under `mac` joined machine `id`'s timeline (it registered).
+    TimelineMerged {
+        mac: Mac,
+        id: MachineId,
+    },
     /// a DHCP exchange seen in dnsmasq's log.
     Dhcp {
         message: String,
@@ -215,6 +230,24 @@ impl Event {
                     .map(|v| format!(" ({v})"))
                     .unwrap_or_default()
             ),
+            EventKind::TimelineStep {
+                id,
+                mac,
+                boot,
+                step,
+            } => {
+                let who = match (id, mac) {
+                    (Some(id), _) => id.to_string(),
+                    (None, Some(mac)) => format!("unregistered {mac}"),
+                    (None, None) => "unknown".into(),
+                };
+                format!("{who}: boot {boot}: {} {}", step.kind.as_str(), step.detail)
+                    .trim_end()
+                    .to_string()
+            }
+            EventKind::TimelineMerged { mac, id } => {
+                format!("{id}: the steps of {mac} before it registered joined its timeline")
+            }
             EventKind::Dhcp {
                 message,
                 mac,
@@ -296,9 +329,10 @@ impl Event {
             }
             EventKind::MachineRetired { id, .. }
             | EventKind::Stalled { id, .. }
+            | EventKind::TimelineMerged { id, .. }
             | EventKind::StallEnded { id, .. }
             | EventKind::Power { id, .. } => Some(id),
-            EventKind::BootStep { id, .. } => id.as_ref(),
+            EventKind::BootStep { id, .. } | EventKind::TimelineStep { id, .. } => id.as_ref(),
             EventKind::Tftp { machine, .. } => machine.as_ref(),
             _ => None,
         }

@@ -26,6 +26,7 @@ pub mod selector;
 pub mod services;
 pub mod templates;
 pub mod text;
+pub mod timeline;
 pub mod tokens;
 
 pub use config::Config;

@@ -1040,3 +1040,139 @@ async fn an_ignored_client_is_listed_then_enrolled_and_answered() {
     assert_eq!(*r.pid.borrow(), Some(pid), "dnsmasq was restarted");
     r.stop().await;
 }
+
+#[tokio::test]
+async fn dhcp_and_tftp_steps_join_the_timeline_from_the_first_packet() {
+    let Some(lab) = Lab::new(true) else { return };
+    let mut r = start(&lab, lab.config("", ""), |_| {});
+    r.running().await;
+    let mac: Mac = CLIENT_MAC.parse().expect("mac");
+    // The client takes the leased address as its only one, so its TFTP comes from it.
+    let script = lab.path().join("bound.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && ip addr flush dev \"$interface\" && ip addr add \"$ip/24\" dev \"$interface\"\nexit 0\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = script.to_str().expect("utf-8");
+    let vendor = "PXEClient:Arch:00000:UNDI:002001";
+    let (ok, out) = lab
+        .client(&[
+            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "6", "-T", "1", "-V", vendor,
+            "-s", script,
+        ])
+        .await;
+    assert!(ok, "no lease:\n{out}");
+    r.wait_for("the ACK in the MAC's timeline", |k| {
+        matches!(k, EventKind::TimelineStep { mac: Some(m), id: None, step, .. }
+            if *m == mac && step.detail.starts_with("DHCPACK"))
+    })
+    .await;
+    let got = lab.path().join("got.kpxe");
+    let (ok, out) = lab
+        .client(&[
+            "tftp",
+            "-m",
+            "binary",
+            "10.77.0.1",
+            "-c",
+            "get",
+            "undionly.kpxe",
+            got.to_str().expect("utf-8"),
+        ])
+        .await;
+    assert!(ok, "tftp failed:\n{out}");
+    r.wait_for("the TFTP step under the MAC", |k| {
+        matches!(k, EventKind::TimelineStep { mac: Some(m), step, .. }
+            if *m == mac && step.kind == mayu::timeline::StepKind::Tftp)
+    })
+    .await;
+    let unregistered = r.engine.unregistered();
+    assert_eq!(unregistered.len(), 1, "{unregistered:?}");
+    assert_eq!(unregistered[0].mac, mac);
+
+    // It registers (its iPXE script request): what DHCP and TFTP saw joins its boot 1, first.
+    let m = r
+        .engine
+        .register(
+            mayu::engine::Registration {
+                mac: Some(mac),
+                ..Default::default()
+            },
+            mayu::machine::Phase::Ipxe,
+        )
+        .expect("register");
+    r.wait_for("the merge", |k| {
+        matches!(k, EventKind::TimelineMerged { .. })
+    })
+    .await;
+    r.engine.boot_step(
+        Some(&m.id),
+        mayu::machine::Phase::Ipxe,
+        "script".into(),
+        None,
+        None,
+    );
+    r.engine.boot_step(
+        Some(&m.id),
+        mayu::machine::Phase::Kernel,
+        "vmlinuz".into(),
+        None,
+        None,
+    );
+    assert!(r.engine.unregistered().is_empty());
+    let t = r.engine.timeline(&m.id);
+    assert_eq!(t.boots.len(), 1, "{t:?}");
+    let kinds: Vec<&str> = t.boots[0].steps.iter().map(|s| s.kind.as_str()).collect();
+    let first_tftp = kinds.iter().position(|k| *k == "tftp").expect("tftp step");
+    let ipxe = kinds.iter().position(|k| *k == "ipxe").expect("ipxe step");
+    assert_eq!(kinds[0], "dhcp", "{kinds:?}");
+    assert!(first_tftp < ipxe && ipxe < kinds.len() - 1, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"kernel"));
+
+    // Powered on again: the firmware's DHCP opens boot 2; boot 1 keeps its steps.
+    let (ok, out) = lab
+        .client(&[
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-t",
+            "6",
+            "-T",
+            "1",
+            "-V",
+            vendor,
+            "-s",
+            "/bin/true",
+        ])
+        .await;
+    assert!(ok, "no lease the second time:\n{out}");
+    let ev = r
+        .wait_for("a step of boot 2", |k| {
+            matches!(
+                k,
+                EventKind::TimelineStep {
+                    id: Some(_),
+                    boot: 2,
+                    ..
+                }
+            )
+        })
+        .await;
+    let EventKind::TimelineStep { id, step, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(id.as_ref(), Some(&m.id));
+    assert_eq!(step.kind, mayu::timeline::StepKind::Dhcp);
+    let t = r.engine.timeline(&m.id);
+    assert_eq!(t.boots.len(), 2);
+    assert_eq!(
+        t.boots[0].steps.last().map(|s| s.kind.as_str()),
+        Some("kernel")
+    );
+    r.stop().await;
+}

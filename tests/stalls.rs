@@ -169,6 +169,19 @@ async fn a_stall_reaches_events_sse_api_mayuctl_and_metrics_and_clears() {
     assert_eq!(only.lines().count(), 1, "{only}");
     assert!(only.starts_with(ID), "{only}");
 
+    // Its timeline over the API: the held poll and the profile's script, in order, boot 1.
+    let text = mayuctl(api, &token_file, &["timeline", ID]);
+    assert!(text.starts_with("boot 1"), "{text}");
+    let held = text.find("held").expect("the held step");
+    let served = text
+        .find("profile worker script served")
+        .expect("the profile step");
+    assert!(held < served, "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&mayuctl(api, &token_file, &["timeline", ID, "--json"])).unwrap();
+    assert_eq!(v["id"], ID, "{v}");
+    assert_eq!(v["boots"][0]["steps"][0]["kind"], "ipxe", "{v}");
+
     // Metrics: the gauge and the counter, in a form Prometheus accepts.
     let (st, text) = get(api, "/metrics");
     assert_eq!(st, 200);

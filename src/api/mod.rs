@@ -19,6 +19,8 @@
 //! | `POST /api/v1/machines/{id}/power` | admin | `{"action": "on|off|cycle|status|reinstall"}` over the BMC |
 //! | `DELETE /api/v1/machines/{id}` | admin | retire |
 //! | `GET /api/v1/machines/{id}/history` | read | git log of the machine's file |
+//! | `GET /api/v1/machines/{id or MAC}/timeline` | read | this boot and the previous ones, every step in order |
+//! | `GET /api/v1/unregistered` | read | MACs seen by DHCP that are no machine yet, with their steps |
 //! | `GET /api/v1/machines/{id}/render/{kind}` | admin | rendered template |
 //! | `GET /api/v1/profiles`, `/leases`, `/services`, `/templates` | read | status views |
 //! | `GET /api/v1/events` | read | Server-Sent Events; resume with `Last-Event-ID` or `?after=` |
@@ -39,6 +41,7 @@ pub mod machines;
 pub mod power;
 pub mod render;
 pub mod responses;
+pub mod timeline;
 pub mod tls;
 
 use std::sync::Arc;
@@ -250,6 +253,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", get(ready))
         .route("/machines", get(machines::list).post(enrol::add))
         .route("/ignored", get(enrol::ignored))
+        .route("/unregistered", get(timeline::unregistered))
+        .route("/machines/{id}/timeline", get(timeline::show))
         .route(
             "/machines/{id}",
             get(machines::show)

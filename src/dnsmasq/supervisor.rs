@@ -8,7 +8,9 @@
 //! quietly every [`Options::recheck`] and announced again only when the reason changes, so a
 //! fresh clone shows one clear line instead of a restart every few seconds.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ use crate::engine::Engine;
 use crate::events::EventKind;
 use crate::lease::ServiceProblem;
 use crate::lease::ServiceStatus;
-use crate::machine::Phase;
+use crate::machine::Mac;
 
 /// The service name in `engine.services()` and in `Service` events.
 pub const SERVICE: &str = "dnsmasq";
@@ -376,6 +378,7 @@ impl Supervisor {
             hup_sent: false,
             problem: None,
             hosts_count: hosts.borrow_and_update().count,
+            recent_clients: HashMap::new(),
         };
         let mut lines_open = true;
         let status = loop {
@@ -451,9 +454,22 @@ struct ChildRun<'a> {
     problem: Option<String>,
     /// machines in the hostsfile as last written.
     hosts_count: usize,
+    /// the client each address was last offered or acknowledged to: TFTP names only the
+    /// address, often before the lease file has it.
+    recent_clients: HashMap<Ipv4Addr, Mac>,
 }
 
+/// Addresses remembered for TFTP; more than a boot network's range, and bounded.
+const RECENT_CLIENTS: usize = 4096;
+
 impl ChildRun<'_> {
+    fn remember_client(&mut self, ip: Ipv4Addr, mac: Mac) {
+        if self.recent_clients.len() >= RECENT_CLIENTS && !self.recent_clients.contains_key(&ip) {
+            self.recent_clients.clear();
+        }
+        self.recent_clients.insert(ip, mac);
+    }
+
     fn line(&mut self, line: &str) {
         tracing::debug!(target: "dnsmasq", "{line}");
         for item in self.parser.feed(line) {
@@ -515,13 +531,22 @@ impl ChildRun<'_> {
                     }
                 }
                 let detail = d.detail();
-                let machine = (d.message == "DHCPACK")
-                    .then(|| d.mac.and_then(|mac| self.engine.by_mac(&mac)))
-                    .flatten();
                 let step = match d.ip {
                     Some(ip) => format!("{ip} {detail}"),
                     None => detail.clone(),
                 };
+                // A PXE or HTTP boot client (the firmware, or iPXE) says so in option 60; in
+                // proxy mode dnsmasq logs its exchange as `PXE`.
+                let firmware = d.message == "PXE"
+                    || d.vendor_class
+                        .as_deref()
+                        .is_some_and(|v| v.starts_with("PXEClient") || v.starts_with("HTTPClient"));
+                if let (Some(mac), Some(ip)) = (d.mac, d.ip) {
+                    if matches!(d.message.as_str(), "DHCPOFFER" | "DHCPACK") {
+                        self.remember_client(ip, mac);
+                    }
+                }
+                let (message, mac) = (d.message.clone(), d.mac);
                 self.engine.bus().publish(EventKind::Dhcp {
                     message: d.message,
                     mac: d.mac,
@@ -529,10 +554,10 @@ impl ChildRun<'_> {
                     hostname: d.hostname,
                     detail,
                 });
-                // An ACK is the moment a known machine has its address: its DHCP phase.
-                if let Some(m) = machine {
-                    self.engine
-                        .boot_step(Some(&m.id), Phase::Dhcp, step, None, None);
+                // Into the MAC's timeline from the first packet; an ACK to a known machine is
+                // also its DHCP phase.
+                if let Some(mac) = mac {
+                    self.engine.dhcp_step(mac, &message, step, firmware);
                 }
             }
             LogItem::Tftp(t) => {
@@ -541,14 +566,21 @@ impl ChildRun<'_> {
                     .strip_prefix(&self.tftproot)
                     .map(|p| p.display().to_string())
                     .unwrap_or(t.file);
-                // TFTP carries no MAC: the client's lease says which machine it is.
-                let machine = t.client.parse::<std::net::Ipv4Addr>().ok().and_then(|ip| {
-                    self.engine
-                        .leases()
-                        .into_iter()
-                        .find(|l| l.ip == ip)
-                        .and_then(|l| l.machine)
-                });
+                // TFTP carries no MAC: the address dnsmasq just offered it, or its lease, says
+                // which client (and machine) it is.
+                let ip = t.client.parse::<std::net::Ipv4Addr>().ok();
+                let lease = ip.and_then(|ip| self.engine.leases().into_iter().find(|l| l.ip == ip));
+                let mac = ip
+                    .and_then(|ip| self.recent_clients.get(&ip).copied())
+                    .or(lease.as_ref().map(|l| l.mac));
+                let machine = lease
+                    .and_then(|l| l.machine)
+                    .or_else(|| mac.and_then(|m| self.engine.by_mac(&m)).map(|m| m.id));
+                let step = match t.ok {
+                    true => format!("{file} sent"),
+                    false => format!("{file} failed: {}", t.detail),
+                };
+                self.engine.tftp_step(machine.as_ref(), mac, step);
                 self.engine.bus().publish(EventKind::Tftp {
                     file,
                     machine,

@@ -6,6 +6,7 @@
 mod enrol;
 mod persist;
 pub mod stalls;
+mod steps;
 pub mod tally;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use crate::machine::{
 };
 pub use enrol::{Enrolment, IgnoredClient};
 pub use persist::Ticket;
+pub use steps::{Timelines, Unregistered};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -102,6 +104,8 @@ pub struct Snapshot {
     pub waiting: u32,
     /// DHCP clients ignored as unknown, most recently seen first.
     pub ignored: Vec<IgnoredClient>,
+    /// boot timelines of machines and of MACs that are no machine yet.
+    pub timelines: Timelines,
 }
 
 /// A change decided and visible in memory; [`Written::wait`] or [`Written::durable`] returns
@@ -159,6 +163,10 @@ struct Index {
     stalls: HashMap<MachineId, Stall>,
     /// DHCP clients dnsmasq ignored (unknown MACs under `known_only`), for enrolment.
     ignored: BTreeMap<Mac, IgnoredClient>,
+    /// each machine's boots since start (`crate::timeline`), memory only.
+    timelines: HashMap<MachineId, crate::timeline::Timeline>,
+    /// steps of MACs that are no machine yet, joined to the machine when it appears.
+    unregistered: HashMap<Mac, crate::timeline::Timeline>,
 }
 
 impl Index {
@@ -550,6 +558,7 @@ impl Engine {
                 },
             };
             idx.put(m.clone());
+            self.adopt_steps(&mut idx, &m);
             let ticket = self.queue(&m, &change);
             let kind = if created {
                 EventKind::MachineAdded {
@@ -850,7 +859,9 @@ impl Engine {
     ) {
         let mut idx = self.index();
         if let Some(id) = id {
-            idx.touch(id, phase, OffsetDateTime::now_utc());
+            let now = OffsetDateTime::now_utc();
+            idx.touch(id, phase, now);
+            self.boot_port_step(&mut idx, id, phase, &detail, now);
         }
         let profile = id
             .and_then(|id| idx.machines.get(id))
@@ -930,8 +941,10 @@ impl Engine {
     }
 
     /// Announces a step of a machine whose phase time the same request already recorded
-    /// (`begin_register`): no lock, no lookup.
+    /// (`begin_register`): no lookup, the lock only to add it to the machine's timeline.
     pub fn announce_step(&self, m: &Machine, phase: Phase, detail: String) {
+        let mut idx = self.index();
+        self.boot_port_step(&mut idx, &m.id, phase, &detail, OffsetDateTime::now_utc());
         self.inner.bus.publish(EventKind::BootStep {
             id: Some(m.id.clone()),
             phase,
@@ -1044,6 +1057,7 @@ impl Engine {
             .map(|m| m.id.clone())
             .ok_or_else(|| EngineError::UnknownMachine(key.to_string()))?;
         idx.take(&id);
+        idx.timelines.remove(&id);
         let ticket = self.inner.writer.enqueue(Write {
             id: id.clone(),
             machine: None,
@@ -1066,6 +1080,7 @@ impl Engine {
         m.token = self.inner.key.token(m.id.as_str());
         let mut idx = self.index();
         idx.put(m.clone());
+        self.adopt_steps(&mut idx, &m);
         let ticket = self.queue(
             &m,
             &Change {
@@ -1239,6 +1254,7 @@ fn snapshot_of(config: &Config, idx: &Index) -> Snapshot {
         profiles: tally::profiles(config, &idx.tally),
         waiting: idx.tally.waiting,
         ignored: idx.ignored_now(),
+        timelines: idx.timelines_now(),
     }
 }
 

@@ -27,6 +27,8 @@ fn main() {
             machines,
             profiles: Vec::new(),
             waiting: 10_000,
+            ignored: Vec::new(),
+            timelines: Default::default(),
         },
     );
     for (w, h) in [(80, 24), (200, 60)] {

@@ -64,6 +64,7 @@ fn snapshot(machines: Vec<Machine>) -> Snapshot {
         profiles,
         waiting: t.waiting,
         ignored: Vec::new(),
+        timelines: Default::default(),
     }
 }
 

@@ -61,6 +61,20 @@ pub enum Command {
         #[arg(long)]
         stalled: bool,
     },
+    /// A machine's boots (or an unregistered MAC's): every step in order, with times.
+    Timeline {
+        /// the machine's id, or a MAC
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// MACs seen by DHCP that are no machine yet.
+    Unregistered {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one machine.
     Show {
         id: String,

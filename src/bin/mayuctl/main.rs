@@ -138,6 +138,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
         }
         Command::Show { id, json } => print(client.machine(&id), json, output::machine).await?,
+        Command::Timeline { id, json } => {
+            print(client.timeline(&id), json, |t| {
+                output::timeline(&t.timeline)
+            })
+            .await?
+        }
+        Command::Unregistered { json } => {
+            print(client.unregistered(), json, |u| output::unregistered(u)).await?
+        }
         Command::Assign { id, profile, force } => {
             let patch = MachinePatch {
                 profile: Some(Some(profile)),

@@ -300,6 +300,70 @@ pub fn leases(leases: &[Lease]) -> String {
     )
 }
 
+/// Boots oldest first, each a header (number, start, duration, complete or not) and its steps
+/// with their offset from the boot's start; a repeated step shows its count.
+pub fn timeline(t: &mayu::timeline::Timeline) -> String {
+    if t.boots.is_empty() {
+        return "no boot seen since mayu started".into();
+    }
+    let mut out = Vec::new();
+    for b in &t.boots {
+        let Some(start) = b.started() else { continue };
+        let end = if b.complete() {
+            "complete"
+        } else {
+            "not complete"
+        };
+        out.push(format!(
+            "boot {}  {}  {}  {end}",
+            b.number,
+            time(start),
+            mayu::text::duration(b.duration().as_secs())
+        ));
+        let rows: Vec<Vec<String>> = b
+            .steps
+            .iter()
+            .map(|s| {
+                let offset = (s.at - start).whole_seconds().max(0).unsigned_abs();
+                let count = if s.count > 1 {
+                    format!(" ×{}", s.count)
+                } else {
+                    String::new()
+                };
+                vec![
+                    format!("  +{}", mayu::text::duration(offset)),
+                    s.kind.as_str().to_string(),
+                    format!("{}{count}", s.detail),
+                ]
+            })
+            .collect();
+        out.push(table(&["", "", ""], &rows, false));
+        if b.dropped > 0 {
+            out.push(format!("  … {} more steps not kept", b.dropped));
+        }
+    }
+    out.join("\n")
+}
+
+/// MACs seen by DHCP that are no machine yet.
+pub fn unregistered(list: &[mayu::engine::Unregistered]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|u| {
+            let last = u.timeline.current();
+            vec![
+                u.mac.to_string(),
+                u.last_seen.map(time).unwrap_or_default(),
+                last.map(|b| b.number.to_string()).unwrap_or_default(),
+                last.and_then(|b| b.steps.last())
+                    .map(|s| format!("{} {}", s.kind.as_str(), s.detail))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["MAC", "LAST SEEN", "BOOTS", "LAST STEP"], &rows, true)
+}
+
 /// The ignored DHCP clients: what an operator needs to decide whether to enrol one.
 pub fn ignored(clients: &[mayu::engine::IgnoredClient]) -> String {
     let rows: Vec<Vec<String>> = clients

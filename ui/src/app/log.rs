@@ -76,6 +76,12 @@ fn source_of(kind: &EventKind) -> &'static str {
         EventKind::TemplatesReloaded { .. } => "templates",
         EventKind::Service { .. } => "service",
         EventKind::Log { .. } => "log",
+        EventKind::Stalled { .. } => "stalled",
+        EventKind::StallEnded { .. } => "stall_ended",
+        EventKind::Ignored { .. } => "ignored",
+        EventKind::TimelineStep { .. } => "timeline_step",
+        EventKind::TimelineMerged { .. } => "timeline_merged",
+        EventKind::Power { .. } => "power",
     }
 }
 
@@ -89,7 +95,7 @@ fn level_of(kind: &EventKind) -> Level {
             Severity::Degraded => Level::Warn,
             Severity::Fine => Level::Info,
         },
-        EventKind::Tftp { ok: false, .. } => Level::Warn,
+        EventKind::Tftp { ok: false, .. } | EventKind::Stalled { .. } => Level::Warn,
         _ => Level::Info,
     }
 }
@@ -129,6 +135,10 @@ impl App {
             return;
         }
         self.last_seq = self.last_seq.max(ev.seq);
+        // A timeline step repeats the DHCP, TFTP or boot step already logged.
+        if matches!(ev.kind, EventKind::TimelineStep { .. }) {
+            return;
+        }
         self.push_log(LogLine::new(
             ev.at,
             level_of(&ev.kind),

@@ -393,6 +393,8 @@ fn resync_replaces_the_state_and_says_so() {
                 machines: vec![new_machine("only-one")],
                 profiles: Vec::new(),
                 waiting: 1,
+                ignored: Vec::new(),
+                timelines: Default::default(),
             },
             leases: Vec::new(),
             services: Vec::new(),
@@ -538,4 +540,3 @@ fn boot_complete_takes_the_state_from_the_engine() {
     );
     assert_eq!(app.machines[&r106].state, State::Running);
 }
-                ignored: Vec::new(),

@@ -273,13 +273,14 @@ mod big {
                 machines,
                 profiles: Vec::new(),
                 waiting: 10_000,
+                ignored: Vec::new(),
+                timelines: Default::default(),
             },
         );
         app.select(&"m09000".parse().unwrap());
         let area = Rect::new(0, 0, 80, 24);
         let mut buf = Buffer::empty(area);
         (&AppView {
-                ignored: Vec::new(),
             app: &app,
             now: NOW,
         })
