@@ -941,10 +941,15 @@ impl Engine {
     }
 
     /// Announces a step of a machine whose phase time the same request already recorded
-    /// (`begin_register`): no lookup, the lock only to add it to the machine's timeline.
+    /// (`begin_register`): no lookup, the lock only to add it to the machine's timeline. The
+    /// same script again at once (a held machine polling every few seconds) is counted in the
+    /// timeline, not announced again: one log line, not one per poll.
     pub fn announce_step(&self, m: &Machine, phase: Phase, detail: String) {
         let mut idx = self.index();
-        self.boot_port_step(&mut idx, &m.id, phase, &detail, OffsetDateTime::now_utc());
+        let count = self.boot_port_step(&mut idx, &m.id, phase, &detail, OffsetDateTime::now_utc());
+        if count > 1 {
+            return;
+        }
         self.inner.bus.publish(EventKind::BootStep {
             id: Some(m.id.clone()),
             phase,
@@ -1114,7 +1119,13 @@ impl Engine {
             }
         }
         let count = leases.len();
-        *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
+        let mut table = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        // dnsmasq rewrites its lease file on every DHCP message; only a real change is news.
+        if *table == leases {
+            return;
+        }
+        *table = leases;
+        drop(table);
         self.inner.bus.publish(EventKind::Leases { count });
     }
 

@@ -35,13 +35,14 @@ pub struct Unregistered {
 
 impl Index {
     /// Records `step` for machine `id`, or for `mac` when no machine has it; announces it.
+    /// Returns how many times in a row it has now happened.
     fn record_step(
         &mut self,
         engine: &Engine,
         id: Option<&MachineId>,
         mac: Option<Mac>,
         step: Step,
-    ) {
+    ) -> u32 {
         let id = id
             .filter(|id| self.machines.contains_key(*id))
             .or_else(|| mac.and_then(|m| self.by_mac.get(&m)))
@@ -70,14 +71,24 @@ impl Index {
                     .or_default()
                     .record(step.clone())
             }
-            (None, None) => return,
+            (None, None) => return 0,
         };
+        let timeline = match (&id, mac) {
+            (Some(id), _) => self.timelines.get(id),
+            (None, Some(mac)) => self.unregistered.get(&mac),
+            (None, None) => None,
+        };
+        let count = timeline
+            .and_then(|t| t.current())
+            .and_then(|b| b.steps.last())
+            .map_or(1, |s| s.count);
         engine.inner.bus.publish(EventKind::TimelineStep {
             mac: if id.is_some() { None } else { mac },
             id,
             boot,
             step,
         });
+        count
     }
 
     /// Moves what was recorded under `m`'s MACs into its timeline.
@@ -133,7 +144,8 @@ impl Engine {
         self.index().record_step(self, id, mac, step);
     }
 
-    /// Records a boot-port step of machine `id` (called with the index lock held).
+    /// Records a boot-port step of machine `id` (called with the index lock held); returns how
+    /// many times in a row it has now happened.
     pub(super) fn boot_port_step(
         &self,
         idx: &mut Index,
@@ -141,15 +153,16 @@ impl Engine {
         phase: Phase,
         detail: &str,
         at: OffsetDateTime,
-    ) {
+    ) -> u32 {
         // On the boot port a DHCP-phase step is a boot program fetched over HTTP (UEFI HTTP
         // boot); dnsmasq's DHCP messages come through `dhcp_step`.
         let kind = match phase {
             Phase::Dhcp => Some(StepKind::Program),
             p => StepKind::of(p),
         };
-        if let Some(kind) = kind {
-            idx.record_step(self, Some(id), None, Step::new(at, kind, detail));
+        match kind {
+            Some(kind) => idx.record_step(self, Some(id), None, Step::new(at, kind, detail)),
+            None => 0,
         }
     }
 

@@ -1,8 +1,9 @@
-//! Stalls everywhere (issue 14 item 2): a machine stuck in one boot phase is an event on the
-//! bus and the SSE stream, a `stall` in the API's machine JSON, a STALLED column and a
-//! `--stalled` filter in `mayuctl list`, a gauge and a counter in `/metrics` (checked by
-//! `promtool`), and all of it clears when the machine moves on. Real services on loopback,
-//! the real `mayuctl` binary.
+//! What the engine tells about machines, through real services on loopback and the real
+//! `mayuctl` binary. Stalls everywhere (issue 14 item 2): a machine stuck in one boot phase is
+//! an event on the bus and the SSE stream, a `stall` in the API's machine JSON, a STALLED
+//! column and a `--stalled` filter in `mayuctl list`, a gauge and a counter in `/metrics`
+//! (checked by `promtool`), and all of it clears when the machine moves on. Timelines over the
+//! API. And no noise: a held machine's polls and an unchanged lease table are not news.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -249,6 +250,79 @@ async fn a_stall_reaches_events_sse_api_mayuctl_and_metrics_and_clears() {
     );
 
     drop(watch);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), services.stopped())
+        .await
+        .expect("services stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_machine_polling_and_an_unchanged_lease_table_are_not_news() {
+    let lab = Lab::new(&[
+        ("mode: full", "mode: off"),
+        ("assignment: auto", "assignment: manual"),
+    ]);
+    let engine = lab.engine();
+    let cancel = CancellationToken::new();
+    let services = mayu::services::start(engine.clone(), cancel.clone())
+        .await
+        .unwrap();
+    let boot = services.boot_addr;
+    let mut rx = engine.subscribe().1;
+    for _ in 0..3 {
+        let (st, body) = get(boot, &format!("/ipxe?mac={MAC}"));
+        assert_eq!(st, 200);
+        assert!(body.contains("waiting for an operator"), "{body}");
+    }
+    // Three polls: one timeline step counted three times, one boot-step event.
+    let t = engine.timeline(&ID.parse().unwrap());
+    let steps = &t.current().unwrap().steps;
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].count, 3);
+    // A marker after the polls: everything published before it is in the receiver.
+    engine.say(mayu::events::LogLevel::Warn, "marker".into());
+    let mut boot_steps = 0;
+    let mut timeline_steps = 0;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match &ev.kind {
+            EventKind::BootStep { .. } => boot_steps += 1,
+            EventKind::TimelineStep { .. } => timeline_steps += 1,
+            EventKind::Log { message, .. } if message.contains("marker") => break,
+            _ => {}
+        }
+    }
+    assert_eq!((boot_steps, timeline_steps), (1, 3));
+
+    // The same lease table again (dnsmasq rewrites its file per DHCP message): no event.
+    let lease = mayu::lease::Lease {
+        mac: MAC.parse().unwrap(),
+        ip: "10.77.0.150".parse().unwrap(),
+        hostname: None,
+        expires: None,
+        client_id: None,
+        machine: None,
+    };
+    engine.set_leases(vec![lease.clone()]);
+    engine.set_leases(vec![lease.clone()]);
+    engine.set_leases(vec![]);
+    engine.say(mayu::events::LogLevel::Warn, "marker 2".into());
+    let mut tables = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match &ev.kind {
+            EventKind::Leases { count } => tables.push(*count),
+            EventKind::Log { message, .. } if message.contains("marker 2") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(tables, vec![1, 0], "only changes are announced");
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), services.stopped())
         .await
