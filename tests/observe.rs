@@ -256,6 +256,26 @@ async fn a_stall_reaches_events_sse_api_mayuctl_and_metrics_and_clears() {
         .expect("services stop");
 }
 
+/// Every event published before a marker the engine announces now (the bus keeps order).
+async fn until_marker(
+    engine: &mayu::Engine,
+    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<mayu::events::Event>>,
+    marker: &str,
+) -> Vec<EventKind> {
+    engine.say(mayu::events::LogLevel::Warn, marker.into());
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(&ev.kind, EventKind::Log { message, .. } if message == marker) {
+            return seen;
+        }
+        seen.push(ev.kind.clone());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_machine_polling_and_an_unchanged_lease_table_are_not_news() {
     let lab = Lab::new(&[
@@ -279,23 +299,10 @@ async fn a_held_machine_polling_and_an_unchanged_lease_table_are_not_news() {
     let steps = &t.current().unwrap().steps;
     assert_eq!(steps.len(), 1, "{steps:?}");
     assert_eq!(steps[0].count, 3);
-    // A marker after the polls: everything published before it is in the receiver.
-    engine.say(mayu::events::LogLevel::Warn, "marker".into());
-    let mut boot_steps = 0;
-    let mut timeline_steps = 0;
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        match &ev.kind {
-            EventKind::BootStep { .. } => boot_steps += 1,
-            EventKind::TimelineStep { .. } => timeline_steps += 1,
-            EventKind::Log { message, .. } if message.contains("marker") => break,
-            _ => {}
-        }
-    }
-    assert_eq!((boot_steps, timeline_steps), (1, 3));
+    let seen = until_marker(&engine, &mut rx, "marker 1").await;
+    let count = |f: fn(&EventKind) -> bool| seen.iter().filter(|k| f(k)).count();
+    assert_eq!(count(|k| matches!(k, EventKind::BootStep { .. })), 1);
+    assert_eq!(count(|k| matches!(k, EventKind::TimelineStep { .. })), 3);
 
     // The same lease table again (dnsmasq rewrites its file per DHCP message): no event.
     let lease = mayu::lease::Lease {
@@ -309,19 +316,14 @@ async fn a_held_machine_polling_and_an_unchanged_lease_table_are_not_news() {
     engine.set_leases(vec![lease.clone()]);
     engine.set_leases(vec![lease.clone()]);
     engine.set_leases(vec![]);
-    engine.say(mayu::events::LogLevel::Warn, "marker 2".into());
-    let mut tables = Vec::new();
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        match &ev.kind {
-            EventKind::Leases { count } => tables.push(*count),
-            EventKind::Log { message, .. } if message.contains("marker 2") => break,
-            _ => {}
-        }
-    }
+    let tables: Vec<usize> = until_marker(&engine, &mut rx, "marker 2")
+        .await
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::Leases { count } => Some(*count),
+            _ => None,
+        })
+        .collect();
     assert_eq!(tables, vec![1, 0], "only changes are announced");
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), services.stopped())

@@ -149,21 +149,11 @@ impl Engine {
         if let Some(r) = &e.rack {
             crate::text::check_line(&r.rack).map_err(|err| invalid("rack", err))?;
         }
-        let config = &self.inner.config;
-        let profile = match &e.profile {
-            Some(name) => Some(config.profile(name).ok_or_else(|| {
-                EngineError::UnknownProfile {
-                    name: name.clone(),
-                    known: config
-                        .profiles
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-            })?),
-            None => None,
-        };
+        let profile = e
+            .profile
+            .as_deref()
+            .map(|name| self.profile_named(name))
+            .transpose()?;
         let id = MachineId::derive(None, None, Some(&mac))?;
         let now = OffsetDateTime::now_utc();
         let mut idx = self.index();
@@ -205,6 +195,7 @@ impl Engine {
         };
         idx.ignored.remove(&mac);
         idx.put(m.clone());
+        self.adopt_steps(&mut idx, &m);
         let ticket = self.queue(&m, &change);
         self.inner.bus.publish(EventKind::MachineAdded {
             machine: Box::new(m.redacted()),

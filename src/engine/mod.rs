@@ -686,19 +686,7 @@ impl Engine {
         actor: &str,
         force: bool,
     ) -> Result<Machine, EngineError> {
-        let config = &self.inner.config;
-        let p = config
-            .profile(profile)
-            .ok_or_else(|| EngineError::UnknownProfile {
-                name: profile.to_string(),
-                known: config
-                    .profiles
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        let quantity = p.quantity;
+        let quantity = self.profile_named(profile)?.quantity;
         self.mutate(key, actor, |idx, m| {
             let already = m.profile.as_deref() == Some(profile);
             if let Some(q) = quantity {
@@ -723,6 +711,22 @@ impl Engine {
                 format!("assigned to {profile}")
             })
         })
+    }
+
+    /// The configured profile `name`, or an error naming those there are.
+    fn profile_named(&self, name: &str) -> Result<&crate::config::Profile, EngineError> {
+        let config = &self.inner.config;
+        config
+            .profile(name)
+            .ok_or_else(|| EngineError::UnknownProfile {
+                name: name.to_string(),
+                known: config
+                    .profiles
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Takes a machine out of its profile and holds it for an operator (rules leave it alone).
