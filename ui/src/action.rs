@@ -8,6 +8,7 @@ use mayu::events::Event;
 use mayu::inventory::HistoryEntry;
 use mayu::lease::{Lease, ServiceState};
 use mayu::machine::MachineId;
+use time::OffsetDateTime;
 
 /// A whole screen; `1`–`4` switch between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +82,18 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// An assignment as it can be taken back (`z`): what was done, and each machine's profile
+/// before it (`None`: it had none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undo {
+    /// for the status line: `assign r1-u05 to discovery`.
+    pub did: String,
+    pub before: Vec<(MachineId, Option<String>)>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Action {
+    /// `q` or Ctrl-C: asks first while machines are booting.
     Quit,
     Help,
     /// Esc: close the dialog, stop filtering, or go back to the machines page.
@@ -101,7 +112,12 @@ pub enum Action {
     StartAssign,
     Unassign,
     Reinstall,
+    Retire,
     BootComplete,
+    /// Space: mark or unmark the selected machine for a bulk action.
+    ToggleMark,
+    /// `z`: take back the last assignment made in this session.
+    Undo,
     StartEdit,
     StartOverride,
     SortNext,
@@ -129,11 +145,15 @@ pub enum Action {
         id: MachineId,
         result: Result<Vec<HistoryEntry>, String>,
     },
-    /// a command finished; `what` names it for the status line.
+    /// a command finished; `what` names it for the status line; `undo` takes back what of it
+    /// succeeded, when it was an assignment.
     Done {
         what: String,
         outcome: Outcome,
+        undo: Option<Undo>,
     },
+    /// the runner's clock, once a second: "recently active" and status lines that age.
+    Tick(OffsetDateTime),
 }
 
 /// Work for the runner: engine calls (blocking, so run off the UI task) and quitting.
@@ -143,6 +163,8 @@ pub enum Command {
         id: MachineId,
         profile: String,
         force: bool,
+        /// comes back in `Done` once the assignment landed.
+        undo: Option<Undo>,
     },
     Unassign {
         id: MachineId,
@@ -153,9 +175,18 @@ pub enum Command {
     BootComplete {
         id: MachineId,
     },
+    Retire {
+        id: MachineId,
+    },
     Edit {
         id: MachineId,
         edit: Edit,
+    },
+    /// engine commands carried out in order; one `Done` named `what` reports them all.
+    Batch {
+        what: String,
+        commands: Vec<Command>,
+        undo: Option<Undo>,
     },
     LoadHistory {
         id: MachineId,

@@ -276,6 +276,16 @@ fn machine(s: &Spec) -> Result<Machine, IdError> {
             rack: "r1".into(),
             unit: Some(u32::from(s.n) * 2),
         });
+        m.hostname = Some(match s.profile {
+            Some("control-plane") => format!("cp-{:02}", s.n),
+            _ => format!("node-{:02}", s.n),
+        });
+    }
+    if s.id.starts_with("r2") {
+        m.rack = Some(Rack {
+            rack: "r2".into(),
+            unit: None,
+        });
     }
     if s.n == 4 {
         m.hostname = Some("worker-04".into());
@@ -354,6 +364,7 @@ fn history() -> Vec<HistoryEntry> {
 pub fn session() -> Result<App, IdError> {
     let machines = SPECS.iter().map(machine).collect::<Result<Vec<_>, _>>()?;
     let mut app = App::new(setup(), snapshot(machines));
+    app.now = NOW;
     app.set_services(vec![
         service("boot-http", "running", 0, ""),
         service("api", "running", 0, ""),
@@ -535,6 +546,7 @@ pub fn session() -> Result<App, IdError> {
 /// A fresh install: no machines, services up.
 pub fn empty() -> Result<App, IdError> {
     let mut app = App::new(setup(), snapshot(Vec::new()));
+    app.now = NOW;
     app.set_services(vec![
         service("boot-http", "running", 0, ""),
         service("api", "running", 0, ""),
@@ -548,6 +560,7 @@ pub fn empty() -> Result<App, IdError> {
 /// the header says why; a machine on another DHCP server polls while it is held.
 pub fn first_minute() -> Result<App, IdError> {
     let mut app = App::new(setup(), snapshot(Vec::new()));
+    app.now = NOW;
     let reason = ServiceProblem {
         code: "interface_missing".into(),
         reason: "interface mayu0 does not exist".into(),
@@ -700,6 +713,67 @@ pub fn shots() -> Result<Vec<Shot>, IdError> {
             with(&|a| {
                 let _ = update(a, Action::StartFilter);
                 typing(a, "worker");
+            })?,
+        ),
+        shot("machines-wide", 220, 36, session()?),
+        shot(
+            "marked",
+            120,
+            30,
+            with(&|a| {
+                for m in ["r1-u05", "r1-u08", "r2-u01"] {
+                    if let Ok(m) = id(m) {
+                        a.select(&m);
+                    }
+                    let _ = update(a, Action::ToggleMark);
+                }
+            })?,
+        ),
+        shot(
+            "bulk-assign",
+            120,
+            30,
+            with(&|a| {
+                for m in ["r1-u05", "r1-u08", "r2-u01"] {
+                    if let Ok(m) = id(m) {
+                        a.select(&m);
+                    }
+                    let _ = update(a, Action::ToggleMark);
+                }
+                let _ = update(a, Action::StartAssign);
+            })?,
+        ),
+        shot(
+            "bulk-rack",
+            100,
+            30,
+            with(&|a| {
+                for m in ["r2-u01", "r2-u02"] {
+                    if let Ok(m) = id(m) {
+                        a.select(&m);
+                    }
+                    let _ = update(a, Action::ToggleMark);
+                }
+                // the rack they share is filled in; the units count up from 10
+                let _ = update(a, Action::StartEdit);
+                let _ = update(a, Action::NextField);
+                typing(a, "10");
+            })?,
+        ),
+        shot(
+            "unassign",
+            100,
+            30,
+            with(&|a| {
+                let _ = update(a, Action::Unassign);
+            })?,
+        ),
+        shot(
+            "quit-80x24",
+            80,
+            24,
+            with(&|a| {
+                let _ = update(a, Action::Quit);
             })?,
         ),
         shot("empty", 80, 24, empty()?),

@@ -6,14 +6,16 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::action::{Action, Page};
-use crate::app::{App, Dialog};
+use crate::app::{filter_help, App, Dialog};
 
 /// Where keys go right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Normal,
-    /// typing into the filter line or a form field: letters are text.
+    /// typing into a form field: letters are text.
     Text,
+    /// typing into the filter line: letters are text, the arrows go back to the rows.
+    Filter,
     /// a list picker (assign): arrows and Enter.
     Picker,
     Confirm,
@@ -29,6 +31,7 @@ impl Mode {
         Mode::Normal,
         Mode::Events,
         Mode::Text,
+        Mode::Filter,
         Mode::Picker,
         Mode::Confirm,
         Mode::Help,
@@ -40,10 +43,10 @@ pub fn mode(app: &App) -> Mode {
     match &app.dialog {
         Some(Dialog::Help) => Mode::Help,
         Some(Dialog::Assign(_)) => Mode::Picker,
-        Some(Dialog::ConfirmForce(_)) => Mode::Confirm,
-        Some(Dialog::Edit(_) | Dialog::Override(_)) => Mode::Text,
+        Some(Dialog::ConfirmForce(_) | Dialog::Confirm(_)) => Mode::Confirm,
+        Some(Dialog::Edit(_) | Dialog::Override(_) | Dialog::Rack(_)) => Mode::Text,
         Some(Dialog::Event(_)) => Mode::Popup,
-        None if app.filter_editing => Mode::Text,
+        None if app.filter_editing => Mode::Filter,
         None if app.events_focused() => Mode::Events,
         None => Mode::Normal,
     }
@@ -72,6 +75,7 @@ impl Key {
         match self {
             Key::Ctrl(c) => format!("Ctrl-{}", c.to_ascii_uppercase()),
             Key::Code(code) => match code {
+                KeyCode::Char(' ') => "Space".into(),
                 KeyCode::Char(c) => c.to_string(),
                 KeyCode::Up => "↑".into(),
                 KeyCode::Down => "↓".into(),
@@ -152,11 +156,14 @@ const LISTS: &[Mode] = &[Mode::Normal, Mode::Events, Mode::Picker, Mode::Popup];
 /// Where Enter confirms rather than opens.
 const DIALOGS: &[Mode] = &[
     Mode::Text,
+    Mode::Filter,
     Mode::Picker,
     Mode::Confirm,
     Mode::Help,
     Mode::Popup,
 ];
+/// Where letters are text.
+const TYPING: &[Mode] = &[Mode::Text, Mode::Filter];
 const NOT_TEXT: &[Mode] = &[
     Mode::Normal,
     Mode::Events,
@@ -173,7 +180,10 @@ pub const BINDINGS: &[Binding] = &[
         .help("?", "this help")
         .hint("?", &[(BROWSE, "help")]),
     Binding::new(&[ch('q')], BROWSE, Action::Quit)
-        .help("q  Ctrl-C", "quit (services stop with the console)")
+        .help(
+            "q  Ctrl-C",
+            "quit; services stop too (asks while machines boot)",
+        )
         .hint("q", &[(BROWSE, "quit")]),
     Binding::new(&[Key::Ctrl('c')], Mode::ALL, Action::Quit),
     Binding::new(&[code(KeyCode::Up)], Mode::ALL, Action::Up)
@@ -184,6 +194,7 @@ pub const BINDINGS: &[Binding] = &[
                 (&[Mode::Events], "select event"),
                 (&[Mode::Picker], "choose"),
                 (&[Mode::Popup], "scroll"),
+                (&[Mode::Filter], "rows"),
             ],
         ),
     Binding::new(&[code(KeyCode::Down)], Mode::ALL, Action::Down),
@@ -196,32 +207,44 @@ pub const BINDINGS: &[Binding] = &[
         .hint("Enter", &[(&[Mode::Events], "full text")]),
     Binding::new(&[code(KeyCode::Enter)], DIALOGS, Action::Submit).hint(
         "Enter",
-        &[(&[Mode::Text], "save"), (&[Mode::Picker], "assign")],
+        &[
+            (&[Mode::Text], "save"),
+            (&[Mode::Filter], "keep filter"),
+            (&[Mode::Picker], "assign"),
+        ],
     ),
+    Binding::new(&[ch(' ')], BROWSE, Action::ToggleMark)
+        .help("Space", "mark / unmark; a u r e X then act on all marked")
+        .hint("Space", &[(&[Mode::Normal], "mark")]),
     Binding::new(&[ch('a')], BROWSE, Action::StartAssign)
         .help("a", "assign to a profile (a full one asks first)")
         .hint("a", &[(&[Mode::Normal], "assign")]),
+    Binding::new(&[ch('z')], BROWSE, Action::Undo)
+        .help("z", "undo the last assignment made in this session")
+        .hint("z", &[(&[Mode::Normal], "undo")]),
     Binding::new(&[ch('u')], BROWSE, Action::Unassign)
-        .help("u", "unassign and hold for an operator")
+        .help("u", "unassign and hold for an operator (asks first)")
         .hint("u", &[(&[Mode::Normal], "unassign")]),
     Binding::new(&[ch('r')], BROWSE, Action::Reinstall)
-        .help("r", "request a reinstall on next boot")
+        .help("r", "reinstall on next boot (asks first)")
         .hint("r", &[(&[Mode::Normal], "reinstall")]),
+    Binding::new(&[ch('X')], BROWSE, Action::Retire)
+        .help("X", "retire: remove from the inventory (asks first)"),
     Binding::new(&[ch('c')], BROWSE, Action::BootComplete)
         .help("c", "mark boot complete")
         .hint("c", &[(&[Mode::Normal], "complete")]),
     Binding::new(&[ch('e')], BROWSE, Action::StartEdit)
-        .help("e", "edit hostname, rack, unit and notes")
+        .help(
+            "e",
+            "edit hostname, rack, unit and notes (marked: their rack)",
+        )
         .hint("e", &[(&[Mode::Normal], "edit")]),
     Binding::new(&[ch('o')], BROWSE, Action::StartOverride)
         .help("o", "override a template env key (empty value removes)")
         .hint("o", &[(&[Mode::Normal], "override")]),
-    // the help text names `app::FILTER_FIELDS`; a test holds them together
+    // `help_lines` adds what the filter matches, from `app::FILTER_FIELDS`
     Binding::new(&[ch('/')], BROWSE, Action::StartFilter)
-        .help(
-            "/",
-            "filter: id, MAC, IP, hostname, profile, state or serial",
-        )
+        .help("/", "filter:")
         .hint("/", &[(&[Mode::Normal], "filter")]),
     Binding::new(&[ch('s')], BROWSE, Action::SortNext)
         .help("s  S", "sort by the next column / reverse")
@@ -237,6 +260,7 @@ pub const BINDINGS: &[Binding] = &[
     )
     .help("Tab Shift-Tab", "next pane (machines ↔ event log)")
     .hint("Tab", &[(BROWSE, "pane")]),
+    // the filter line has no fields to go to
     Binding::new(
         &[code(KeyCode::Tab), code(KeyCode::BackTab)],
         &[Mode::Text],
@@ -260,19 +284,16 @@ pub const BINDINGS: &[Binding] = &[
     .help("g  Home", "first"),
     Binding::new(&[ch('G'), code(KeyCode::End)], BROWSE, Action::Bottom).help("G  End", "last"),
     Binding::new(&[code(KeyCode::Esc)], Mode::ALL, Action::Back)
-        .help("Esc", "close, clear the filter, back to machines")
+        .help("Esc", "close, clear the filter, unmark, back to machines")
         .hint(
             "Esc",
             &[
                 (&[Mode::Text, Mode::Picker], "cancel"),
+                (&[Mode::Filter], "clear"),
                 (&[Mode::Help, Mode::Popup], "close"),
             ],
         ),
-    Binding::new(
-        &[code(KeyCode::Backspace)],
-        &[Mode::Text],
-        Action::Backspace,
-    ),
+    Binding::new(&[code(KeyCode::Backspace)], TYPING, Action::Backspace),
     Binding::new(
         &[ch('q')],
         &[Mode::Picker, Mode::Help, Mode::Popup],
@@ -280,7 +301,7 @@ pub const BINDINGS: &[Binding] = &[
     ),
     Binding::new(&[ch('?')], &[Mode::Help, Mode::Popup], Action::Back),
     Binding::new(&[ch('y'), ch('Y')], &[Mode::Confirm], Action::Confirm(true))
-        .hint("y", &[(&[Mode::Confirm], "force it")]),
+        .hint("y", &[(&[Mode::Confirm], "yes")]),
     Binding::new(
         &[ch('n'), ch('N'), ch('q')],
         &[Mode::Confirm],
@@ -301,14 +322,24 @@ pub fn action_for(mode: Mode, key: KeyEvent) -> Option<Action> {
         .find(|b| b.modes.contains(&mode) && b.keys.contains(&pressed));
     match (bound, pressed) {
         (Some(b), _) => Some(b.action.clone()),
-        (None, Key::Code(KeyCode::Char(c))) if mode == Mode::Text => Some(Action::Input(c)),
+        (None, Key::Code(KeyCode::Char(c))) if TYPING.contains(&mode) => Some(Action::Input(c)),
         (None, _) => None,
     }
 }
 
-/// The help page: every row with a help line, in table order.
-pub fn help_lines() -> Vec<(&'static str, &'static str)> {
-    BINDINGS.iter().filter_map(|b| b.help).collect()
+/// The help page: every row with a help line, in table order. The filter's line names what
+/// the filter matches, read off the filter itself.
+pub fn help_lines() -> Vec<(&'static str, String)> {
+    BINDINGS
+        .iter()
+        .filter_map(|b| {
+            let (keys, text) = b.help?;
+            Some(match b.action {
+                Action::StartFilter => (keys, format!("{text} {}", filter_help())),
+                _ => (keys, text.to_string()),
+            })
+        })
+        .collect()
 }
 
 /// The key-hint bar for `mode`, in table order.
@@ -319,7 +350,6 @@ pub fn hints(mode: Mode) -> Vec<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::FILTER_FIELDS;
 
     fn key(c: KeyCode) -> KeyEvent {
         KeyEvent::new(c, KeyModifiers::NONE)
@@ -334,6 +364,20 @@ mod tests {
         assert!(matches!(
             action_for(Mode::Text, key(KeyCode::Char('q'))),
             Some(Action::Input('q'))
+        ));
+        for mode in [Mode::Text, Mode::Filter] {
+            assert!(matches!(
+                action_for(mode, key(KeyCode::Char(' '))),
+                Some(Action::Input(' '))
+            ));
+        }
+        assert!(matches!(
+            action_for(Mode::Normal, key(KeyCode::Char(' '))),
+            Some(Action::ToggleMark)
+        ));
+        assert!(matches!(
+            action_for(Mode::Normal, key(KeyCode::Char('z'))),
+            Some(Action::Undo)
         ));
         assert!(matches!(
             action_for(Mode::Normal, key(KeyCode::Char('a'))),
@@ -438,15 +482,11 @@ mod tests {
     /// The help page's filter line lists exactly the fields the filter looks in.
     #[test]
     fn filter_help_names_what_the_filter_matches() {
-        let names: Vec<&str> = FILTER_FIELDS.iter().map(|f| f.name).collect();
-        let (last, rest) = names.split_last().unwrap();
-        let expected = format!("filter: {} or {last}", rest.join(", "));
-        let slash = BINDINGS
-            .iter()
-            .find(|b| matches!(b.action, Action::StartFilter))
-            .and_then(|b| b.help)
-            .unwrap();
-        assert_eq!(slash.1, expected);
+        let slash = help_lines().into_iter().find(|(k, _)| *k == "/").unwrap();
+        assert_eq!(
+            slash.1,
+            "filter: id, MAC, IP, hostname, serial, rack, notes, profile or state"
+        );
     }
 
     /// The hint bar reads as before the table: these are what operators know.
@@ -459,9 +499,14 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        assert_eq!(keys(Mode::Normal), "? q a u r c e o / s Tab 1-4");
+        assert_eq!(keys(Mode::Normal), "? q Space a z u r c e o / s Tab 1-4");
         assert_eq!(keys(Mode::Events), "? q ↑↓ Enter f Tab 1-4");
         assert_eq!(keys(Mode::Text), "Enter Tab Esc");
+        // the filter line is not a form: no "save", no "next field"
+        assert_eq!(
+            hints(Mode::Filter),
+            vec![("↑↓", "rows"), ("Enter", "keep filter"), ("Esc", "clear")]
+        );
         assert_eq!(keys(Mode::Picker), "↑↓ Enter Esc");
         assert_eq!(keys(Mode::Confirm), "y n");
         assert_eq!(keys(Mode::Help), "Esc");

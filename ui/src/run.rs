@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{Action, Command, Outcome};
+use crate::action::{Action, Command, Outcome, Undo};
 use crate::app::{operator_name, update, App, Setup};
 use crate::keys;
 use crate::terminal::{install_panic_hook, TerminalGuard};
@@ -35,7 +35,11 @@ const SEED: usize = 500;
 
 pub fn setup_for(config: &Config, services: &Services) -> Setup {
     Setup {
-        operator: operator_name(config.operator.as_deref(), std::env::var("USER").ok()),
+        operator: operator_name(
+            config.operator.as_deref(),
+            |k| std::env::var(k).ok(),
+            uid_name,
+        ),
         // As machines reach it (a wildcard listen address means nothing to an operator).
         boot_addr: format!("{}:{}", config.network.address, services.boot_addr.port()),
         api_addr: services.api_addr.to_string(),
@@ -52,6 +56,23 @@ pub fn setup_for(config: &Config, services: &Services) -> Setup {
             .filter_map(|p| p.stall_after.map(|d| (p.name.clone(), d)))
             .collect(),
     }
+}
+
+/// The name of this process's uid as the system's user database has it (`getent`, so LDAP and
+/// friends count): for when neither `$USER` nor `$LOGNAME` is set (cron, systemd units, some
+/// containers).
+fn uid_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let out = std::process::Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    line.split(':').next().map(str::to_string)
 }
 
 async fn start(config: Config) -> anyhow::Result<(Engine, CancellationToken, Services)> {
@@ -164,6 +185,7 @@ pub async fn console(config: Config) -> anyhow::Result<()> {
     let operator = setup.operator.clone();
     let (snapshot, rx) = engine.subscribe();
     let mut app = App::new(setup, snapshot);
+    app.now = OffsetDateTime::now_utc();
     app.set_services(engine.services());
     app.set_leases(engine.leases());
     app.seed_log(&engine.bus().recent(SEED));
@@ -260,26 +282,31 @@ fn outcome(r: Result<mayu::machine::Machine, EngineError>) -> Outcome {
 /// An engine call to run on the blocking pool with the operator's name.
 type Job = Box<dyn FnOnce(&Engine, &str) -> Outcome + Send>;
 
-/// Carries out a command off the UI task; its result comes back as an action.
-fn execute(
-    cmd: Command,
-    engine: &Engine,
-    operator: &str,
-    tx: &mpsc::UnboundedSender<Action>,
-    history: &mut HistoryLoader,
-) {
-    let (what, job): (String, Job) = match cmd {
-        Command::Quit => return,
-        Command::LoadLeases => {
-            // a clone under a mutex: cheap enough for the UI task
-            let _ = tx.send(Action::LeasesLoaded(engine.leases()));
-            return;
-        }
-        Command::LoadHistory { id } => {
-            history.request(id, engine, tx);
-            return;
-        }
-        Command::Assign { id, profile, force } => (
+/// What an edit does, for the status line: an override names its key.
+fn edit_what(id: &MachineId, edit: &mayu::engine::Edit) -> String {
+    let only_overrides = edit.hostname.is_none()
+        && edit.rack.is_none()
+        && edit.notes.is_none()
+        && edit.state.is_none()
+        && !edit.overrides.is_empty();
+    if only_overrides {
+        let keys: Vec<&str> = edit.overrides.keys().map(String::as_str).collect();
+        format!("override {} on {id}", keys.join(", "))
+    } else {
+        format!("edit {id}")
+    }
+}
+
+/// An engine command as a job and its name; `None` for what is not an engine call.
+fn job(cmd: Command) -> Option<(String, Job)> {
+    Some(match cmd {
+        Command::Quit
+        | Command::LoadLeases
+        | Command::LoadHistory { .. }
+        | Command::Batch { .. } => return None,
+        Command::Assign {
+            id, profile, force, ..
+        } => (
             format!("assign {id} to {profile}"),
             Box::new(
                 move |e, op| match e.assign(id.as_str(), &profile, op, force) {
@@ -300,22 +327,138 @@ fn execute(
             format!("reinstall {id}"),
             Box::new(move |e, op| outcome(e.request_reinstall(id.as_str(), op))),
         ),
+        Command::Retire { id } => (
+            format!("retire {id}"),
+            Box::new(move |e, op| match e.retire(id.as_str(), op) {
+                Ok(_) => Outcome::Ok,
+                Err(err) => Outcome::Failed(err.to_string()),
+            }),
+        ),
         Command::BootComplete { id } => (
             format!("boot complete {id}"),
             Box::new(move |e, op| outcome(e.boot_complete(id.as_str(), op))),
         ),
         Command::Edit { id, edit } => (
-            format!("edit {id}"),
+            edit_what(&id, &edit),
             Box::new(move |e, op| outcome(e.edit(id.as_str(), op, edit))),
         ),
+    })
+}
+
+/// The machine an engine command is for.
+fn target(cmd: &Command) -> Option<&MachineId> {
+    match cmd {
+        Command::Assign { id, .. }
+        | Command::Unassign { id }
+        | Command::Reinstall { id }
+        | Command::Retire { id }
+        | Command::BootComplete { id }
+        | Command::Edit { id, .. } => Some(id),
+        Command::Batch { .. }
+        | Command::LoadHistory { .. }
+        | Command::LoadLeases
+        | Command::Quit => None,
+    }
+}
+
+/// Runs a batch's commands in order, one after the other: one outcome for all (what failed,
+/// by machine), and the undo for the machines whose command landed.
+fn run_batch(
+    engine: &Engine,
+    operator: &str,
+    commands: Vec<Command>,
+    undo: Option<Undo>,
+) -> (Outcome, Option<Undo>) {
+    let total = commands.len();
+    let mut failed = Vec::new();
+    let mut landed = Vec::new();
+    for cmd in commands {
+        let id = target(&cmd).cloned();
+        let Some((_, job)) = job(cmd) else { continue };
+        match (job(engine, operator), id) {
+            (Outcome::Ok, Some(id)) => landed.push(id),
+            (Outcome::Ok, None) => {}
+            (Outcome::Full { id, profile, .. }, _) => {
+                failed.push(format!("{id}: profile {profile} is full"))
+            }
+            (Outcome::Failed(e), Some(id)) => failed.push(format!("{id}: {e}")),
+            (Outcome::Failed(e), None) => failed.push(e),
+        }
+    }
+    let undo = undo
+        .map(|u| Undo {
+            before: u
+                .before
+                .into_iter()
+                .filter(|(id, _)| landed.contains(id))
+                .collect(),
+            ..u
+        })
+        .filter(|u| !u.before.is_empty());
+    let outcome = if failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(format!(
+            "{} of {total} failed: {}",
+            failed.len(),
+            failed.join("; ")
+        ))
     };
+    (outcome, undo)
+}
+
+/// Carries out a command off the UI task; its result comes back as an action.
+fn execute(
+    cmd: Command,
+    engine: &Engine,
+    operator: &str,
+    tx: &mpsc::UnboundedSender<Action>,
+    history: &mut HistoryLoader,
+) {
     let engine = engine.clone();
     let operator = operator.to_string();
-    let tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let outcome = job(&engine, &operator);
-        let _ = tx.send(Action::Done { what, outcome });
-    });
+    let done = tx.clone();
+    match cmd {
+        Command::Quit => {}
+        Command::LoadLeases => {
+            // a clone under a mutex: cheap enough for the UI task
+            let _ = tx.send(Action::LeasesLoaded(engine.leases()));
+        }
+        Command::LoadHistory { id } => history.request(id, &engine, tx),
+        Command::Batch {
+            what,
+            commands,
+            undo,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                let (outcome, undo) = run_batch(&engine, &operator, commands, undo);
+                let _ = done.send(Action::Done {
+                    what,
+                    outcome,
+                    undo,
+                });
+            });
+        }
+        single => {
+            let undo = match &single {
+                Command::Assign { undo, .. } => undo.clone(),
+                _ => None,
+            };
+            let Some((what, job)) = job(single) else {
+                return;
+            };
+            tokio::task::spawn_blocking(move || {
+                let outcome = job(&engine, &operator);
+                // a refused assignment takes its undo to the force question
+                let undo = undo.filter(|_| matches!(outcome, Outcome::Ok | Outcome::Full { .. }));
+                let _ = done.send(Action::Done {
+                    what,
+                    outcome,
+                    undo,
+                });
+            });
+        }
+    }
 }
 
 async fn event_loop(
@@ -388,7 +531,7 @@ async fn event_loop(
                 }
                 Some(a)
             }
-            _ = tick.tick() => None,
+            _ = tick.tick() => Some(Action::Tick(OffsetDateTime::now_utc())),
         };
         if let Some(action) = action {
             if let Some(cmd) = update(app, action) {

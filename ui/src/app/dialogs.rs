@@ -7,17 +7,21 @@ use mayu::engine::{Edit, ProfileStatus};
 use mayu::machine::{Machine, MachineId, Rack};
 
 use super::log::LogLine;
-use crate::action::{Action, Command};
+use crate::action::{Action, Command, Undo};
 
 /// Fields of the edit form, in tab order.
 pub const EDIT_FIELDS: [&str; 4] = ["hostname", "rack", "unit", "notes"];
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Dialog {
     Help,
     Assign(AssignState),
     ConfirmForce(ConfirmForceState),
+    /// a yes/no question before something that is hard to take back.
+    Confirm(ConfirmState),
     Edit(EditState),
+    /// one rack for the marked machines.
+    Rack(RackState),
     Override(OverrideState),
     Event(EventState),
 }
@@ -35,6 +39,8 @@ pub(super) enum Step {
     },
     /// open this dialog in its place.
     Replace(Dialog),
+    /// stop the console (and with it the services).
+    Quit,
 }
 
 /// Closes the help on the keys that opened or confirm it.
@@ -45,21 +51,73 @@ pub(super) fn help_step(action: &Action) -> Step {
     }
 }
 
-/// The profile picker.
+/// The profile picker, for one machine or the marked ones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssignState {
-    pub id: MachineId,
+    /// the machines to assign, in table order.
+    pub ids: Vec<MachineId>,
     /// indexes `App::profiles`.
     pub selected: usize,
 }
 
+/// Whether `p` takes `more` machines without going past its quantity.
+fn has_room(p: &ProfileStatus, more: u32) -> bool {
+    p.quantity
+        .is_none_or(|q| p.assigned.saturating_add(more) <= q)
+}
+
+/// `r1-u04 (worker-04)`: the id, and the hostname an operator gave it.
+pub fn machine_name(id: &MachineId, machines: &HashMap<MachineId, Machine>) -> String {
+    match machines.get(id).and_then(|m| m.hostname.as_deref()) {
+        Some(h) if h != id.as_str() => format!("{id} ({h})"),
+        _ => id.to_string(),
+    }
+}
+
+/// `r1-u04 (worker-04)` for one machine, `3 machines (r1-u03, r1-u04, r1-u05)` for several
+/// (the first few named).
+pub fn machines_named(ids: &[MachineId], machines: &HashMap<MachineId, Machine>) -> String {
+    match ids {
+        [one] => machine_name(one, machines),
+        _ => {
+            let shown: Vec<&str> = ids.iter().take(4).map(|i| i.as_str()).collect();
+            let more = if ids.len() > shown.len() { ", …" } else { "" };
+            format!("{} machines ({}{more})", ids.len(), shown.join(", "))
+        }
+    }
+}
+
+/// Each machine with the profile it has now: what an undo puts back.
+pub(super) fn undo_of(
+    did: String,
+    ids: &[MachineId],
+    machines: &HashMap<MachineId, Machine>,
+) -> Undo {
+    Undo {
+        did,
+        before: ids
+            .iter()
+            .map(|id| (id.clone(), machines.get(id).and_then(|m| m.profile.clone())))
+            .collect(),
+    }
+}
+
 impl AssignState {
-    /// Starts on the machine's current profile, else the first.
-    pub fn new(id: MachineId, current: Option<&str>, profiles: &[ProfileStatus]) -> AssignState {
-        let selected = current
-            .and_then(|c| profiles.iter().position(|p| p.name == c))
+    /// Starts on the machine's current profile when it is one machine, else on the first
+    /// profile with room for them all (a full profile only when every one is full).
+    pub fn new(
+        ids: Vec<MachineId>,
+        current: Option<&str>,
+        profiles: &[ProfileStatus],
+    ) -> AssignState {
+        let more = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        let on_current = current
+            .filter(|_| ids.len() == 1)
+            .and_then(|c| profiles.iter().position(|p| p.name == c));
+        let selected = on_current
+            .or_else(|| profiles.iter().position(|p| has_room(p, more)))
             .unwrap_or(0);
-        AssignState { id, selected }
+        AssignState { ids, selected }
     }
 
     pub(super) fn on(
@@ -78,33 +136,92 @@ impl AssignState {
                 self.selected = (self.selected + 1).min(profiles.len().saturating_sub(1));
                 Step::Stay
             }
-            Action::Submit => {
-                let Some(p) = profiles.get(self.selected) else {
-                    return Step::Close;
-                };
-                let id = self.id.clone();
-                let already =
-                    machines.get(&id).and_then(|m| m.profile.as_deref()) == Some(p.name.as_str());
-                match p.quantity {
-                    Some(quantity) if !already && p.assigned >= quantity => {
-                        Step::Replace(Dialog::ConfirmForce(ConfirmForceState {
-                            id,
+            Action::Submit => match profiles.get(self.selected) {
+                Some(p) => self.submit(p, machines),
+                None => Step::Close,
+            },
+            _ => Step::Stay,
+        }
+    }
+
+    fn submit(&self, p: &ProfileStatus, machines: &HashMap<MachineId, Machine>) -> Step {
+        // machines already in the profile take no new seat
+        let moving: Vec<MachineId> = self
+            .ids
+            .iter()
+            .filter(|id| machines.get(*id).and_then(|m| m.profile.as_deref()) != Some(&p.name))
+            .cloned()
+            .collect();
+        let more = u32::try_from(moving.len()).unwrap_or(u32::MAX);
+        let full = !moving.is_empty() && !has_room(p, more);
+        match (self.ids.as_slice(), p.quantity) {
+            ([id], Some(quantity)) if full => {
+                Step::Replace(Dialog::ConfirmForce(ConfirmForceState {
+                    id: id.clone(),
+                    profile: p.name.clone(),
+                    assigned: p.assigned,
+                    quantity,
+                    undo: Some(undo_of(
+                        format!("assign {id} to {}", p.name),
+                        &self.ids,
+                        machines,
+                    )),
+                }))
+            }
+            ([id], _) => Step::Finish {
+                status: format!("assigning {id} to {}…", p.name),
+                command: Some(Command::Assign {
+                    id: id.clone(),
+                    profile: p.name.clone(),
+                    force: false,
+                    undo: Some(undo_of(
+                        format!("assign {id} to {}", p.name),
+                        &self.ids,
+                        machines,
+                    )),
+                }),
+            },
+            (ids, quantity) => {
+                let named = machines_named(ids, machines);
+                let did = format!("assign {} machines to {}", ids.len(), p.name);
+                let run = |force: bool| {
+                    let commands = ids
+                        .iter()
+                        .map(|id| Command::Assign {
+                            id: id.clone(),
                             profile: p.name.clone(),
-                            assigned: p.assigned,
-                            quantity,
-                        }))
+                            force,
+                            undo: None,
+                        })
+                        .collect();
+                    Command::Batch {
+                        what: did.clone(),
+                        commands,
+                        undo: Some(undo_of(did.clone(), ids, machines)),
                     }
+                };
+                match quantity {
+                    Some(q) if full => Step::Replace(Dialog::Confirm(ConfirmState {
+                        title: format!("Profile {} has no room", p.name),
+                        question: vec![
+                            format!(
+                                "{} has {} of {q} assigned; {more} more go past its quantity.",
+                                p.name, p.assigned
+                            ),
+                            format!("Assign {named} anyway?"),
+                        ],
+                        yes: "force them".into(),
+                        then: Then::Run {
+                            status: format!("{did} (forced)…"),
+                            command: Box::new(run(true)),
+                        },
+                    })),
                     _ => Step::Finish {
-                        status: format!("assigning {id} to {}…", p.name),
-                        command: Some(Command::Assign {
-                            id,
-                            profile: p.name.clone(),
-                            force: false,
-                        }),
+                        status: format!("{did}…"),
+                        command: Some(run(false)),
                     },
                 }
             }
-            _ => Step::Stay,
         }
     }
 }
@@ -116,6 +233,8 @@ pub struct ConfirmForceState {
     pub profile: String,
     pub assigned: u32,
     pub quantity: u32,
+    /// what `z` puts back once the forced assignment landed.
+    pub undo: Option<Undo>,
 }
 
 impl ConfirmForceState {
@@ -127,10 +246,55 @@ impl ConfirmForceState {
                     id: self.id.clone(),
                     profile: self.profile.clone(),
                     force: true,
+                    undo: self.undo.clone(),
                 }),
             },
             Action::Confirm(false) | Action::Back => Step::Finish {
                 status: "assignment cancelled".into(),
+                command: None,
+            },
+            _ => Step::Stay,
+        }
+    }
+}
+
+/// What a yes to a [`ConfirmState`] does.
+#[derive(Debug, Clone)]
+pub enum Then {
+    /// stop the console and the boot services.
+    Quit,
+    /// hand the runner `command`, saying `status`.
+    Run {
+        status: String,
+        command: Box<Command>,
+    },
+}
+
+/// A yes/no question before an action that is hard to take back: quitting while machines
+/// boot, unassign, reinstall, retire, bulk actions (and, later, power actions). Enter or y
+/// says yes; n, q or Esc says no.
+#[derive(Debug, Clone)]
+pub struct ConfirmState {
+    pub title: String,
+    /// what will happen, naming the machines; the last line is the question.
+    pub question: Vec<String>,
+    /// the yes key's label: `stop services`, `unassign`.
+    pub yes: String,
+    pub then: Then,
+}
+
+impl ConfirmState {
+    pub(super) fn on(&self, action: &Action) -> Step {
+        match action {
+            Action::Confirm(true) | Action::Submit => match &self.then {
+                Then::Quit => Step::Quit,
+                Then::Run { status, command } => Step::Finish {
+                    status: status.clone(),
+                    command: Some(Command::clone(command)),
+                },
+            },
+            Action::Confirm(false) | Action::Back => Step::Finish {
+                status: format!("{}: cancelled", self.title),
                 command: None,
             },
             _ => Step::Stay,
@@ -202,6 +366,115 @@ impl EditState {
             _ => {}
         }
         Step::Stay
+    }
+}
+
+/// The bulk rack form: one rack for every marked machine; a first unit numbers them up from
+/// it in table order, an empty one keeps each machine's unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RackState {
+    /// in table order.
+    pub ids: Vec<MachineId>,
+    pub rack: String,
+    pub first_unit: String,
+    /// 0 the rack, 1 the first unit.
+    pub focus: usize,
+    pub error: Option<String>,
+}
+
+impl RackState {
+    /// Starts with the rack the machines share, if they do.
+    pub fn new(ids: Vec<MachineId>, machines: &HashMap<MachineId, Machine>) -> RackState {
+        let mut racks = ids.iter().map(|id| {
+            machines
+                .get(id)
+                .and_then(|m| m.rack.as_ref())
+                .map(|r| &r.rack)
+        });
+        let first = racks.next().flatten();
+        let shared = racks.all(|r| r == first);
+        RackState {
+            rack: first.filter(|_| shared).cloned().unwrap_or_default(),
+            ids,
+            first_unit: String::new(),
+            focus: 0,
+            error: None,
+        }
+    }
+
+    fn focused(&mut self) -> &mut String {
+        if self.focus == 0 {
+            &mut self.rack
+        } else {
+            &mut self.first_unit
+        }
+    }
+
+    pub(super) fn on(&mut self, action: &Action, machines: &HashMap<MachineId, Machine>) -> Step {
+        match action {
+            Action::Back => return Step::Close,
+            Action::NextField | Action::Down | Action::Up => self.focus = 1 - self.focus,
+            Action::Input(c) => {
+                self.focused().push(*c);
+                self.error = None;
+            }
+            Action::Backspace => {
+                self.focused().pop();
+                self.error = None;
+            }
+            Action::Submit => match self.edits(machines) {
+                Ok(commands) => {
+                    let what = format!("rack {} for {} machines", self.rack.trim(), self.ids.len());
+                    return Step::Finish {
+                        status: format!("{what}…"),
+                        command: Some(Command::Batch {
+                            what,
+                            commands,
+                            undo: None,
+                        }),
+                    };
+                }
+                Err(e) => self.error = Some(e),
+            },
+            _ => {}
+        }
+        Step::Stay
+    }
+
+    fn edits(&self, machines: &HashMap<MachineId, Machine>) -> Result<Vec<Command>, String> {
+        let rack = self.rack.trim();
+        if rack.is_empty() {
+            return Err("the rack needs a name, e.g. r3".into());
+        }
+        let first = match self.first_unit.trim() {
+            "" => None,
+            u => Some(
+                u.parse::<u32>()
+                    .map_err(|_| format!("unit `{u}` is not a number; use e.g. 12"))?,
+            ),
+        };
+        Ok(self
+            .ids
+            .iter()
+            .zip(0u32..)
+            .map(|(id, i)| {
+                let kept = machines
+                    .get(id)
+                    .and_then(|m| m.rack.as_ref())
+                    .and_then(|r| r.unit);
+                let edit = Edit {
+                    rack: Some(Rack {
+                        rack: rack.to_string(),
+                        unit: first.map(|f| f.saturating_add(i)).or(kept),
+                    }),
+                    ..Edit::default()
+                };
+                Command::Edit {
+                    id: id.clone(),
+                    edit,
+                }
+            })
+            .collect())
     }
 }
 

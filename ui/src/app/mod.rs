@@ -14,10 +14,13 @@ mod tests;
 mod update;
 
 pub use dialogs::{
-    override_value, AssignState, ConfirmForceState, Dialog, EditState, EventState, OverrideState,
-    EDIT_FIELDS,
+    machine_name, machines_named, override_value, AssignState, ConfirmForceState, ConfirmState,
+    Dialog, EditState, EventState, OverrideState, RackState, Then, EDIT_FIELDS,
 };
 pub use log::{append_collapsed, Level, LogLine};
-pub use rows::{FilterField, FILTER_FIELDS};
-pub use state::{operator_name, App, Setup, Status, TemplateStatus, DEFAULT_STALL, NEW_FOR};
+pub use rows::{filter_help, natural_cmp, rack_text, FilterField, FILTER_FIELDS};
+pub use state::{
+    operator_label, operator_name, App, Setup, Status, TemplateStatus, DEFAULT_STALL, NEW_FOR,
+    STATUS_FOR,
+};
 pub use update::update;

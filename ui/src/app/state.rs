@@ -2,7 +2,7 @@
 //! small moves the update loop and the views share.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +16,16 @@ use time::OffsetDateTime;
 
 use super::dialogs::Dialog;
 use super::log::LogLine;
-use crate::action::{Command, Page, Pane, SortKey};
+use crate::action::{Command, Page, Pane, SortKey, Undo};
 
 /// How long a machine that just appeared is highlighted.
 pub const NEW_FOR: Duration = Duration::from_secs(8);
 /// A machine in one phase longer than this is stalled, unless its profile says otherwise.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(10 * 60);
+/// How long a status line that is not an error stays up.
+pub const STATUS_FOR: Duration = Duration::from_secs(8);
+/// What the audit log calls an operator who has no name anywhere.
+const NO_NAME: &str = "operator";
 
 /// What the console knows about the setup it runs in (fixed for the run).
 #[derive(Debug, Clone, Default)]
@@ -45,14 +49,29 @@ impl Setup {
     }
 }
 
-/// The operator's name in the audit log: config `operator`, else `$USER`, else "operator".
-pub fn operator_name(configured: Option<&str>, user: Option<String>) -> String {
-    configured
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| user.filter(|u| !u.trim().is_empty()))
-        .unwrap_or_else(|| "operator".to_string())
+/// The operator's name in the audit log: config `operator`, else `$USER`, else `$LOGNAME`,
+/// else the name of the process's uid (`uid_name`, asked only when the environment has none),
+/// else "operator".
+pub fn operator_name(
+    configured: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    uid_name: impl FnOnce() -> Option<String>,
+) -> String {
+    let named = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    named(configured.map(str::to_string))
+        .or_else(|| named(env("USER")))
+        .or_else(|| named(env("LOGNAME")))
+        .or_else(|| named(uid_name()))
+        .unwrap_or_else(|| NO_NAME.to_string())
+}
+
+/// The footer's "who am I": `operator alice`, but the fallback name only once.
+pub fn operator_label(name: &str) -> String {
+    if name == NO_NAME {
+        NO_NAME.to_string()
+    } else {
+        format!("{NO_NAME} {name}")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,6 +86,8 @@ pub struct TemplateStatus {
 pub struct Status {
     pub text: String,
     pub error: bool,
+    /// when it was said (by the runner's clock); a fine one goes after [`STATUS_FOR`].
+    pub at: OffsetDateTime,
 }
 
 /// Everything the console shows. Rendering reads it; only `update` changes it.
@@ -108,6 +129,12 @@ pub struct App {
     pub log_scroll: usize,
     pub dialog: Option<Dialog>,
     pub status: Option<Status>,
+    /// machines marked (Space) for a bulk action.
+    pub marked: BTreeSet<MachineId>,
+    /// assignments made in this session, newest last: what `z` takes back.
+    pub undo: Vec<Undo>,
+    /// the runner's clock as of its last tick; the update loop reads no clock of its own.
+    pub now: OffsetDateTime,
     /// first visible row of the machines table; render-side state like ratatui's `TableState`.
     pub table_offset: Cell<usize>,
     pub quit: bool,
@@ -144,6 +171,9 @@ impl App {
             log_scroll: 0,
             dialog: None,
             status: None,
+            marked: BTreeSet::new(),
+            undo: Vec::new(),
+            now: OffsetDateTime::UNIX_EPOCH,
             table_offset: Cell::new(0),
             quit: false,
         };
@@ -212,14 +242,28 @@ impl App {
         self.waiting = self.tally.waiting;
     }
 
-    /// Machines assigned to `profile` that have not finished booting it.
-    pub fn booting_in(&self, profile: &str) -> usize {
+    /// Booting: assigned and not finished, with boot activity within the stall window (a
+    /// powered-off `configured` machine is not booting, a stalled one is counted as stalled).
+    pub fn is_booting(&self, m: &Machine, now: OffsetDateTime) -> bool {
+        matches!(m.state, State::Configured | State::Installing)
+            && self
+                .phase_of(m, now)
+                .is_some_and(|(phase, _, stalled)| phase != Phase::BootComplete && !stalled)
+    }
+
+    /// Machines booting right now.
+    pub fn booting_count(&self, now: OffsetDateTime) -> usize {
         self.machines
             .values()
-            .filter(|m| {
-                m.profile.as_deref() == Some(profile)
-                    && matches!(m.state, State::Configured | State::Installing)
-            })
+            .filter(|m| self.is_booting(m, now))
+            .count()
+    }
+
+    /// Machines booting `profile` right now.
+    pub fn booting_in(&self, profile: &str, now: OffsetDateTime) -> usize {
+        self.machines
+            .values()
+            .filter(|m| m.profile.as_deref() == Some(profile) && self.is_booting(m, now))
             .count()
     }
 
@@ -250,6 +294,7 @@ impl App {
         self.status = Some(Status {
             text: text.into(),
             error,
+            at: self.now,
         });
     }
 
@@ -282,7 +327,12 @@ impl App {
         let last = self.rows.len() - 1;
         let next = (self.selected as isize + delta).clamp(0, last as isize) as usize;
         self.selected = next;
-        self.selected_id = Some(self.rows[next].clone());
+        let id = self.rows[next].clone();
+        if self.selected_id.as_ref() != Some(&id) {
+            // a status line about the machine left behind would read as about this one
+            self.status = None;
+        }
+        self.selected_id = Some(id);
         self.want_history()
     }
 
@@ -317,10 +367,62 @@ impl App {
 mod tests {
     use super::*;
 
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
-    fn operator_name_prefers_config_then_user() {
-        assert_eq!(operator_name(Some("alice"), Some("bob".into())), "alice");
-        assert_eq!(operator_name(Some("  "), Some("bob".into())), "bob");
-        assert_eq!(operator_name(None, None), "operator");
+    fn operator_name_prefers_config_then_user_then_logname_then_uid() {
+        let none = || None;
+        let uid = || Some("carol".to_string());
+        let both = [("USER", "bob"), ("LOGNAME", "dave")];
+        assert_eq!(operator_name(Some("alice"), env(&both), uid), "alice");
+        assert_eq!(operator_name(Some("  "), env(&both), uid), "bob");
+        // $USER unset (cron, some containers): $LOGNAME, then the uid's name
+        assert_eq!(
+            operator_name(None, env(&[("LOGNAME", "dave")]), uid),
+            "dave"
+        );
+        assert_eq!(operator_name(None, env(&[("USER", " ")]), uid), "carol");
+        assert_eq!(operator_name(None, env(&[]), none), "operator");
+        // the footer names the fallback once
+        assert_eq!(operator_label("operator"), "operator");
+        assert_eq!(operator_label("carol"), "operator carol");
+    }
+
+    #[test]
+    fn only_recently_active_machines_are_booting() {
+        let now = crate::fixtures::NOW;
+        let mut app = App::new(
+            Setup::default(),
+            Snapshot {
+                machines: Vec::new(),
+                profiles: Vec::new(),
+                waiting: 0,
+                ignored: Vec::new(),
+                timelines: Default::default(),
+            },
+        );
+        let mut m = Machine::new("pw-off".parse().unwrap(), String::new(), now);
+        m.profile = Some("worker".into());
+        m.state = State::Configured;
+        m.phases.set(Phase::Ipxe, now - time::Duration::seconds(30));
+        assert!(app.is_booting(&m, now));
+        // assigned, then powered off: no boot step for hours
+        let hours = now + time::Duration::hours(3);
+        assert!(!app.is_booting(&m, hours));
+        // a finished boot is not booting, whatever its state says
+        m.phases.set(Phase::BootComplete, now);
+        assert!(!app.is_booting(&m, now));
+        // a waiting machine is not booting
+        let mut w = Machine::new("held".parse().unwrap(), String::new(), now);
+        w.phases.set(Phase::Ipxe, now);
+        assert!(!app.is_booting(&w, now));
+        app.machines.insert(m.id.clone(), m);
+        assert_eq!(app.booting_count(hours), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mayu::engine::Snapshot;
 use mayu::events::{Event, EventKind};
 use mayu::lease::{Lease, ServiceStatus};
-use mayu::machine::{Machine, MachineId, Phase, State};
+use mayu::machine::{Machine, MachineId, Phase, Rack, State};
 
 use super::*;
 use crate::action::{Action, Command, Outcome, Page, Pane, SortKey};
@@ -33,13 +33,18 @@ fn assign_picks_a_profile_and_sends_the_command() {
     app.select(&id("r1-u05"));
     assert!(update(&mut app, Action::StartAssign).is_none());
     // the picker starts on the machine's current profile (worker, the second)
-    assert_eq!(
-        app.dialog,
-        Some(Dialog::Assign(AssignState {
-            id: id("r1-u05"),
-            selected: 1
-        }))
-    );
+    match &app.dialog {
+        Some(Dialog::Assign(a)) => {
+            assert_eq!(
+                a,
+                &AssignState {
+                    ids: vec![id("r1-u05")],
+                    selected: 1
+                }
+            )
+        }
+        other => panic!("expected the picker, got {other:?}"),
+    }
     update(&mut app, Action::Down);
     let cmd = update(&mut app, Action::Submit);
     match cmd {
@@ -47,6 +52,7 @@ fn assign_picks_a_profile_and_sends_the_command() {
             id: i,
             profile,
             force,
+            ..
         }) => {
             assert_eq!(i, id("r1-u05"));
             assert_eq!(profile, "discovery");
@@ -63,7 +69,8 @@ fn a_full_profile_asks_and_yes_forces() {
     let waiting = id("4c4c4544-0042-3510-8052-b4c04f4b4e32");
     app.select(&waiting);
     update(&mut app, Action::StartAssign);
-    // control-plane (3 of 3) is first
+    // control-plane (3 of 3) is first; the picker starts past it, on worker
+    update(&mut app, Action::Up);
     assert!(update(&mut app, Action::Submit).is_none());
     assert!(matches!(
         app.dialog,
@@ -85,6 +92,7 @@ fn a_full_profile_asks_and_yes_forces() {
     }
     // and "no" sends nothing
     update(&mut app, Action::StartAssign);
+    update(&mut app, Action::Up);
     update(&mut app, Action::Submit);
     assert!(update(&mut app, Action::Confirm(false)).is_none());
     assert!(app.dialog.is_none());
@@ -102,6 +110,7 @@ fn engine_refusing_a_full_profile_opens_the_confirmation() {
                 profile: "control-plane".into(),
                 quantity: 3,
             },
+            undo: None,
         },
     );
     assert!(matches!(app.dialog, Some(Dialog::ConfirmForce(_))));
@@ -293,17 +302,46 @@ fn override_form_refuses_an_empty_key_and_empty_value_removes() {
     }
 }
 
+/// The confirmation's question, as one string.
+fn question(app: &App) -> String {
+    match &app.dialog {
+        Some(Dialog::Confirm(q)) => q.question.join(" "),
+        other => panic!("expected a confirmation, got {other:?}"),
+    }
+}
+
 #[test]
-fn simple_actions_target_the_selection() {
+fn unassign_reinstall_and_retire_ask_first_naming_the_machine() {
     let mut app = fixtures::session().unwrap();
-    app.select(&id("r1-u08"));
-    assert!(
-        matches!(update(&mut app, Action::Unassign), Some(Command::Unassign { id: i }) if i == id("r1-u08"))
-    );
-    assert!(matches!(
-        update(&mut app, Action::Reinstall),
-        Some(Command::Reinstall { .. })
-    ));
+    app.select(&id("r1-u04"));
+    for (action, verb) in [
+        (Action::Unassign, "Unassign"),
+        (Action::Reinstall, "Reinstall"),
+        (Action::Retire, "Retire"),
+    ] {
+        assert!(
+            update(&mut app, action.clone()).is_none(),
+            "{verb} acted at once"
+        );
+        let q = question(&app);
+        assert!(q.contains(&format!("{verb} r1-u04 (worker-04)?")), "{q}");
+        // n, q and Esc say no and send nothing
+        assert!(update(&mut app, Action::Confirm(false)).is_none());
+        assert!(app.dialog.is_none());
+        assert!(app.status.as_ref().unwrap().text.contains("cancelled"));
+        update(&mut app, action);
+        match update(&mut app, Action::Confirm(true)) {
+            Some(Command::Unassign { id: i }) => {
+                assert_eq!((verb, i), ("Unassign", id("r1-u04")))
+            }
+            Some(Command::Reinstall { id: i }) => {
+                assert_eq!((verb, i), ("Reinstall", id("r1-u04")))
+            }
+            Some(Command::Retire { id: i }) => assert_eq!((verb, i), ("Retire", id("r1-u04"))),
+            other => panic!("{verb}: got {other:?}"),
+        }
+    }
+    // boot complete is not destructive: at once
     assert!(matches!(
         update(&mut app, Action::BootComplete),
         Some(Command::BootComplete { .. })
@@ -311,6 +349,230 @@ fn simple_actions_target_the_selection() {
     let mut empty = fixtures::empty().unwrap();
     assert!(update(&mut empty, Action::Unassign).is_none());
     assert!(empty.status.as_ref().unwrap().error);
+    assert!(empty.dialog.is_none());
+}
+
+#[test]
+fn quit_asks_while_machines_boot_and_says_how_many() {
+    let mut app = fixtures::session().unwrap();
+    app.now = NOW;
+    let booting = app.booting_count(NOW);
+    assert_eq!(booting, 5, "r1-u06 is stalled, not booting");
+    assert!(update(&mut app, Action::Quit).is_none());
+    assert!(!app.quit);
+    assert!(
+        question(&app).contains("5 machines are booting; stop DHCP, TFTP and HTTP for all? y/N"),
+        "{}",
+        question(&app)
+    );
+    // n keeps everything running
+    assert!(update(&mut app, Action::Confirm(false)).is_none());
+    assert!(!app.quit && app.dialog.is_none());
+    // y quits; so does a second Ctrl-C
+    update(&mut app, Action::Quit);
+    assert!(matches!(
+        update(&mut app, Action::Confirm(true)),
+        Some(Command::Quit)
+    ));
+    assert!(app.quit);
+    let mut again = fixtures::session().unwrap();
+    again.now = NOW;
+    update(&mut again, Action::Quit);
+    assert!(matches!(
+        update(&mut again, Action::Quit),
+        Some(Command::Quit)
+    ));
+    // hours later nothing has booted for a while: one key quits
+    let mut idle = fixtures::session().unwrap();
+    update(&mut idle, Action::Tick(NOW + time::Duration::hours(2)));
+    assert!(matches!(
+        update(&mut idle, Action::Quit),
+        Some(Command::Quit)
+    ));
+}
+
+#[test]
+fn the_picker_starts_on_a_profile_with_room() {
+    let mut app = fixtures::session().unwrap();
+    // waiting, no profile: control-plane is full, worker has room
+    app.select(&id("4c4c4544-0042-3510-8052-b4c04f4b4e32"));
+    update(&mut app, Action::StartAssign);
+    assert!(matches!(
+        &app.dialog,
+        Some(Dialog::Assign(AssignState { selected: 1, .. }))
+    ));
+    // one already in the full profile starts on it
+    update(&mut app, Action::Back);
+    app.select(&id("r1-u03"));
+    update(&mut app, Action::StartAssign);
+    assert!(matches!(
+        &app.dialog,
+        Some(Dialog::Assign(AssignState { selected: 0, .. }))
+    ));
+}
+
+/// Runs `cmd` as the engine would have, and reports it done.
+fn land(app: &mut App, cmd: Option<Command>) {
+    let (what, undo, changes) = match cmd {
+        Some(Command::Assign {
+            id, profile, undo, ..
+        }) => (
+            format!("assign {id} to {profile}"),
+            undo,
+            vec![(id, Some(profile))],
+        ),
+        Some(Command::Batch {
+            what,
+            commands,
+            undo,
+        }) => {
+            let changes = commands
+                .into_iter()
+                .map(|c| match c {
+                    Command::Assign { id, profile, .. } => (id, Some(profile)),
+                    Command::Unassign { id } => (id, None),
+                    other => panic!("not an assignment: {other:?}"),
+                })
+                .collect();
+            (what, undo, changes)
+        }
+        other => panic!("expected an assignment, got {other:?}"),
+    };
+    for (i, (mid, profile)) in changes.into_iter().enumerate() {
+        let mut m = app.machines[&mid].clone();
+        m.profile = profile;
+        update(
+            app,
+            bus(
+                700 + i as u64 + app.log.len() as u64,
+                EventKind::MachineChanged {
+                    machine: Box::new(m),
+                    change: "assigned".into(),
+                    actor: "alice".into(),
+                },
+            ),
+        );
+    }
+    update(
+        app,
+        Action::Done {
+            what,
+            outcome: Outcome::Ok,
+            undo,
+        },
+    );
+}
+
+#[test]
+fn z_undoes_the_last_assignment_and_says_what() {
+    let mut app = fixtures::session().unwrap();
+    // nothing yet
+    assert!(update(&mut app, Action::Undo).is_none());
+    assert_eq!(
+        app.status.as_ref().unwrap().text,
+        "nothing to undo: no assignment made in this session"
+    );
+    // r1-u05: worker → discovery, then the waiting one → worker
+    app.select(&id("r1-u05"));
+    update(&mut app, Action::StartAssign);
+    update(&mut app, Action::Down);
+    let cmd = update(&mut app, Action::Submit);
+    land(&mut app, cmd);
+    let waiting = id("4c4c4544-0042-3510-8052-b4c04f4b4e32");
+    app.select(&waiting);
+    update(&mut app, Action::StartAssign);
+    let cmd = update(&mut app, Action::Submit);
+    land(&mut app, cmd);
+    assert_eq!(app.undo.len(), 2);
+    // the newest first: the waiting machine goes back to no profile
+    let undo = update(&mut app, Action::Undo);
+    assert_eq!(
+        app.status.as_ref().unwrap().text,
+        format!("undo assign {waiting} to worker ({waiting} unassigned)…")
+    );
+    assert!(matches!(
+        &undo,
+        Some(Command::Batch { commands, .. })
+            if matches!(commands.as_slice(), [Command::Unassign { id: i }] if *i == waiting)
+    ));
+    land(&mut app, undo);
+    // an undo is not itself undone by z: the next z takes back the one before
+    let undo = update(&mut app, Action::Undo);
+    assert!(matches!(
+        &undo,
+        Some(Command::Batch { commands, .. })
+            if matches!(commands.as_slice(), [Command::Assign { id: i, profile, .. }]
+                if *i == id("r1-u05") && profile == "worker")
+    ));
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("r1-u05 back to worker"));
+    land(&mut app, undo);
+    assert_eq!(
+        app.machines[&id("r1-u05")].profile.as_deref(),
+        Some("worker")
+    );
+    update(&mut app, Action::Undo);
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .starts_with("nothing to undo"));
+}
+
+#[test]
+fn a_failed_assignment_leaves_nothing_to_undo() {
+    let mut app = fixtures::session().unwrap();
+    update(
+        &mut app,
+        Action::Done {
+            what: "assign r1-u05 to worker".into(),
+            outcome: Outcome::Failed("no such profile".into()),
+            undo: None,
+        },
+    );
+    assert!(app.undo.is_empty());
+    assert!(app.status.as_ref().unwrap().error);
+}
+
+#[test]
+fn fine_status_lines_go_after_a_while_and_when_the_selection_moves() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::Tick(NOW));
+    app.select(&id("r1-u04"));
+    update(
+        &mut app,
+        Action::Done {
+            what: "override role on r1-u04".into(),
+            outcome: Outcome::Ok,
+            undo: None,
+        },
+    );
+    assert_eq!(
+        app.status.as_ref().unwrap().text,
+        "override role on r1-u04: done"
+    );
+    update(&mut app, Action::Tick(NOW + time::Duration::seconds(2)));
+    assert!(app.status.is_some());
+    update(&mut app, Action::Tick(NOW + time::Duration::seconds(9)));
+    assert!(app.status.is_none(), "a stale status line stayed");
+    // an error stays until the selection moves on
+    update(
+        &mut app,
+        Action::Done {
+            what: "edit r1-u04".into(),
+            outcome: Outcome::Failed("boom".into()),
+            undo: None,
+        },
+    );
+    update(&mut app, Action::Tick(NOW + time::Duration::seconds(60)));
+    assert!(app.status.is_some());
+    update(&mut app, Action::Down);
+    assert!(app.status.is_none());
 }
 
 #[test]
@@ -377,6 +639,7 @@ fn history_is_requested_for_the_selection_and_reloaded_after_changes() {
         Action::Done {
             what: "assign".into(),
             outcome: Outcome::Ok,
+            undo: None,
         },
     );
     assert!(matches!(done, Some(Command::LoadHistory { .. })));
@@ -488,7 +751,7 @@ fn service_problems_reach_the_console() {
 }
 
 #[test]
-fn quit_quits() {
+fn quit_quits_when_nothing_boots() {
     let mut app = fixtures::empty().unwrap();
     assert!(matches!(
         update(&mut app, Action::Quit),
@@ -539,4 +802,235 @@ fn boot_complete_takes_the_state_from_the_engine() {
         ),
     );
     assert_eq!(app.machines[&r106].state, State::Running);
+}
+
+#[test]
+fn space_marks_and_moves_on_and_esc_unmarks() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u03"));
+    update(&mut app, Action::ToggleMark);
+    update(&mut app, Action::ToggleMark);
+    assert_eq!(app.selected_id, Some(id("r1-u05")));
+    assert_eq!(
+        app.marked.iter().cloned().collect::<Vec<_>>(),
+        vec![id("r1-u03"), id("r1-u04")]
+    );
+    assert!(app.status.as_ref().unwrap().text.starts_with("2 marked"));
+    // Space on a marked one unmarks it
+    update(&mut app, Action::Up);
+    update(&mut app, Action::ToggleMark);
+    assert_eq!(app.marked.len(), 1);
+    update(&mut app, Action::Back);
+    assert!(app.marked.is_empty());
+}
+
+#[test]
+fn bulk_assign_is_one_batch_and_undoes_as_one() {
+    let mut app = fixtures::session().unwrap();
+    // marks survive the filter: r1-u03 (control-plane), then r2-u01 and r2-u02 (discovery)
+    app.select(&id("r1-u03"));
+    update(&mut app, Action::ToggleMark);
+    update(&mut app, Action::StartFilter);
+    for c in "r2-".chars() {
+        update(&mut app, Action::Input(c));
+    }
+    update(&mut app, Action::Submit);
+    update(&mut app, Action::Top);
+    update(&mut app, Action::ToggleMark);
+    update(&mut app, Action::ToggleMark);
+    assert_eq!(app.marked.len(), 3);
+    update(&mut app, Action::StartAssign);
+    match &app.dialog {
+        Some(Dialog::Assign(a)) => {
+            assert_eq!(a.ids, vec![id("r1-u03"), id("r2-u01"), id("r2-u02")]);
+            // control-plane is full, worker has room for three more
+            assert_eq!(a.selected, 1);
+        }
+        other => panic!("expected the picker, got {other:?}"),
+    }
+    let cmd = update(&mut app, Action::Submit);
+    assert!(app.marked.is_empty(), "the marks have served");
+    match &cmd {
+        Some(Command::Batch {
+            what,
+            commands,
+            undo: Some(undo),
+        }) => {
+            assert_eq!(what, "assign 3 machines to worker");
+            assert_eq!(commands.len(), 3);
+            assert!(commands.iter().all(
+                |c| matches!(c, Command::Assign { profile, force: false, .. } if profile == "worker")
+            ));
+            assert_eq!(
+                undo.before,
+                vec![
+                    (id("r1-u03"), Some("control-plane".into())),
+                    (id("r2-u01"), Some("discovery".into())),
+                    (id("r2-u02"), Some("discovery".into())),
+                ]
+            );
+        }
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    land(&mut app, cmd);
+    let undo = update(&mut app, Action::Undo);
+    assert!(
+        matches!(&undo, Some(Command::Batch { commands, .. }) if commands.len() == 3),
+        "{undo:?}"
+    );
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("r1-u03 back to control-plane, r2-u01 back to discovery"));
+}
+
+#[test]
+fn bulk_assign_past_a_quantity_asks_naming_the_count() {
+    let mut app = fixtures::session().unwrap();
+    for m in ["r2-u01", "r2-u02"] {
+        app.select(&id(m));
+        update(&mut app, Action::ToggleMark);
+    }
+    update(&mut app, Action::StartAssign);
+    update(&mut app, Action::Up);
+    assert!(update(&mut app, Action::Submit).is_none());
+    let q = question(&app);
+    assert!(
+        q.contains("3 of 3 assigned; 2 more go past its quantity"),
+        "{q}"
+    );
+    assert!(
+        q.contains("Assign 2 machines (r2-u01, r2-u02) anyway?"),
+        "{q}"
+    );
+    match update(&mut app, Action::Confirm(true)) {
+        Some(Command::Batch { commands, .. }) => assert!(commands
+            .iter()
+            .all(|c| matches!(c, Command::Assign { force: true, .. }))),
+        other => panic!("expected a forced batch, got {other:?}"),
+    }
+}
+
+#[test]
+fn bulk_reinstall_asks_naming_the_count() {
+    let mut app = fixtures::session().unwrap();
+    for m in ["r1-u01", "r1-u02", "r1-u07"] {
+        app.select(&id(m));
+        update(&mut app, Action::ToggleMark);
+    }
+    assert!(update(&mut app, Action::Reinstall).is_none());
+    let q = question(&app);
+    assert!(
+        q.contains("Reinstall 3 machines (r1-u01, r1-u02, r1-u07)? y/N"),
+        "{q}"
+    );
+    match update(&mut app, Action::Submit) {
+        Some(Command::Batch { what, commands, .. }) => {
+            assert_eq!(what, "reinstall 3 machines");
+            assert!(commands
+                .iter()
+                .all(|c| matches!(c, Command::Reinstall { .. })));
+        }
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    assert!(app.marked.is_empty());
+}
+
+#[test]
+fn bulk_rack_edit_sets_one_rack_and_counts_units_up() {
+    let mut app = fixtures::session().unwrap();
+    for m in ["r2-u02", "r2-u01"] {
+        app.select(&id(m));
+        update(&mut app, Action::ToggleMark);
+    }
+    update(&mut app, Action::StartEdit);
+    // the rack they share is filled in
+    assert!(matches!(&app.dialog, Some(Dialog::Rack(r)) if r.rack == "r2"));
+    // no rack name: refused, the form stays
+    update(&mut app, Action::Backspace);
+    update(&mut app, Action::Backspace);
+    assert!(update(&mut app, Action::Submit).is_none());
+    assert!(matches!(&app.dialog, Some(Dialog::Rack(r)) if r.error.is_some()));
+    for c in "r2".chars() {
+        update(&mut app, Action::Input(c));
+    }
+    update(&mut app, Action::NextField);
+    for c in "10".chars() {
+        update(&mut app, Action::Input(c));
+    }
+    match update(&mut app, Action::Submit) {
+        Some(Command::Batch { commands, .. }) => {
+            let racks: Vec<(String, Option<Rack>)> = commands
+                .into_iter()
+                .map(|c| match c {
+                    Command::Edit { id, edit } => (id.to_string(), edit.rack),
+                    other => panic!("not an edit: {other:?}"),
+                })
+                .collect();
+            let r = |u| {
+                Some(Rack {
+                    rack: "r2".into(),
+                    unit: Some(u),
+                })
+            };
+            // in table order, whatever the marking order
+            assert_eq!(
+                racks,
+                vec![("r2-u01".to_string(), r(10)), ("r2-u02".to_string(), r(11))]
+            );
+        }
+        other => panic!("expected a batch of edits, got {other:?}"),
+    }
+}
+
+#[test]
+fn filter_finds_rack_notes_and_serial_and_ids_sort_naturally() {
+    let mut app = fixtures::session().unwrap();
+    let find = |app: &mut App, text: &str| {
+        update(app, Action::Back);
+        update(app, Action::StartFilter);
+        for c in text.chars() {
+            update(app, Action::Input(c));
+        }
+        app.rows.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(find(&mut app, "psu b"), vec!["r1-u04"]);
+    assert_eq!(find(&mut app, "r1 u16"), vec!["r1-u08"]);
+    assert_eq!(find(&mut app, "R2-U0"), vec!["r2-u01", "r2-u02"]);
+    // natural order: u9 before u10
+    let mut sorted = fixtures::empty().unwrap();
+    for (seq, name) in ["sn-10", "sn-2", "sn-100", "sn-1"].into_iter().enumerate() {
+        update(
+            &mut sorted,
+            bus(
+                seq as u64 + 1,
+                EventKind::MachineAdded {
+                    machine: Box::new(new_machine(name)),
+                    actor: name.into(),
+                },
+            ),
+        );
+    }
+    sorted.prepare();
+    let rows: Vec<String> = sorted.rows.iter().map(|i| i.to_string()).collect();
+    assert_eq!(rows, vec!["sn-1", "sn-2", "sn-10", "sn-100"]);
+}
+
+#[test]
+fn the_filter_line_has_its_own_hints() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::StartFilter);
+    assert_eq!(crate::keys::mode(&app), crate::keys::Mode::Filter);
+    let hints: Vec<&str> = crate::keys::hints(crate::keys::mode(&app))
+        .into_iter()
+        .map(|(_, what)| what)
+        .collect();
+    assert!(
+        !hints.contains(&"save") && !hints.contains(&"next field"),
+        "{hints:?}"
+    );
+    update(&mut app, Action::StartEdit);
+    assert!(app.dialog.is_none(), "e is text in the filter");
 }

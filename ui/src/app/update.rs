@@ -6,11 +6,14 @@ use mayu::lease::ServiceState;
 use mayu::machine::Machine;
 use time::OffsetDateTime;
 
+use mayu::machine::MachineId;
+
 use super::dialogs::{
-    help_step, AssignState, ConfirmForceState, Dialog, EditState, EventState, OverrideState, Step,
+    help_step, machines_named, AssignState, ConfirmForceState, ConfirmState, Dialog, EditState,
+    EventState, OverrideState, RackState, Step, Then,
 };
 use super::log::Level;
-use super::state::{App, TemplateStatus};
+use super::state::{App, TemplateStatus, STATUS_FOR};
 use crate::action::{Action, Command, Outcome, Page, Pane};
 
 /// Applies one action. Returns the work the runner must do, if any.
@@ -48,9 +51,14 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
             app.history = Some((id, result));
             None
         }
-        Action::Done { what, outcome } => match outcome {
+        Action::Done {
+            what,
+            outcome,
+            undo,
+        } => match outcome {
             Outcome::Ok => {
                 app.set_status(format!("{what}: done"), false);
+                app.undo.extend(undo);
                 // the change is a new commit: show it in the history
                 app.history = None;
                 app.want_history()
@@ -71,18 +79,29 @@ pub fn update(app: &mut App, action: Action) -> Option<Command> {
                     profile,
                     assigned,
                     quantity,
+                    undo,
                 }));
                 None
             }
             Outcome::Failed(e) => {
+                // a batch that partly landed can still be taken back for the part that did
+                app.undo.extend(undo);
                 app.set_status(format!("{what}: {e}"), true);
                 None
             }
         },
-        Action::Quit => {
-            app.quit = true;
-            Some(Command::Quit)
+        Action::Tick(now) => {
+            app.now = now;
+            let old = app
+                .status
+                .as_ref()
+                .is_some_and(|s| !s.error && crate::view::since(now, s.at) >= STATUS_FOR);
+            if old {
+                app.status = None;
+            }
+            None
         }
+        Action::Quit => quit(app),
         other => {
             app.prepare();
             if app.dialog.is_some() {
@@ -180,6 +199,121 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
     }
 }
 
+/// Quits at once when nothing is booting (or the quit question is already up: Ctrl-C twice);
+/// else asks, naming how many machines would lose their boot services mid-boot.
+fn quit(app: &mut App) -> Option<Command> {
+    let asked = matches!(
+        &app.dialog,
+        Some(Dialog::Confirm(ConfirmState {
+            then: Then::Quit,
+            ..
+        }))
+    );
+    let booting = app.booting_count(app.now);
+    if booting == 0 || asked {
+        app.quit = true;
+        return Some(Command::Quit);
+    }
+    let are = if booting == 1 {
+        "1 machine is".to_string()
+    } else {
+        format!("{booting} machines are")
+    };
+    app.dialog = Some(Dialog::Confirm(ConfirmState {
+        title: "Quit".into(),
+        question: vec![
+            "The boot services stop with the console.".into(),
+            format!("{are} booting; stop DHCP, TFTP and HTTP for all? y/N"),
+        ],
+        yes: "stop and quit".into(),
+        then: Then::Quit,
+    }));
+    None
+}
+
+/// The machines an action is for: the marked ones (in table order, whether or not the
+/// filter shows them), else the selection; a status line when there is none.
+fn targets(app: &mut App) -> Option<Vec<MachineId>> {
+    if app.marked.is_empty() {
+        return app.selected_machine_id().map(|id| vec![id]);
+    }
+    let mut ids: Vec<MachineId> = app.marked.iter().cloned().collect();
+    ids.sort_by(|a, b| super::rows::natural_cmp(a.as_str(), b.as_str()));
+    Some(ids)
+}
+
+/// Asks before `make`'s command for `ids`: `verb` names it (`Unassign`), `consequence` says
+/// what follows.
+fn confirm_each(
+    app: &mut App,
+    ids: Vec<MachineId>,
+    verb: &str,
+    consequence: &str,
+    make: fn(MachineId) -> Command,
+) {
+    let named = machines_named(&ids, &app.machines);
+    let lower = verb.to_lowercase();
+    let (status, command) = match ids.as_slice() {
+        [one] => (format!("{lower} {one}…"), make(one.clone())),
+        _ => {
+            let what = format!("{lower} {} machines", ids.len());
+            (
+                format!("{what}…"),
+                Command::Batch {
+                    what,
+                    commands: ids.iter().cloned().map(make).collect(),
+                    undo: None,
+                },
+            )
+        }
+    };
+    app.dialog = Some(Dialog::Confirm(ConfirmState {
+        title: format!("{verb} {named}"),
+        question: vec![consequence.to_string(), format!("{verb} {named}? y/N")],
+        yes: lower,
+        then: Then::Run {
+            status,
+            command: Box::new(command),
+        },
+    }));
+}
+
+/// `z`: puts back the profiles the newest assignment replaced, and says what it undid.
+fn undo(app: &mut App) -> Option<Command> {
+    let Some(last) = app.undo.pop() else {
+        app.set_status("nothing to undo: no assignment made in this session", false);
+        return None;
+    };
+    let back: Vec<String> = last
+        .before
+        .iter()
+        .map(|(id, p)| match p {
+            Some(p) => format!("{id} back to {p}"),
+            None => format!("{id} unassigned"),
+        })
+        .collect();
+    let what = format!("undo {} ({})", last.did, back.join(", "));
+    let commands = last
+        .before
+        .into_iter()
+        .map(|(id, before)| match before {
+            Some(profile) => Command::Assign {
+                id,
+                profile,
+                force: false,
+                undo: None,
+            },
+            None => Command::Unassign { id },
+        })
+        .collect();
+    app.set_status(format!("{what}…"), false);
+    Some(Command::Batch {
+        what,
+        commands,
+        undo: None,
+    })
+}
+
 fn on_key(app: &mut App, action: Action) -> Option<Command> {
     match action {
         Action::Help => {
@@ -190,6 +324,8 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
             if !app.filter.is_empty() {
                 app.filter.clear();
                 app.refresh_rows();
+            } else if !app.marked.is_empty() {
+                app.marked.clear();
             } else if app.page != Page::Machines {
                 app.page = Page::Machines;
             }
@@ -270,35 +406,75 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
             None
         }
         Action::StartAssign => {
-            let id = app.selected_machine_id()?;
+            let ids = targets(app)?;
             if app.profiles.is_empty() {
                 app.set_status("no profiles configured", true);
                 return None;
             }
-            let current = app.machines.get(&id).and_then(|m| m.profile.as_deref());
-            let picker = AssignState::new(id.clone(), current, &app.profiles);
+            let current = app.machines.get(&ids[0]).and_then(|m| m.profile.as_deref());
+            let picker = AssignState::new(ids.clone(), current, &app.profiles);
             app.dialog = Some(Dialog::Assign(picker));
             None
         }
         Action::Unassign => {
-            let id = app.selected_machine_id()?;
-            app.set_status(format!("unassigning {id}…"), false);
-            Some(Command::Unassign { id })
+            let ids = targets(app)?;
+            confirm_each(
+                app,
+                ids,
+                "Unassign",
+                "It leaves its profile and waits for an operator.",
+                |id| Command::Unassign { id },
+            );
+            None
         }
         Action::Reinstall => {
-            let id = app.selected_machine_id()?;
-            app.set_status(format!("requesting reinstall of {id}…"), false);
-            Some(Command::Reinstall { id })
+            let ids = targets(app)?;
+            confirm_each(
+                app,
+                ids,
+                "Reinstall",
+                "Its next boot installs its profile again, wiping the disk.",
+                |id| Command::Reinstall { id },
+            );
+            None
         }
+        Action::Retire => {
+            let ids = targets(app)?;
+            confirm_each(
+                app,
+                ids,
+                "Retire",
+                "It leaves the inventory (its history stays in git).",
+                |id| Command::Retire { id },
+            );
+            None
+        }
+        Action::ToggleMark => {
+            let id = app.selected_machine_id()?;
+            if !app.marked.remove(&id) {
+                app.marked.insert(id);
+            }
+            let next = app.move_by(1);
+            let n = app.marked.len();
+            app.set_status(
+                format!("{n} marked: a, e, u, r and X act on them all · Esc unmarks"),
+                false,
+            );
+            next
+        }
+        Action::Undo => undo(app),
         Action::BootComplete => {
             let id = app.selected_machine_id()?;
             app.set_status(format!("marking {id} boot complete…"), false);
             Some(Command::BootComplete { id })
         }
         Action::StartEdit => {
-            let id = app.selected_machine_id()?;
-            let form = EditState::new(app.machines.get(&id)?);
-            app.dialog = Some(Dialog::Edit(form));
+            let ids = targets(app)?;
+            let dialog = match ids.as_slice() {
+                [one] => Dialog::Edit(EditState::new(app.machines.get(one)?)),
+                _ => Dialog::Rack(RackState::new(ids, &app.machines)),
+            };
+            app.dialog = Some(dialog);
             None
         }
         Action::StartOverride => {
@@ -333,6 +509,11 @@ fn on_filter(app: &mut App, action: Action) -> Option<Command> {
 
 /// Hands the key to the open dialog, which changes in place, then does what it asked.
 fn on_dialog(app: &mut App, action: &Action) -> Option<Command> {
+    // these act on the marked machines: done (or cancelled), the marks have served
+    let on_marks = matches!(
+        app.dialog,
+        Some(Dialog::Assign(_) | Dialog::Rack(_) | Dialog::Confirm(_) | Dialog::ConfirmForce(_))
+    );
     let step = match app.dialog.as_mut()? {
         Dialog::Help => help_step(action),
         Dialog::Assign(picker) => picker.on(action, &app.profiles, &app.machines),
@@ -342,6 +523,8 @@ fn on_dialog(app: &mut App, action: &Action) -> Option<Command> {
             form.on(action, machine)
         }
         Dialog::Override(form) => form.on(action),
+        Dialog::Rack(form) => form.on(action, &app.machines),
+        Dialog::Confirm(question) => question.on(action),
         Dialog::Event(popup) => popup.on(action),
     };
     match step {
@@ -353,11 +536,19 @@ fn on_dialog(app: &mut App, action: &Action) -> Option<Command> {
         Step::Finish { status, command } => {
             app.dialog = None;
             app.set_status(status, false);
+            if on_marks && command.is_some() {
+                app.marked.clear();
+            }
             command
         }
         Step::Replace(next) => {
             app.dialog = Some(next);
             None
+        }
+        Step::Quit => {
+            app.dialog = None;
+            app.quit = true;
+            Some(Command::Quit)
         }
     }
 }

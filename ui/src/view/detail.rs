@@ -27,8 +27,34 @@ fn field(label: &str, value: String) -> Vec<Span<'static>> {
     ]
 }
 
-fn gib(bytes: u64) -> String {
-    format!("{:.0} GiB", bytes as f64 / (1u64 << 30) as f64)
+/// Sizes as people say them: `256 MiB` below 1 GiB (where whole GiB would read `0 GiB`),
+/// `128 GiB` above, `3.9 TiB` from a TiB on.
+pub fn size(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    const GIB: f64 = (1u64 << 30) as f64;
+    const TIB: f64 = (1u64 << 40) as f64;
+    let b = bytes as f64;
+    if b < GIB {
+        format!("{:.0} MiB", b / MIB)
+    } else if b < TIB {
+        format!("{:.0} GiB", b / GIB)
+    } else {
+        format!("{:.1} TiB", b / TIB)
+    }
+}
+
+/// The machine's architecture as an operator reads it. The engine records what iPXE's
+/// `${buildarch}` said, which is the boot program's build, not the machine: undionly.kpxe is
+/// an i386 build that BIOS x86-64 machines run. So: i386 reads `x86 (BIOS)`, x86_64 (the
+/// EFI builds mayu serves) `x86_64 (UEFI)`, arm64 `arm64 (UEFI)`; anything else as given.
+pub fn arch_label(m: &Machine) -> String {
+    match m.arch.as_deref() {
+        None => "—".into(),
+        Some("i386" | "i686" | "x86") => "x86 (BIOS)".into(),
+        Some("x86_64") => "x86_64 (UEFI)".into(),
+        Some("arm64" | "aarch64") => "arm64 (UEFI)".into(),
+        Some(other) => other.to_string(),
+    }
 }
 
 fn facts(m: &Machine) -> Vec<Line<'static>> {
@@ -70,7 +96,7 @@ fn facts(m: &Machine) -> Vec<Line<'static>> {
         "ip",
         m.ip.map(|i| i.to_string()).unwrap_or_else(|| "—".into()),
     );
-    l.extend(field("arch", m.arch.clone().unwrap_or_else(|| "—".into())));
+    l.extend(field("arch", arch_label(m)));
     l.extend(field(
         "serial",
         m.serial.clone().unwrap_or_else(|| "—".into()),
@@ -100,10 +126,10 @@ fn facts(m: &Machine) -> Vec<Line<'static>> {
             hw.push(format!("{c} cpus"));
         }
         if let Some(b) = f.memory_bytes {
-            hw.push(gib(b));
+            hw.push(size(b));
         }
         for d in &f.disks {
-            hw.push(format!("{} {}", d.name, gib(d.size_bytes)));
+            hw.push(format!("{} {}", d.name, size(d.size_bytes)));
         }
         if let Some(p) = &f.product {
             hw.push(p.clone());
@@ -217,4 +243,35 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
         .render(inner, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::NOW;
+
+    #[test]
+    fn sizes_below_a_gib_read_in_mib() {
+        assert_eq!(size(256 << 20), "256 MiB");
+        assert_eq!(size(0), "0 MiB");
+        assert_eq!(size(1 << 30), "1 GiB");
+        assert_eq!(size(128 << 30), "128 GiB");
+        assert_eq!(size(4000 << 30), "3.9 TiB");
+    }
+
+    /// undionly.kpxe says `i386` on a BIOS x86-64 machine: that is the boot program's build.
+    #[test]
+    fn arch_says_what_the_machine_is_not_the_boot_programs_build() {
+        let mut m = Machine::new("m".parse().unwrap(), String::new(), NOW);
+        assert_eq!(arch_label(&m), "—");
+        for (build, shown) in [
+            ("i386", "x86 (BIOS)"),
+            ("x86_64", "x86_64 (UEFI)"),
+            ("arm64", "arm64 (UEFI)"),
+            ("riscv64", "riscv64"),
+        ] {
+            m.arch = Some(build.into());
+            assert_eq!(arch_label(&m), shown);
+        }
+    }
 }

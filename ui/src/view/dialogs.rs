@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::dim;
 use super::profiles::gauge;
 use crate::app::{
-    App, AssignState, ConfirmForceState, Dialog, EditState, EventState, Level, LogLine,
-    OverrideState, EDIT_FIELDS,
+    machines_named, App, AssignState, ConfirmForceState, ConfirmState, Dialog, EditState,
+    EventState, Level, LogLine, OverrideState, RackState, EDIT_FIELDS,
 };
 use crate::keys;
 
@@ -120,39 +120,131 @@ fn event_popup(line: &LogLine, scroll: u16, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
+/// Every key with its help line; a long line wraps under its own text, not under the keys.
+fn help_popup(app: &App, area: Rect, buf: &mut Buffer) {
+    const KEYS: usize = 14;
+    let width = 80.min(area.width);
+    let text_w = usize::from(width.saturating_sub(2))
+        .saturating_sub(KEYS + 2)
+        .max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    for (k, what) in keys::help_lines() {
+        for (i, part) in wrap_words(&what, text_w).into_iter().enumerate() {
+            let keys = if i == 0 { k } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("{keys:>KEYS$}  "),
+                    Style::new().fg(Color::Cyan).bold(),
+                ),
+                Span::raw(part),
+            ]));
+        }
+    }
+    let h = u16::try_from(lines.len()).unwrap_or(20) + 4;
+    let inner = popup(area, width, h, "Help".into(), buf);
+    lines.push(Line::default());
+    lines.push(Line::styled(
+        format!(
+            "Changes are committed to the inventory's git log as {}.",
+            app.setup.operator
+        ),
+        dim(),
+    ));
+    Paragraph::new(lines).render(inner, buf);
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a word longer than a
+/// line is cut).
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push(line);
+    out
+}
+
+/// A yes/no question: what happens, the machines it happens to, and the keys.
+fn confirm_popup(q: &ConfirmState, area: Rect, buf: &mut Buffer) {
+    let width = 72u16;
+    let text_w = usize::from(width.min(area.width).saturating_sub(2)).max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    let last = q.question.len().saturating_sub(1);
+    for (i, l) in q.question.iter().enumerate() {
+        let style = if i == last {
+            Style::new().bold()
+        } else {
+            Style::new()
+        };
+        lines.extend(
+            wrap_words(l, text_w)
+                .into_iter()
+                .map(|part| Line::styled(part, style)),
+        );
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(vec![
+        Span::styled("y", Style::new().fg(Color::Cyan).bold()),
+        Span::raw(format!(" {}    ", q.yes)),
+        Span::styled("n", Style::new().fg(Color::Cyan).bold()),
+        Span::raw(" cancel"),
+    ]));
+    let h = u16::try_from(lines.len()).unwrap_or(8) + 2;
+    let title = crate::view::fit(&q.title, usize::from(width.saturating_sub(6)));
+    let inner = popup(area, width, h, title, buf);
+    Paragraph::new(lines).render(inner, buf);
+}
+
+/// The bulk rack form.
+fn rack_popup(form: &RackState, app: &App, area: Rect, buf: &mut Buffer) {
+    let title = format!("Rack for {}", machines_named(&form.ids, &app.machines));
+    let inner = popup(area, 64, 9, crate::view::fit(&title, 58), buf);
+    let lines = vec![
+        input_line("rack", &form.rack, form.focus == 0),
+        input_line("from unit", &form.first_unit, form.focus == 1),
+        Line::default(),
+        Line::styled(
+            "a unit counts up in table order; empty keeps each one's",
+            dim(),
+        ),
+        match &form.error {
+            Some(e) => Line::styled(e.clone(), Style::new().fg(Color::Red).bold()),
+            None => Line::styled("Tab next field · Enter saves · Esc cancels", dim()),
+        },
+    ];
+    Paragraph::new(lines).render(inner, buf);
+}
+
 pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     let Some(dialog) = &app.dialog else {
         return;
     };
     match dialog {
         Dialog::Event(EventState { line, scroll }) => event_popup(line, *scroll, area, buf),
-        Dialog::Help => {
-            let help = keys::help_lines();
-            let h = u16::try_from(help.len()).unwrap_or(20) + 4;
-            let inner = popup(area, 78, h, "Help".into(), buf);
-            let mut lines: Vec<Line> = help
-                .into_iter()
-                .map(|(k, what)| {
-                    Line::from(vec![
-                        Span::styled(format!("{k:>14}  "), Style::new().fg(Color::Cyan).bold()),
-                        Span::raw(what),
-                    ])
-                })
-                .collect();
-            lines.push(Line::default());
-            lines.push(Line::styled(
-                format!(
-                    "Changes are committed to the inventory's git log as {}.",
-                    app.setup.operator
-                ),
-                dim(),
-            ));
-            Paragraph::new(lines).render(inner, buf);
-        }
-        Dialog::Assign(AssignState { id, selected }) => {
+        Dialog::Help => help_popup(app, area, buf),
+        Dialog::Confirm(question) => confirm_popup(question, area, buf),
+        Dialog::Rack(form) => rack_popup(form, app, area, buf),
+        Dialog::Assign(AssignState { ids, selected }) => {
             let h = u16::try_from(app.profiles.len()).unwrap_or(10) + 5;
-            let inner = popup(area, 70, h, format!("Assign {id}"), buf);
-            let current = app.machines.get(id).and_then(|m| m.profile.clone());
+            let inner = popup(
+                area,
+                70,
+                h,
+                format!("Assign {}", machines_named(ids, &app.machines)),
+                buf,
+            );
+            let current = match ids.as_slice() {
+                [one] => app.machines.get(one).and_then(|m| m.profile.clone()),
+                _ => None,
+            };
             let mut lines = Vec::new();
             for (i, p) in app.profiles.iter().enumerate() {
                 let sel = i == *selected;
@@ -195,6 +287,7 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
             profile,
             assigned,
             quantity,
+            ..
         }) => {
             let inner = popup(area, 60, 8, "Profile full".into(), buf);
             let lines = vec![

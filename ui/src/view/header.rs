@@ -129,7 +129,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         ),
         Span::raw(" waiting  "),
         Span::styled(
-            format!("{}", count(State::Configured) + count(State::Installing)),
+            format!("{}", app.booting_count(now)),
             Style::new().fg(Color::Magenta).bold(),
         ),
         Span::raw(" booting  "),

@@ -7,20 +7,55 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 use time::OffsetDateTime;
 
-use super::{dim, human, pane, stalled_style, state_style, title};
-use crate::app::App;
+use mayu::machine::Machine;
 
-/// Columns shown at a width: narrow screens keep what matters for assigning.
-struct Columns {
-    mac: bool,
-    ip: bool,
+use super::{dim, human, pane, stalled_style, state_style, title};
+use crate::app::{rack_text, App};
+
+/// A column that shows only when there is room for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Optional {
+    Ip,
+    Mac,
+    Rack,
+    Hostname,
 }
 
-fn columns(width: u16) -> Columns {
-    Columns {
-        mac: width >= 112,
-        ip: width >= 86,
+/// The optional columns in the order they are kept: a narrower table drops them from the
+/// end, so hostname and rack go first, then MAC, then IP.
+const KEPT_FIRST: [Optional; 4] = [
+    Optional::Ip,
+    Optional::Mac,
+    Optional::Rack,
+    Optional::Hostname,
+];
+
+/// Fixed widths of the columns every table has (profile, state, phase).
+const ESSENTIAL: [u16; 3] = [14, 10, 15];
+/// The last-event column keeps at least this much; optional columns give way to it.
+const LAST_EVENT_MIN: u16 = 12;
+
+/// The optional columns that fit beside the essential ones in `width` cells (the table's
+/// inner width), with the widths they take: a prefix of [`KEPT_FIRST`].
+fn optional_columns(width: u16, id_w: u16, rack_w: u16, host_w: u16) -> Vec<(Optional, u16)> {
+    // the highlight symbol, the ID, the essential columns and one space before each
+    let used: u16 = 1 + id_w + ESSENTIAL.iter().map(|w| w + 1).sum::<u16>() + 1;
+    let mut room = width.saturating_sub(used).saturating_sub(LAST_EVENT_MIN);
+    let mut out = Vec::new();
+    for col in KEPT_FIRST {
+        let w = match col {
+            Optional::Ip => 13,
+            Optional::Mac => 17,
+            Optional::Rack => rack_w,
+            Optional::Hostname => host_w,
+        };
+        if w + 1 > room {
+            break;
+        }
+        room -= w + 1;
+        out.push((col, w));
     }
+    out
 }
 
 /// The first row to show so that `selected` is visible, moving as little as possible.
@@ -50,6 +85,12 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         )
     };
     t.push(Span::styled(shown, dim()));
+    if !app.marked.is_empty() {
+        t.push(Span::styled(
+            format!("· {} marked ", app.marked.len()),
+            Style::new().fg(Color::Cyan).bold(),
+        ));
+    }
     t.push(Span::styled(
         format!(
             "· sort {} {} ",
@@ -65,7 +106,6 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         empty_state(app, inner, buf);
         return;
     }
-    let cols = columns(inner.width);
     let visible = usize::from(inner.height.saturating_sub(1));
     let offset = scroll_offset(
         app.table_offset.get(),
@@ -75,61 +115,95 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
     );
     app.table_offset.set(offset);
     let end = (offset + visible).min(app.rows.len());
+    let on_screen: Vec<&Machine> = app.rows[offset..end]
+        .iter()
+        .filter_map(|id| app.machines.get(id))
+        .collect();
+    let marker = |m: &Machine| {
+        if app.marked.contains(&m.id) {
+            Some(("✓ ", Style::new().fg(Color::Cyan).bold()))
+        } else if app.is_new(&m.id, now) {
+            Some(("✚ ", Style::new().fg(Color::LightGreen).bold()))
+        } else {
+            None
+        }
+    };
 
     // the ID column fits the longest id on screen, leaving the rest room on narrow screens
-    let longest = app.rows[offset..end]
+    let longest = on_screen
         .iter()
-        .map(|id| id.as_str().chars().count() + if app.is_new(id, now) { 2 } else { 0 })
+        .map(|m| m.id.as_str().chars().count() + if marker(m).is_some() { 2 } else { 0 })
         .max()
         .unwrap_or(2);
     let id_w = u16::try_from(longest)
         .unwrap_or(u16::MAX)
         .clamp(6, (inner.width / 5).max(12));
+    let fitted = |texts: Vec<usize>, lo: u16, hi: u16| {
+        u16::try_from(texts.into_iter().max().unwrap_or(0))
+            .unwrap_or(u16::MAX)
+            .clamp(lo, hi)
+    };
+    let rack_w = fitted(
+        on_screen
+            .iter()
+            .filter_map(|m| rack_text(m))
+            .map(|r| r.chars().count())
+            .collect(),
+        4,
+        10,
+    );
+    let host_w = fitted(
+        on_screen
+            .iter()
+            .filter_map(|m| m.hostname.as_deref())
+            .map(|h| h.chars().count())
+            .collect(),
+        8,
+        18,
+    );
+    let optional = optional_columns(inner.width, id_w, rack_w, host_w);
     let mut header = vec!["ID"];
     let mut widths = vec![Constraint::Length(id_w)];
-    if cols.mac {
-        header.push("MAC");
-        widths.push(Constraint::Length(17));
-    }
-    if cols.ip {
-        header.push("IP");
-        widths.push(Constraint::Length(13));
+    for (col, w) in &optional {
+        header.push(match col {
+            Optional::Ip => "IP",
+            Optional::Mac => "MAC",
+            Optional::Rack => "RACK",
+            Optional::Hostname => "HOSTNAME",
+        });
+        widths.push(Constraint::Length(*w));
     }
     header.extend(["PROFILE", "STATE", "PHASE"]);
-    widths.extend([
-        Constraint::Length(14),
-        Constraint::Length(10),
-        Constraint::Length(15),
-        Constraint::Fill(2),
-    ]);
+    widths.extend(ESSENTIAL.map(Constraint::Length));
+    widths.push(Constraint::Fill(2));
     header.push("LAST EVENT");
+    let or_dash = |v: Option<String>| match v {
+        Some(v) => Cell::from(v),
+        None => Cell::from(Span::styled("—", dim())),
+    };
 
-    let rows: Vec<Row> = app.rows[offset..end]
+    let rows: Vec<Row> = on_screen
         .iter()
-        .filter_map(|id| app.machines.get(id))
         .map(|m| {
-            let new = app.is_new(&m.id, now);
-            let id_cell = if new {
-                Cell::from(Line::from(vec![
-                    Span::styled("✚ ", Style::new().fg(Color::LightGreen).bold()),
-                    Span::styled(m.id.to_string(), Style::new().fg(Color::LightGreen).bold()),
-                ]))
-            } else {
-                Cell::from(m.id.to_string())
+            let id_cell = match marker(m) {
+                Some((mark, style)) => Cell::from(Line::from(vec![
+                    Span::styled(mark, style),
+                    Span::styled(m.id.to_string(), style),
+                ])),
+                None => Cell::from(m.id.to_string()),
             };
             let mut cells = vec![id_cell];
-            if cols.mac {
-                let mac = match m.macs.as_slice() {
-                    [] => "—".to_string(),
-                    [one] => one.to_string(),
-                    [first, rest @ ..] => format!("{first}+{}", rest.len()),
-                };
-                cells.push(Cell::from(mac));
-            }
-            if cols.ip {
-                cells.push(Cell::from(
-                    m.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "—".into()),
-                ));
+            for (col, _) in &optional {
+                cells.push(match col {
+                    Optional::Ip => or_dash(m.ip.map(|ip| ip.to_string())),
+                    Optional::Mac => or_dash(match m.macs.as_slice() {
+                        [] => None,
+                        [one] => Some(one.to_string()),
+                        [first, rest @ ..] => Some(format!("{first}+{}", rest.len())),
+                    }),
+                    Optional::Rack => or_dash(rack_text(m)),
+                    Optional::Hostname => or_dash(m.hostname.clone()),
+                });
             }
             cells.push(match &m.profile {
                 Some(p) => Cell::from(p.clone()),
@@ -160,7 +234,12 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
                     .unwrap_or_default(),
                 dim(),
             )));
-            Row::new(cells)
+            let row = Row::new(cells);
+            if app.marked.contains(&m.id) {
+                row.style(Style::new().fg(Color::Cyan))
+            } else {
+                row
+            }
         })
         .collect();
 
@@ -217,7 +296,32 @@ fn empty_state(app: &App, area: Rect, buf: &mut Buffer) {
 
 #[cfg(test)]
 mod tests {
-    use super::scroll_offset;
+    use super::{optional_columns, scroll_offset, Optional};
+
+    /// Narrow tables drop hostname and rack first, then MAC, then IP; 80 columns keep the
+    /// essential ones with room for the last event.
+    #[test]
+    fn optional_columns_drop_hostname_and_rack_first() {
+        let cols = |w| {
+            optional_columns(w, 17, 6, 10)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cols(78), vec![]);
+        assert_eq!(cols(100), vec![Optional::Ip]);
+        assert_eq!(cols(108), vec![Optional::Ip, Optional::Mac]);
+        assert_eq!(cols(115), vec![Optional::Ip, Optional::Mac, Optional::Rack]);
+        assert_eq!(
+            cols(130),
+            vec![
+                Optional::Ip,
+                Optional::Mac,
+                Optional::Rack,
+                Optional::Hostname
+            ]
+        );
+    }
 
     #[test]
     fn offset_follows_selection() {

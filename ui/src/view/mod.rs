@@ -19,7 +19,7 @@ use ratatui::widgets::{Block, BorderType, Paragraph, Widget};
 use time::OffsetDateTime;
 
 use crate::action::{Page, Pane};
-use crate::app::App;
+use crate::app::{operator_label, App};
 use crate::keys;
 use mayu::machine::State;
 
@@ -74,7 +74,7 @@ impl AppView<'_> {
             Constraint::Fill(1),
             Constraint::Length(events_h),
         ]));
-        profiles::render(app, p, buf);
+        profiles::render(app, self.now, p, buf);
         machines::render(app, self.now, m, buf, app.focus == Pane::Machines);
         events::render(app, e, buf, app.focus == Pane::Events);
         if let Some(r) = right {
@@ -103,9 +103,15 @@ fn status_line(app: &App, area: Rect, buf: &mut Buffer) {
         Line::from(Span::styled(s.text.clone(), style))
     } else {
         let mut spans = vec![Span::styled(
-            format!("operator {}", app.setup.operator),
+            operator_label(&app.setup.operator),
             Style::new().fg(Color::DarkGray),
         )];
+        if !app.marked.is_empty() {
+            spans.push(Span::styled(
+                format!("  {} marked (Esc unmarks)", app.marked.len()),
+                Style::new().fg(Color::Cyan),
+            ));
+        }
         if !app.filter.is_empty() {
             spans.push(Span::styled(
                 format!("  filter /{}  (Esc clears)", app.filter),

@@ -5,6 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget};
+use time::OffsetDateTime;
 
 use mayu::engine::ProfileStatus;
 
@@ -42,7 +43,7 @@ pub fn gauge(p: &ProfileStatus, width: usize) -> Vec<Span<'static>> {
     }
 }
 
-pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     let mut t = vec![title("Profiles")];
     if app.waiting > 0 {
         t.push(Span::styled(
@@ -75,7 +76,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
                     Style::new().bold(),
                 )];
                 spans.extend(gauge(p, bar_w));
-                let booting = app.booting_in(&p.name);
+                let booting = app.booting_in(&p.name, now);
                 if booting > 0 {
                     spans.push(Span::styled(
                         format!(" {booting} booting"),
