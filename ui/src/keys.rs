@@ -213,7 +213,8 @@ pub const BINDINGS: &[Binding] = &[
             (&[Mode::Picker], "assign"),
         ],
     ),
-    Binding::new(&[ch(' ')], BROWSE, Action::ToggleMark)
+    // the machines table only: in the event log Space would mark a row out of sight
+    Binding::new(&[ch(' ')], &[Mode::Normal], Action::ToggleMark)
         .help("Space", "mark / unmark; a u r e X then act on all marked")
         .hint("Space", &[(&[Mode::Normal], "mark")]),
     Binding::new(&[ch('a')], BROWSE, Action::StartAssign)

@@ -822,6 +822,18 @@ fn space_marks_and_moves_on_and_esc_unmarks() {
     assert_eq!(app.marked.len(), 1);
     update(&mut app, Action::Back);
     assert!(app.marked.is_empty());
+    // Space is the table's: the event log and the leases page leave marks alone
+    assert!(crate::keys::action_for(
+        crate::keys::Mode::Events,
+        crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(' '),
+            crossterm::event::KeyModifiers::NONE
+        )
+    )
+    .is_none());
+    update(&mut app, Action::ShowPage(Page::Leases));
+    update(&mut app, Action::ToggleMark);
+    assert!(app.marked.is_empty());
 }
 
 #[test]

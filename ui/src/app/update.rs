@@ -449,6 +449,7 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
             );
             None
         }
+        Action::ToggleMark if app.page == Page::Leases => None,
         Action::ToggleMark => {
             let id = app.selected_machine_id()?;
             if !app.marked.remove(&id) {
