@@ -11,6 +11,9 @@
 #                                        of BENCHMARKS.md (between its bench:begin/end markers)
 #   scripts/bench.sh --smoke             every measure tiny and once (CI): proves the script
 #                                        works; checks answers, never timings
+#   scripts/bench.sh --only small --section ipxe --before BIN --out BENCHMARKS.md
+#                                        measure only block A (assets, /ipxe, /boot.ipxe) and
+#                                        write it between <!-- bench:ipxe:begin/end --> markers
 # Other options: --label L (the measured binary's column; default: its commit), --rounds N,
 # --json FILE (every number), --keep (leave the run folder), --from-json FILE (measure nothing:
 # write the report again from a --json file, with --out). BENCH_TMPDIR picks where the run
@@ -19,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 smoke=
 before=
@@ -30,6 +33,8 @@ rounds=
 json=
 keep=
 from_json=
+only=
+section=
 while [ $# -gt 0 ]; do
   case "$1" in
   --smoke) smoke=1; shift ;;
@@ -41,6 +46,8 @@ while [ $# -gt 0 ]; do
   --json) json=$2; shift 2 ;;
   --keep) keep=1; shift ;;
   --from-json) from_json=$2; shift 2 ;;
+  --only) only=$2; shift 2 ;;
+  --section) section=$2; shift 2 ;;
   -h | --help) usage; exit 0 ;;
   *) echo "bench.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -127,6 +134,12 @@ if [ -n "$out" ]; then
 fi
 if [ -n "$json" ]; then
   args+=(--json "$json")
+fi
+if [ -n "$only" ]; then
+  args+=(--only "$only")
+fi
+if [ -n "$section" ]; then
+  args+=(--section "$section")
 fi
 
 python3 scripts/bench/run.py "${args[@]}" &

@@ -33,6 +33,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LIBC = ctypes.CDLL(None, use_errno=True)
+# The measuring blocks in the order a round runs them (`--only` picks some).
+BLOCKS = ("small", "storm", "continuous", "big")
+
 BEGIN = "<!-- bench:begin (scripts/bench.sh rewrites from here to bench:end) -->"
 END = "<!-- bench:end -->"
 MB = 1_000_000
@@ -695,6 +698,12 @@ class Bench:
         self.res = Results()
         self.loads = []
         self.binaries = []
+        self.only = BLOCKS if not getattr(args, "only", None) else tuple(args.only.split(","))
+        for name in self.only:
+            if name not in BLOCKS:
+                raise SystemExit(f"--only: unknown block `{name}`; blocks: {', '.join(BLOCKS)}")
+        if "big" in self.only and "small" not in self.only:
+            raise SystemExit("--only big needs small too (its references are measured there)")
         if args.before:
             self.binaries.append((args.before_label, os.path.abspath(args.before)))
         if args.now:
@@ -921,10 +930,9 @@ class Bench:
             order = self.binaries if rnd % 2 == 0 else list(reversed(self.binaries))
             for label, binary in order:
                 log(f"round {rnd + 1}/{self.s['rounds']}: {label} ({binary})")
-                self.block_small(rnd, label, binary)
-                self.block_storm(rnd, label, binary)
-                self.block_continuous(rnd, label, binary)
-                self.block_big(rnd, label, binary)
+                for name in BLOCKS:
+                    if name in self.only:
+                        getattr(self, f"block_{name}")(rnd, label, binary)
             self.loads.append((f"after round {rnd + 1}", loadavg()))
         self.nginx.stop()
 
@@ -1045,19 +1053,20 @@ def report(bench, info, smoke, when):
     return "\n".join(lines)
 
 
-def write_out(path, section):
+def write_out(path, section, name=None):
     if os.path.exists(path):
         with open(path) as f:
             text = f.read()
     else:
         with open(os.path.join(HERE, "BENCHMARKS.template.md")) as f:
             text = f.read()
-    if BEGIN not in text or END not in text:
-        raise BenchError(f"{path} has no `{BEGIN}` … `{END}` markers to rewrite between")
-    pre, rest = text.split(BEGIN, 1)
-    post = rest.split(END, 1)[1]
+    begin, end = (BEGIN, END) if name is None else (f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->")
+    if begin not in text or end not in text:
+        raise BenchError(f"{path} has no `{begin}` … `{end}` markers to rewrite between")
+    pre, rest = text.split(begin, 1)
+    post = rest.split(end, 1)[1]
     with open(path + ".tmp", "w") as f:
-        f.write(pre + BEGIN + "\n" + section + "\n" + END + post)
+        f.write(pre + begin + "\n" + section + "\n" + end + post)
     os.replace(path + ".tmp", path)
 
 
@@ -1097,6 +1106,8 @@ def main():
     p.add_argument("--out", help="rewrite the results section of this Markdown file")
     p.add_argument("--json", help="write every number here")
     p.add_argument("--from-json", help="measure nothing: rewrite the report from a --json file")
+    p.add_argument("--only", help=f"comma-separated blocks to measure ({', '.join(BLOCKS)}; default all)")
+    p.add_argument("--section", help="with --out: rewrite between <!-- bench:NAME:begin/end --> instead")
     args = p.parse_args()
     if args.from_json:
         return rerender(args)
@@ -1130,9 +1141,9 @@ def main():
             json.dump({"measured": when, "info": info, "binaries": bench.binaries, "loads": bench.loads, "results": bench.res.data,
                        "cpu": bench.res.cpu, "sizes": bench.s}, f, indent=1)
     if args.out:
-        write_out(args.out, section)
+        write_out(args.out, section, args.section)
         log(f"wrote {args.out}")
-    if args.smoke:
+    if args.smoke and not args.only:
         missing = [(l, k) for l, _ in bench.binaries for k in ROW if bench.res.median(l, k) is None]
         if missing:
             log(f"FAILED: no number for {missing}")
