@@ -1,30 +1,11 @@
-//! An iPXE query string (`mac=…&uuid=…&serial=…&arch=…`) decoded the way the boot port decodes
-//! it, then the identity normalisation: `Mac` parsing and `MachineId::derive`. Never panics; a
-//! derived id is a safe file name that round-trips through `MachineId`'s parser.
-//!
-//! `boot::ipxe` is private, so the query is decoded here with the same extractor (axum's
-//! `Query`) into a struct of the same shape as `IpxeQuery`, blanks dropped like its `nonblank`.
+//! An iPXE query string (`mac=…&uuid=…&serial=…&arch=…`) decoded by the boot port's own
+//! `IpxeQuery`, then the identity normalisation: `Mac` parsing and `MachineId::derive`. Never
+//! panics; a derived id is a safe file name that round-trips through `MachineId`'s parser.
 #![no_main]
 
-use axum::extract::Query;
-use axum::http::Uri;
 use libfuzzer_sys::fuzz_target;
-use mayu::engine::Registration;
+use mayu::boot::IpxeQuery;
 use mayu::machine::{Mac, MachineId};
-
-#[derive(Debug, serde::Deserialize)]
-struct IpxeQuery {
-    mac: Option<String>,
-    uuid: Option<String>,
-    serial: Option<String>,
-    arch: Option<String>,
-    #[allow(dead_code)]
-    platform: Option<String>,
-}
-
-fn nonblank(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
 
 /// What `MachineId` promises: 1–128 of `a-z 0-9 . - _`, not starting with `.` (so never `.`,
 /// `..`, a path separator, a blank or a control character), and its own parser takes it back.
@@ -47,13 +28,18 @@ fn check_id(id: &MachineId) {
 
 fn check_mac(text: &str) -> Option<Mac> {
     let mac = text.parse::<Mac>().ok()?;
+    check_parsed_mac(mac);
+    Some(mac)
+}
+
+/// A parsed MAC shows as 17 characters that parse back to it, and identifies a machine.
+fn check_parsed_mac(mac: Mac) {
     let shown = mac.to_string();
     assert_eq!(shown.len(), 17, "{shown}");
     assert_eq!(shown.parse::<Mac>(), Ok(mac));
     let id = MachineId::from_mac(&mac);
     check_id(&id);
     assert_eq!(MachineId::derive(None, None, Some(&mac)).as_ref(), Ok(&id));
-    Some(mac)
 }
 
 fn derive(serial: Option<&str>, uuid: Option<&str>, mac: Option<&Mac>) {
@@ -75,26 +61,15 @@ fuzz_target!(|text: &str| {
     derive(Some(text), None, None);
     derive(None, Some(text), raw_mac.as_ref());
 
-    let Ok(uri) = format!("/ipxe?{text}").parse::<Uri>() else {
+    let Some(q) = IpxeQuery::parse(text) else {
         return;
     };
-    let Ok(Query(q)) = Query::<IpxeQuery>::try_from_uri(&uri) else {
-        return;
+    let Ok(reg) = q.registration(None) else {
+        return; // the boot port answers 400
     };
-    let mac = match nonblank(q.mac) {
-        Some(m) => match check_mac(&m) {
-            Some(mac) => Some(mac),
-            None => return, // the boot port answers 400
-        },
-        None => None,
-    };
-    let reg = Registration {
-        mac,
-        uuid: nonblank(q.uuid),
-        serial: nonblank(q.serial),
-        arch: nonblank(q.arch),
-        ip: None,
-    };
+    if let Some(mac) = reg.mac {
+        check_parsed_mac(mac);
+    }
     // The engine refuses such a registration before deriving; derive must still be safe.
     let _ = mayu::text::check_registration(&reg);
     derive(reg.serial.as_deref(), reg.uuid.as_deref(), reg.mac.as_ref());

@@ -163,6 +163,23 @@ fn invalid(field: &'static str, route: &'static str) -> impl FnOnce(text::TextEr
     }
 }
 
+/// Applies `edit` to the host as the token's author.
+async fn apply_edit(
+    st: ApiState,
+    serial: String,
+    who: &AdminAccess,
+    edit: Edit,
+) -> Result<StatusCode, ApiError> {
+    let author = who.author();
+    apply(st, serial, move |engine, m| {
+        engine
+            .edit(m.id.as_str(), &author, edit)
+            .map(drop)
+            .map_err(engine_err(engine))
+    })
+    .await
+}
+
 fn engine_err(engine: &Engine) -> impl Fn(crate::engine::EngineError) -> ApiError + '_ {
     move |e| ApiError::from_engine(e, engine)
 }
@@ -194,18 +211,11 @@ pub async fn set_provider_id(
     let o = payload(body, "set_provider_id")?;
     let id = string_field(&o, "ProviderId", "set_provider_id")?;
     text::check_line(&id).map_err(invalid("ProviderId", "set_provider_id"))?;
-    let author = who.author();
-    apply(st, serial, move |engine, m| {
-        let edit = Edit {
-            provider_id: Some(id),
-            ..Edit::default()
-        };
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
-    })
-    .await
+    let edit = Edit {
+        provider_id: Some(id),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
 }
 
 pub async fn set_ipmi_addr(
@@ -218,18 +228,11 @@ pub async fn set_ipmi_addr(
     let addr = string_field(&o, "IPMIAddr", "set_ipmi_addr")?;
     // Mayu's field was a net.IP, so anything else failed to decode; stored canonical.
     let addr = text::parse_ip_addr(&addr).map_err(invalid("IPMIAddr", "set_ipmi_addr"))?;
-    let author = who.author();
-    apply(st, serial, move |engine, m| {
-        let edit = Edit {
-            ipmi_addr: Some(addr),
-            ..Edit::default()
-        };
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
-    })
-    .await
+    let edit = Edit {
+        ipmi_addr: Some(addr),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
 }
 
 pub async fn set_state(
@@ -251,18 +254,11 @@ pub async fn set_state(
             ))
         })?
     };
-    let author = who.author();
-    apply(st, serial, move |engine, m| {
-        let edit = Edit {
-            state: Some(state),
-            ..Edit::default()
-        };
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
-    })
-    .await
+    let edit = Edit {
+        state: Some(state),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
 }
 
 pub async fn set_override(
@@ -291,16 +287,9 @@ pub async fn set_override(
             ))
         })?;
     }
-    let author = who.author();
-    apply(st, serial, move |engine, m| {
-        let edit = Edit {
-            overrides: overrides.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-            ..Edit::default()
-        };
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
-    })
-    .await
+    let edit = Edit {
+        overrides: overrides.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
 }

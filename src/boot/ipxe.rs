@@ -1,6 +1,8 @@
 //! iPXE scripts: the generic chain script and each machine's own (its profile's, a hold-and-poll
 //! script, or local-disk boot once installed).
 
+use std::net::Ipv4Addr;
+
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -8,7 +10,7 @@ use serde::Deserialize;
 
 use super::{BootError, BootState};
 use crate::engine::Registration;
-use crate::machine::{Machine, Phase, State as MState};
+use crate::machine::{IdError, Machine, Phase, State as MState};
 use crate::templates::context::boot_base;
 use crate::templates::Kind;
 
@@ -34,6 +36,8 @@ pub async fn chain(State(s): State<BootState>) -> impl IntoResponse {
     ))
 }
 
+/// What iPXE says about a machine in `/ipxe?mac=…&uuid=…&serial=…&arch=…` (see
+/// [`machine_url`]), decoded as the boot port decodes it.
 #[derive(Debug, Deserialize)]
 pub struct IpxeQuery {
     mac: Option<String>,
@@ -42,6 +46,30 @@ pub struct IpxeQuery {
     arch: Option<String>,
     #[allow(dead_code)]
     platform: Option<String>,
+}
+
+impl IpxeQuery {
+    /// Decodes a query string (percent-encoded, as iPXE sends it) with the boot port's own
+    /// extractor; `None` where the boot port would refuse it.
+    pub fn parse(query: &str) -> Option<IpxeQuery> {
+        let uri = format!("/ipxe?{query}").parse::<axum::http::Uri>().ok()?;
+        Query::<IpxeQuery>::try_from_uri(&uri)
+            .ok()
+            .map(|Query(q)| q)
+    }
+
+    /// The registration the query asks for, from address `ip`: blank values are absent, and a
+    /// MAC must parse.
+    pub fn registration(self, ip: Option<Ipv4Addr>) -> Result<Registration, IdError> {
+        let mac = nonblank(self.mac).map(|m| m.parse()).transpose()?;
+        Ok(Registration {
+            mac,
+            uuid: nonblank(self.uuid),
+            serial: nonblank(self.serial),
+            arch: nonblank(self.arch),
+            ip,
+        })
+    }
 }
 
 /// iPXE leaves `${var}` unexpanded-but-empty for unknown settings; treat blanks as absent.
@@ -54,23 +82,13 @@ pub async fn machine_script(
     super::ClientIp(ip): super::ClientIp,
     Query(q): Query<IpxeQuery>,
 ) -> Result<impl IntoResponse, BootError> {
-    let mac = match nonblank(q.mac) {
-        Some(m) => Some(
-            m.parse()
-                .map_err(|e: crate::machine::IdError| BootError::bad_request(e.to_string()))?,
-        ),
-        None => None,
+    let ip = match ip {
+        Some(std::net::IpAddr::V4(v4)) if !v4.is_loopback() => Some(v4),
+        _ => None,
     };
-    let reg = Registration {
-        mac,
-        uuid: nonblank(q.uuid),
-        serial: nonblank(q.serial),
-        arch: nonblank(q.arch),
-        ip: match ip {
-            Some(std::net::IpAddr::V4(v4)) if !v4.is_loopback() => Some(v4),
-            _ => None,
-        },
-    };
+    let reg = q
+        .registration(ip)
+        .map_err(|e| BootError::bad_request(e.to_string()))?;
     // Memory only, on this worker: a known machine that changed nothing costs no disk and no
     // thread hop; a change is answered once it is durable.
     let serving_profile = true;

@@ -5,15 +5,16 @@ use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::{blocking, BootError, BootState};
-use crate::engine::Edit;
+use crate::engine::{Edit, EngineError, Written};
 use crate::machine::{Facts, Machine, Phase};
 use crate::templates::{Kind, RenderError};
 use crate::text;
+use crate::Engine;
 
 #[derive(Debug, Deserialize)]
 pub struct Auth {
@@ -35,7 +36,7 @@ fn authorise(s: &BootState, q: &Auth) -> Result<Machine, BootError> {
     }
 }
 
-async fn config(s: BootState, q: Auth, kind: Kind) -> Result<impl IntoResponse, BootError> {
+async fn config(s: BootState, q: Auth, kind: Kind) -> Config {
     let started = Instant::now();
     let m = authorise(&s, &q)?;
     let body = s
@@ -67,27 +68,20 @@ async fn config(s: BootState, q: Auth, kind: Kind) -> Result<impl IntoResponse, 
         Kind::CloudConfig => "text/cloud-config; charset=utf-8",
         _ => "text/plain; charset=utf-8",
     };
-    Ok(([(header::CONTENT_TYPE, ctype)], body))
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
 }
 
-pub async fn ignition(
-    State(s): State<BootState>,
-    Query(q): Query<Auth>,
-) -> Result<impl IntoResponse, BootError> {
+/// What the config routes answer: the rendered config with its content type.
+type Config = Result<Response, BootError>;
+
+/// `GET /ignition`, `/cloud-config`, `/metadata`: one [`config`] each.
+pub async fn ignition(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
     config(s, q, Kind::Ignition).await
 }
-
-pub async fn cloud_config(
-    State(s): State<BootState>,
-    Query(q): Query<Auth>,
-) -> Result<impl IntoResponse, BootError> {
+pub async fn cloud_config(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
     config(s, q, Kind::CloudConfig).await
 }
-
-pub async fn metadata(
-    State(s): State<BootState>,
-    Query(q): Query<Auth>,
-) -> Result<impl IntoResponse, BootError> {
+pub async fn metadata(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
     config(s, q, Kind::Metadata).await
 }
 
@@ -95,14 +89,19 @@ pub async fn boot_complete(
     State(s): State<BootState>,
     Query(q): Query<Auth>,
 ) -> Result<impl IntoResponse, BootError> {
-    let m = authorise(&s, &q)?;
-    let actor = m.id.to_string();
-    let m = s
-        .engine
-        .begin_boot_complete(m.id.as_str(), &actor)?
-        .durable()
-        .await?;
+    let m = reported(&s, &q, Engine::begin_boot_complete).await?;
     Ok(Json(serde_json::json!({ "id": m.id, "state": m.state })))
+}
+
+/// The machine's own report (`begin`, by the machine as its actor), once it is durable.
+async fn reported(
+    s: &BootState,
+    q: &Auth,
+    begin: fn(&Engine, &str, &str) -> Result<Written, EngineError>,
+) -> Result<Machine, BootError> {
+    let m = authorise(s, q)?;
+    let actor = m.id.to_string();
+    Ok(begin(&s.engine, m.id.as_str(), &actor)?.durable().await?)
 }
 
 /// The installer wrote the profile's system to this machine's disk (its last step before it
@@ -111,13 +110,7 @@ pub async fn installed(
     State(s): State<BootState>,
     Query(q): Query<Auth>,
 ) -> Result<impl IntoResponse, BootError> {
-    let m = authorise(&s, &q)?;
-    let actor = m.id.to_string();
-    let m = s
-        .engine
-        .begin_installed_to_disk(m.id.as_str(), &actor)?
-        .durable()
-        .await?;
+    let m = reported(&s, &q, Engine::begin_installed_to_disk).await?;
     Ok(Json(
         serde_json::json!({ "id": m.id, "state": m.state, "installed": m.installed }),
     ))

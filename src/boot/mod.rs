@@ -19,6 +19,7 @@ use axum::Router;
 use crate::templates::Templates;
 use crate::Engine;
 pub use error::BootError;
+pub use ipxe::IpxeQuery;
 
 /// Bodies machines send (facts) are small; anything larger is refused.
 const BODY_LIMIT: usize = 64 * 1024;
