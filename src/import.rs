@@ -40,7 +40,31 @@ const KNOWN: &[&str] = &[
     "State",
     "Overrides",
     "Hostname",
+    "Cabinet",
+    "MachineOnCabinet",
+    "LastBoot",
 ];
+
+/// A count Mayu wrote (`uint`, omitted or 0 when unset).
+fn count(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64().map(u32::try_from) {
+            Some(Ok(0)) => Ok(None),
+            Some(Ok(n)) => Ok(Some(n)),
+            _ => Err(format!("{field} {n} is not a rack position")),
+        },
+        Some(other) => Err(format!("{field} must be a number, not {other}")),
+    }
+}
+
+/// Mayu's `LastBoot` (RFC 3339; Go's zero time when it never booted).
+fn last_boot(v: Option<&Value>) -> Result<Option<OffsetDateTime>, String> {
+    let Some(s) = text(v) else { return Ok(None) };
+    let t = OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("LastBoot `{s}`: {e}"))?;
+    Ok((t.year() > 1).then_some(t))
+}
 
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
@@ -94,6 +118,15 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
         None => None,
     };
     m.ipmi_addr = text(obj.get("IPMIAddr"));
+    if let Some(cabinet) = count(obj.get("Cabinet"), "Cabinet")? {
+        m.rack = Some(crate::machine::Rack {
+            rack: cabinet.to_string(),
+            unit: count(obj.get("MachineOnCabinet"), "MachineOnCabinet")?,
+        });
+    }
+    if let Some(t) = last_boot(obj.get("LastBoot"))? {
+        m.phases.set(crate::machine::Phase::BootComplete, t);
+    }
     m.provider_id = text(obj.get("ProviderId"));
     if let Some(o) = obj.get("Overrides").and_then(Value::as_object) {
         m.overrides = o.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -147,6 +180,15 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
 
 /// Imports every `<dir>/*/conf.json`; bad files are reported and skipped.
 pub fn import_dir(engine: &Engine, dir: &Path) -> Result<ImportReport, ImportError> {
+    import_dir_with(engine, dir, false)
+}
+
+/// [`import_dir`], or with `dry_run` only what it would import and skip: nothing is written.
+pub fn import_dir_with(
+    engine: &Engine,
+    dir: &Path,
+    dry_run: bool,
+) -> Result<ImportReport, ImportError> {
     if !dir.join("cluster.json").is_file() {
         return Err(ImportError::NotACluster(dir.to_path_buf()));
     }
@@ -157,6 +199,8 @@ pub fn import_dir(engine: &Engine, dir: &Path) -> Result<ImportReport, ImportErr
     let mut confs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok())
+        // `.git` and other dot-folders are the store's, not machines.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path().join("conf.json"))
         .filter(|p| p.is_file())
         .collect();
@@ -188,12 +232,22 @@ pub fn import_dir(engine: &Engine, dir: &Path) -> Result<ImportReport, ImportErr
             continue;
         }
         let id = m.id.clone();
+        if dry_run {
+            report.imported.push(id);
+            continue;
+        }
+        let booted = m.phases.boot_complete;
         // One commit per machine: the audit groups what is pending, so wait for each.
         match engine
             .import(m, ACTOR, "imported from mayu")
             .and_then(|()| engine.flush())
         {
-            Ok(()) => report.imported.push(id),
+            Ok(()) => {
+                if let Some(at) = booted {
+                    engine.imported_boot(&id, at);
+                }
+                report.imported.push(id)
+            }
             Err(e) => report.skipped.push((path, e.to_string())),
         }
     }

@@ -171,6 +171,16 @@ impl Engine {
         idx.adopt_steps(self, m);
     }
 
+    /// A boot an older server saw complete at `at` (Mayu's `LastBoot`), as a timeline's first
+    /// boot.
+    pub fn imported_boot(&self, id: &MachineId, at: OffsetDateTime) {
+        let mut idx = self.index();
+        if idx.machines.contains_key(id) {
+            let step = Step::new(at, StepKind::BootComplete, "imported from Mayu's LastBoot");
+            idx.record_step(self, Some(id), None, step);
+        }
+    }
+
     /// A machine's timeline (empty when it has not booted since mayu started).
     pub fn timeline(&self, id: &MachineId) -> Timeline {
         self.index().timelines.get(id).cloned().unwrap_or_default()
