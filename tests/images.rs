@@ -60,7 +60,12 @@ impl Setup {
 
     /// Flatcar 4081.2.0 published and current: its kernel and initrd.
     fn publish(&self) -> (Vec<u8>, Vec<u8>) {
-        let files = publish_flatcar(&self.server, &self.gpg, "4081.2.0");
+        self.publish_signed_by(&self.gpg)
+    }
+
+    /// [`Setup::publish`], signed with `gpg`'s key.
+    fn publish_signed_by(&self, gpg: &Gpg) -> (Vec<u8>, Vec<u8>) {
+        let files = publish_flatcar(&self.server, gpg, "4081.2.0");
         set_current(&self.server, "4081.2.0");
         files
     }
@@ -84,11 +89,13 @@ impl Setup {
         .await
     }
 
-    /// A fetch that fails and lands nothing: its error.
-    async fn refused(&self) -> String {
+    /// A fetch that fails, says each of `words` and lands nothing.
+    async fn refused_saying(&self, words: &[&str]) {
         let err = self.fetch(None).await.unwrap_err().to_string();
+        for word in words {
+            assert!(err.contains(word), "{err}");
+        }
         self.assert_nothing_landed("4081.2.0");
-        err
     }
 
     /// Nothing under the final name, no temp folder left.
@@ -185,19 +192,15 @@ async fn a_tampered_file_leaves_nothing_and_says_bad_signature() {
     let (_, mut initrd) = s.publish();
     initrd[1000] ^= 0xff;
     s.serve(images_support::INITRD, Reply::Body(initrd));
-    let err = s.refused().await;
-    assert!(err.contains(images_support::INITRD), "{err}");
-    assert!(err.contains("bad signature"), "{err}");
+    s.refused_saying(&[images_support::INITRD, "bad signature"])
+        .await;
 }
 
 #[tokio::test]
 async fn a_signature_by_another_key_is_refused() {
     let Some(s) = Setup::new() else { return };
-    let impostor = Gpg::new("impostor");
-    publish_flatcar(&s.server, &impostor, "4081.2.0");
-    set_current(&s.server, "4081.2.0");
-    let err = s.refused().await;
-    assert!(err.contains("not in the trusted keyring"), "{err}");
+    s.publish_signed_by(&Gpg::new("impostor"));
+    s.refused_saying(&["not in the trusted keyring"]).await;
 }
 
 #[tokio::test]
@@ -208,8 +211,7 @@ async fn garbage_for_a_signature_is_refused() {
         &format!("{}.sig", images_support::KERNEL),
         Reply::Body(b"this is no signature".to_vec()),
     );
-    let err = s.refused().await;
-    assert!(err.contains("not a valid signature"), "{err}");
+    s.refused_saying(&["not a valid signature"]).await;
 }
 
 #[tokio::test]
@@ -250,9 +252,8 @@ async fn a_server_error_leaves_nothing_and_names_the_status() {
     let Some(s) = Setup::new() else { return };
     s.publish();
     s.serve(images_support::KERNEL, Reply::Status(500));
-    let err = s.refused().await;
-    assert!(err.contains("answered 500"), "{err}");
-    assert!(err.contains(images_support::KERNEL), "{err}");
+    s.refused_saying(&["answered 500", images_support::KERNEL])
+        .await;
 }
 
 #[tokio::test]
@@ -736,27 +737,26 @@ async fn a_binary_key_file_works_as_well_as_an_armored_one() {
     assert_eq!(record.verified_by, s.gpg.fingerprint);
 }
 
+/// Serves `body` as release 4081.2.0's disk image, signed over `signed`, and fetches the
+/// release with its disk image.
+async fn fetch_disk_image(s: &Setup, body: Vec<u8>, signed: &[u8]) -> Result<Outcome, FetchError> {
+    let name = mayu::images::fetch::FLATCAR_DISK_IMAGE;
+    s.serve(name, Reply::Body(body));
+    s.serve(&format!("{name}.sig"), Reply::Body(s.gpg.sign(signed)));
+    let req = FetchRequest {
+        disk_image: true,
+        ..request(&s.server, &s.key, None)
+    };
+    fetch(&s.images(), &req, &mut |_| {}).await
+}
+
 #[tokio::test]
 async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() {
     let Some(s) = Setup::new() else { return };
     s.publish();
     let disk: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let name = mayu::images::fetch::FLATCAR_DISK_IMAGE;
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{name}"),
-        Reply::Body(disk.clone()),
-    );
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{name}.sig"),
-        Reply::Body(s.gpg.sign(&disk)),
-    );
-    let req = FetchRequest {
-        disk_image: true,
-        ..request(&s.server, &s.key, None)
-    };
-    mayu::images::fetch::fetch(&s.images(), &req, &mut |_| {})
-        .await
-        .unwrap();
+    fetch_disk_image(&s, disk.clone(), &disk).await.unwrap();
     let dir = s.images().join("flatcar/4081.2.0");
     // Where flatcar-install -b <assets>/flatcar looks: <version>/<image> and its signature.
     assert_eq!(std::fs::read(dir.join(name)).unwrap(), disk);
@@ -767,17 +767,7 @@ async fn the_flatcar_disk_image_for_flatcar_install_comes_verified_when_asked() 
     s.publish();
     let mut bad = disk.clone();
     bad[10] ^= 1;
-    s.server
-        .set(&format!("/amd64-usr/4081.2.0/{name}"), Reply::Body(bad));
-    s.server.set(
-        &format!("/amd64-usr/4081.2.0/{name}.sig"),
-        Reply::Body(s.gpg.sign(&disk)),
-    );
-    let req = FetchRequest {
-        disk_image: true,
-        ..request(&s.server, &s.key, None)
-    };
-    let err = mayu::images::fetch::fetch(&s.images(), &req, &mut |_| {})
+    let err = fetch_disk_image(&s, bad, &disk)
         .await
         .unwrap_err()
         .to_string();
