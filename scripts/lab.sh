@@ -29,6 +29,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAB="$REPO/lab"
 NS="${MAYU_LAB_NS:-mayu-lab}"
 CONFIG="$REPO/scripts/lab-config.yaml"
+# What mayu runs with: lab-config.yaml with its paths made absolute, plus power control over the
+# lab's BMCs (the credentials file exists only while the lab does).
+RUN_CONFIG="$LAB/config.yaml"
 ADDR=10.77.0.1
 ULA=fd77:77::1/64
 BOOT_PORT=4081
@@ -204,6 +207,18 @@ make_bmc_secrets() {
         head -c 12 /dev/urandom | base64 | tr -d '/+=' >"$LAB/bmc.password"
         printf 'default: { user: %s, password: "%s", port: %s }\n' \
             "$BMC_USER" "$(cat "$LAB/bmc.password")" "$BMC_PORT" >"$LAB/bmc-secrets.yaml")
+}
+
+# The lab config as mayu runs it (see RUN_CONFIG).
+make_run_config() {
+    sed "s#\.\./#$REPO/#" "$CONFIG" >"$RUN_CONFIG"
+    cat >>"$RUN_CONFIG" <<YAML
+# Power control over the lab machines' BMCs (lab.sh writes this part; see lab.sh status).
+power:
+  secrets: $LAB/bmc-secrets.yaml
+  timeout: 10s
+  poll: 10s
+YAML
 }
 
 # start_bmc N ARGS...: writes machine N's start script (QEMU with ARGS plus the BMC link) and
@@ -393,7 +408,8 @@ cmd_up() {
     chmod 0755 "$LAB"
     make_bmc_secrets
     fill_tftproot
-    "$mayu" check --config "$CONFIG" || die "mayu check refused $CONFIG"
+    make_run_config
+    "$mayu" check --config "$RUN_CONFIG" || die "mayu check refused $RUN_CONFIG (made from $CONFIG)"
 
     # From here on, a failure undoes what was made.
     trap 'say "up failed; cleaning up"; cmd_down --keep' ERR
@@ -414,13 +430,13 @@ cmd_up() {
         ) &
         echo $! >"$LAB/pids/launcher.pid"
         trap - ERR
-        ip netns exec "$NS" "$mayu" --config "$CONFIG" || true
+        ip netns exec "$NS" "$mayu" --config "$RUN_CONFIG" || true
         say "console closed; taking the lab down (logs stay in $LAB)"
         cmd_down --keep
         return
     fi
 
-    ip netns exec "$NS" "$mayu" --headless --config "$CONFIG" >"$LAB/mayu.log" 2>&1 &
+    ip netns exec "$NS" "$mayu" --headless --config "$RUN_CONFIG" >"$LAB/mayu.log" 2>&1 &
     echo $! >"$LAB/pids/mayu.pid"
     say "mayu headless in namespace $NS (pid $!), log $LAB/mayu.log"
     if ! wait_boot_port; then

@@ -45,6 +45,12 @@ pub enum CommandError {
     Import(crate::import::ImportError),
     #[error("audit: {0}")]
     Audit(EngineError),
+    /// `power:` names a secrets file mayu will not use (mode, owner, syntax).
+    #[error("{}: power: {error}", config.display())]
+    Power {
+        config: PathBuf,
+        error: crate::power::SecretsError,
+    },
 }
 
 fn lines(each: impl Iterator<Item = String>) -> String {
@@ -107,6 +113,18 @@ pub fn check(path: &Path) -> Result<CheckReport, CommandError> {
         }
     }
     findings.extend(unreadable_machine_files(&c));
+    if let Some(p) = &c.power {
+        crate::power::Secrets::load(&p.secrets).map_err(|error| CommandError::Power {
+            config: path.to_path_buf(),
+            error,
+        })?;
+        if !crate::power::ipmitool_found(&p.ipmitool) {
+            findings.push(format!(
+                "warning: power: {} not found; power control fails until Debian's ipmitool is installed",
+                p.ipmitool.display()
+            ));
+        }
+    }
     Ok(CheckReport {
         config: c,
         findings,

@@ -26,6 +26,9 @@ pub enum ServiceError {
     Api(#[from] crate::api::LaunchError),
     #[error("templates are broken:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Templates(Vec<TemplateError>),
+    /// `power:` is configured but its secrets file cannot be used (mode, owner, syntax).
+    #[error("power: {0}")]
+    Power(#[from] crate::power::SecretsError),
 }
 
 /// The running services; cancel the token, then await [`Services::stopped`].
@@ -106,6 +109,15 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
             }])
         })?;
     let templates = Arc::new(loaded.map_err(ServiceError::Templates)?);
+    // Power control over IPMI when configured: a secrets file anyone else could read stops the
+    // start (with the file's name) before anything runs.
+    let power = match config.power.clone() {
+        Some(settings) => Some((
+            crate::power::Power::open(engine.clone(), settings.clone())?,
+            settings,
+        )),
+        None => None,
+    };
     // Images a profile or a pinned machine would boot but cannot: `mayu check` refuses these,
     // the running services only warn (other profiles keep booting).
     for message in crate::images::startup_warnings(&config, &engine.list()) {
@@ -210,11 +222,46 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         }
     }));
 
+    // The power poller, when power control is configured.
+    let power = match power {
+        Some((p, settings)) => {
+            if settings.poll.is_zero() {
+                engine.set_service(
+                    "power",
+                    ServiceStatus::Running,
+                    0,
+                    "on request only (poll: 0s)",
+                );
+            } else {
+                let (e, c, poller) = (engine.clone(), cancel.clone(), p.clone());
+                tasks.push(supervised(&engine, "power", async move {
+                    let detail = format!(
+                        "polling every {} s, {} BMCs at a time",
+                        settings.poll.as_secs(),
+                        settings.concurrency
+                    );
+                    e.set_service("power", ServiceStatus::Running, 0, &detail);
+                    poller.run_poller(c).await;
+                    e.set_service("power", ServiceStatus::Stopped, 0, "");
+                }));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+
     let renderer: Arc<dyn api::Renderer> = Arc::new(api::render::TemplateRenderer {
         templates: templates.clone(),
         boot_addr,
     });
-    let launched = api::launch(engine.clone(), metrics, Some(renderer), cancel.clone()).await?;
+    let launched = api::launch_with_power(
+        engine.clone(),
+        metrics,
+        Some(renderer),
+        power,
+        cancel.clone(),
+    )
+    .await?;
     tasks.push(launched.task);
     tracing::info!(api_addr = %launched.addr, tls = launched.tls, "admin API listening");
 

@@ -263,12 +263,17 @@ async fn power_over_the_api_and_mayuctl() {
         sim.wait_vm(Duration::from_secs(15), |p| p.is_none()),
         "power off left it running"
     );
-    assert_eq!(
-        sim.ipmitool(None, &["chassis", "power", "status"])
-            .unwrap()
-            .trim(),
-        "Chassis Power is off"
-    );
+    // ipmi_sim says off once it has reaped the process (a moment after it has gone).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim
+        .ipmitool(None, &["chassis", "power", "status"])
+        .unwrap()
+        .trim()
+        != "Chassis Power is off"
+    {
+        assert!(Instant::now() < deadline, "ipmi_sim still says on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A cycle of a machine that is off powers it on; of one that is on, a new process.
     let (s, v, text) = server.post_power(id, json!({"action": "cycle"})).await;
@@ -550,7 +555,16 @@ fn a_qemu_machine_powered_by_its_bmc() {
                     sim.wait_vm(Duration::from_secs(20), |p| p.is_none()),
                     "QEMU still runs"
                 );
-                assert_eq!(power.check(&m).await.state, PowerState::Off);
+                // ipmi_sim says off once it has reaped QEMU (a moment after QEMU has gone).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let st = power.check(&m).await.state;
+                    if st == PowerState::Off {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "still {st} after QEMU exited");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
 
                 // Cycle from off: on; cycle from on: a new QEMU process.
                 power.act(&m, PowerAction::Cycle, "ops").await.unwrap();
@@ -595,4 +609,41 @@ fn a_qemu_machine_powered_by_its_bmc() {
         std::panic::resume_unwind(panic);
     }
     drop(sim);
+}
+
+/// `power:` whose secrets file others could read: mayu does not start, and says which file.
+#[tokio::test]
+async fn a_readable_secrets_file_stops_the_start_naming_it() {
+    let lab = support::Lab::new(&[(
+        "templates_env:",
+        "power: { secrets: bmc-secrets.yaml, poll: 0s }\ntemplates_env:",
+    )]);
+    let file = lab.path().join("bmc-secrets.yaml");
+    std::fs::write(&file, "default: { user: admin, password: hunter2 }\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = lab.config();
+    assert_eq!(config.power.as_ref().unwrap().secrets, file);
+    let engine = mayu::Engine::open(config).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let e = match mayu::services::start(engine.clone(), cancel.clone()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("mayu started with a secrets file of mode 0644"),
+    };
+    cancel.cancel();
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+
+    // 0600: it starts, with the power service reported.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let services = mayu::services::start(engine.clone(), cancel.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let power = engine.services().into_iter().find(|s| s.name == "power");
+    assert!(power.is_some(), "{:?}", engine.services());
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(60), services.stopped())
+        .await
+        .unwrap();
 }

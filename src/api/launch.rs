@@ -49,6 +49,17 @@ pub async fn launch(
     renderer: Option<Arc<dyn Renderer>>,
     cancel: CancellationToken,
 ) -> Result<Launched, LaunchError> {
+    launch_with_power(engine, metrics, renderer, None, cancel).await
+}
+
+/// [`launch`], with power control over IPMI behind `POST /machines/{id}/power`.
+pub async fn launch_with_power(
+    engine: Engine,
+    metrics: Metrics,
+    renderer: Option<Arc<dyn Renderer>>,
+    power: Option<crate::power::Power>,
+    cancel: CancellationToken,
+) -> Result<Launched, LaunchError> {
     let config = engine.config().clone();
     let tokens_file = config.tokens_file.clone();
     let (tokens, created) =
@@ -80,6 +91,9 @@ pub async fn launch(
         ApiState::new(engine.clone(), tokens.clone(), metrics).with_shutdown(cancel.clone());
     if let Some(r) = renderer {
         state = state.with_renderer(r);
+    }
+    if let Some(p) = power {
+        state = state.with_power(p);
     }
     let app = router(state);
     let is_tls = how.tls.is_some();

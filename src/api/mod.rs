@@ -58,7 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use launch::{launch, LaunchError, Launched};
+pub use launch::{launch, launch_with_power, LaunchError, Launched};
 
 use crate::machine::Machine;
 use crate::metrics::{self, Metrics};

@@ -137,6 +137,10 @@ pub(super) fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigErrors>
         profiles,
         templates_env: raw.templates_env,
         operator: raw.operator,
+        power: raw.power.map(|mut p| {
+            p.secrets = resolve(&base, &p.secrets);
+            p
+        }),
     })
 }
 

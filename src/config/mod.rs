@@ -123,6 +123,8 @@ pub struct Config {
     pub templates_env: Env,
     /// the operator's name in the audit log when the console changes something.
     pub operator: Option<String>,
+    /// power control over IPMI; `secrets` is absolute.
+    pub power: Option<crate::power::PowerSettings>,
 }
 
 impl Config {

@@ -349,6 +349,9 @@ pub(super) struct RawConfig {
     pub templates_env: Env,
     #[serde(default)]
     pub operator: Option<String>,
+    /// power control over IPMI (see [`crate::power::PowerSettings`]).
+    #[serde(default)]
+    pub power: Option<crate::power::PowerSettings>,
 }
 
 fn d_inventory() -> PathBuf {

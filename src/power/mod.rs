@@ -25,6 +25,19 @@ pub use ipmitool::{Chassis, Ipmitool, Target};
 pub use secrets::{Credential, Password, Secrets, SecretsError};
 pub use settings::PowerSettings;
 
+/// Whether `program` (a path, or a name looked up on `PATH`) is an executable file.
+pub fn ipmitool_found(program: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return executable(program);
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+}
+
 /// What a machine's BMC last said about its power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -338,7 +351,7 @@ impl Power {
                     Err(e @ PowerError::Bmc { .. }) => {
                         // Machines that boot from the network first still reinstall.
                         note = Some(format!(
-                            "the BMC refused next boot from the network ({e}); power-cycled anyway"
+                            "the BMC refused next boot from the network ({e}); went on without it"
                         ));
                     }
                     Err(e) => {

@@ -158,7 +158,8 @@ impl Bmc {
             }
         }
         fs::write(&start, script).map_err(|e| e.to_string())?;
-        fs::set_permissions(&start, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        fs::set_permissions(&start, fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
         let conf = dir.join("lan.conf");
         fs::write(&conf, lan_conf(&spec, &start)).map_err(|e| e.to_string())?;
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
