@@ -705,7 +705,23 @@ pub fn shots() -> Result<Vec<Shot>, IdError> {
                 typing(a, "8");
             })?,
         ),
-        shot("help", 100, 30, with(&|a| a.dialog = Some(Dialog::Help))?),
+        shot(
+            "help",
+            100,
+            30,
+            with(&|a| a.dialog = Some(Dialog::Help(0)))?,
+        ),
+        shot(
+            "help-80x24",
+            80,
+            24,
+            with(&|a| {
+                // scrolled to its end: the view stops there
+                let _ = update(a, Action::Help);
+                let _ = update(a, Action::PageDown);
+                let _ = update(a, Action::PageDown);
+            })?,
+        ),
         shot(
             "filter",
             100,

@@ -41,7 +41,7 @@ impl Mode {
 
 pub fn mode(app: &App) -> Mode {
     match &app.dialog {
-        Some(Dialog::Help) => Mode::Help,
+        Some(Dialog::Help(_)) => Mode::Help,
         Some(Dialog::Assign(_)) => Mode::Picker,
         Some(Dialog::ConfirmForce(_) | Dialog::Confirm(_)) => Mode::Confirm,
         Some(Dialog::Edit(_) | Dialog::Override(_) | Dialog::Rack(_)) => Mode::Text,
@@ -193,7 +193,7 @@ pub const BINDINGS: &[Binding] = &[
             &[
                 (&[Mode::Events], "select event"),
                 (&[Mode::Picker], "choose"),
-                (&[Mode::Popup], "scroll"),
+                (&[Mode::Help, Mode::Popup], "scroll"),
                 (&[Mode::Filter], "rows"),
             ],
         ),
@@ -279,7 +279,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[code(KeyCode::PageDown)], Mode::ALL, Action::PageDown),
     Binding::new(
         &[ch('g'), code(KeyCode::Home)],
-        &[Mode::Normal, Mode::Events, Mode::Popup],
+        &[Mode::Normal, Mode::Events, Mode::Help, Mode::Popup],
         Action::Top,
     )
     .help("g  Home", "first"),
@@ -510,7 +510,7 @@ mod tests {
         );
         assert_eq!(keys(Mode::Picker), "↑↓ Enter Esc");
         assert_eq!(keys(Mode::Confirm), "y n");
-        assert_eq!(keys(Mode::Help), "Esc");
+        assert_eq!(keys(Mode::Help), "↑↓ Esc");
         assert_eq!(keys(Mode::Popup), "↑↓ Esc");
     }
 

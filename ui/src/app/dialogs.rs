@@ -14,7 +14,8 @@ pub const EDIT_FIELDS: [&str; 4] = ["hostname", "rack", "unit", "notes"];
 
 #[derive(Debug, Clone)]
 pub enum Dialog {
-    Help,
+    /// the key table; the number is how far it is scrolled (a short terminal shows part).
+    Help(u16),
     Assign(AssignState),
     ConfirmForce(ConfirmForceState),
     /// a yes/no question before something that is hard to take back.
@@ -43,12 +44,19 @@ pub(super) enum Step {
     Quit,
 }
 
-/// Closes the help on the keys that opened or confirm it.
-pub(super) fn help_step(action: &Action) -> Step {
-    match action {
-        Action::Back | Action::Help | Action::Submit => Step::Close,
-        _ => Step::Stay,
-    }
+/// Closes the help on the keys that opened or confirm it; the movement keys scroll it (the
+/// view stops at its end).
+pub(super) fn help_step(action: &Action, scroll: &mut u16) -> Step {
+    *scroll = match action {
+        Action::Back | Action::Help | Action::Submit => return Step::Close,
+        Action::Up => scroll.saturating_sub(1),
+        Action::Down => scroll.saturating_add(1),
+        Action::PageUp => scroll.saturating_sub(10),
+        Action::PageDown => scroll.saturating_add(10),
+        Action::Top => 0,
+        _ => *scroll,
+    };
+    Step::Stay
 }
 
 /// The profile picker, for one machine or the marked ones.

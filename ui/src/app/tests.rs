@@ -1046,3 +1046,18 @@ fn the_filter_line_has_its_own_hints() {
     update(&mut app, Action::StartEdit);
     assert!(app.dialog.is_none(), "e is text in the filter");
 }
+
+#[test]
+fn help_scrolls_and_closes() {
+    let mut app = fixtures::session().unwrap();
+    update(&mut app, Action::Help);
+    update(&mut app, Action::Down);
+    update(&mut app, Action::PageDown);
+    assert!(matches!(app.dialog, Some(Dialog::Help(11))));
+    update(&mut app, Action::Up);
+    assert!(matches!(app.dialog, Some(Dialog::Help(10))));
+    update(&mut app, Action::Top);
+    assert!(matches!(app.dialog, Some(Dialog::Help(0))));
+    update(&mut app, Action::Back);
+    assert!(app.dialog.is_none());
+}

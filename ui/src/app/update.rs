@@ -317,7 +317,7 @@ fn undo(app: &mut App) -> Option<Command> {
 fn on_key(app: &mut App, action: Action) -> Option<Command> {
     match action {
         Action::Help => {
-            app.dialog = Some(Dialog::Help);
+            app.dialog = Some(Dialog::Help(0));
             None
         }
         Action::Back => {
@@ -516,7 +516,7 @@ fn on_dialog(app: &mut App, action: &Action) -> Option<Command> {
         Some(Dialog::Assign(_) | Dialog::Rack(_) | Dialog::Confirm(_) | Dialog::ConfirmForce(_))
     );
     let step = match app.dialog.as_mut()? {
-        Dialog::Help => help_step(action),
+        Dialog::Help(scroll) => help_step(action, scroll),
         Dialog::Assign(picker) => picker.on(action, &app.profiles, &app.machines),
         Dialog::ConfirmForce(confirm) => confirm.on(action),
         Dialog::Edit(form) => {

@@ -121,7 +121,8 @@ fn event_popup(line: &LogLine, scroll: u16, area: Rect, buf: &mut Buffer) {
 }
 
 /// Every key with its help line; a long line wraps under its own text, not under the keys.
-fn help_popup(app: &App, area: Rect, buf: &mut Buffer) {
+/// On a short terminal it scrolls (↑↓), and the title says there is more.
+fn help_popup(app: &App, scroll: u16, area: Rect, buf: &mut Buffer) {
     const KEYS: usize = 14;
     let width = 80.min(area.width);
     let text_w = usize::from(width.saturating_sub(2))
@@ -140,8 +141,6 @@ fn help_popup(app: &App, area: Rect, buf: &mut Buffer) {
             ]));
         }
     }
-    let h = u16::try_from(lines.len()).unwrap_or(20) + 4;
-    let inner = popup(area, width, h, "Help".into(), buf);
     lines.push(Line::default());
     lines.push(Line::styled(
         format!(
@@ -150,7 +149,16 @@ fn help_popup(app: &App, area: Rect, buf: &mut Buffer) {
         ),
         dim(),
     ));
-    Paragraph::new(lines).render(inner, buf);
+    let rows = u16::try_from(lines.len()).unwrap_or(u16::MAX);
+    let shown = rows.min(area.height.saturating_sub(2));
+    let title = if shown < rows {
+        "Help (↑↓ for more)"
+    } else {
+        "Help"
+    };
+    let inner = popup(area, width, rows.saturating_add(2), title.into(), buf);
+    let scroll = scroll.min(rows.saturating_sub(inner.height));
+    Paragraph::new(lines).scroll((scroll, 0)).render(inner, buf);
 }
 
 /// `text` in lines of at most `width` characters, broken between words (a word longer than a
@@ -229,7 +237,7 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     };
     match dialog {
         Dialog::Event(EventState { line, scroll }) => event_popup(line, *scroll, area, buf),
-        Dialog::Help => help_popup(app, area, buf),
+        Dialog::Help(scroll) => help_popup(app, *scroll, area, buf),
         Dialog::Confirm(question) => confirm_popup(question, area, buf),
         Dialog::Rack(form) => rack_popup(form, app, area, buf),
         Dialog::Assign(AssignState { ids, selected }) => {
