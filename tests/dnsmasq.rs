@@ -201,22 +201,23 @@ assignment: manual
 
     /// busybox udhcpc, once, with extra options; `-s /bin/true` leaves the interface alone.
     async fn udhcpc(&self, extra: &[&str]) -> (bool, String) {
+        self.udhcpc_script("/bin/true", extra).await
+    }
+
+    /// busybox udhcpc, once, running `script` on its events, with extra options.
+    async fn udhcpc_script(&self, script: &str, extra: &[&str]) -> (bool, String) {
         let mut argv = vec![
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-n",
-            "-q",
-            "-t",
-            "6",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
+            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "6", "-T", "1", "-s", script,
         ];
         argv.extend_from_slice(extra);
         self.client(&argv).await
+    }
+
+    /// `file` over TFTP from the lab server into `to`, from the client namespace.
+    async fn tftp_get(&self, file: &str, to: &Path) -> (bool, String) {
+        let to = to.to_str().expect("utf-8");
+        self.client(&["tftp", "-m", "binary", "10.77.0.1", "-c", "get", file, to])
+            .await
     }
 }
 
@@ -276,6 +277,31 @@ fn start(lab: &Lab, config: Config, tune: impl FnOnce(&mut Options)) -> Running 
 
 impl Running {
     /// The next event that satisfies `pred`, or a failure listing what did come.
+    /// The next TFTP event that `pred` (given its success and file) picks.
+    async fn tftp_event(&mut self, what: &str, pred: impl Fn(bool, &str) -> bool) -> TftpSeen {
+        let ev = self
+            .wait_for(
+                what,
+                |k| matches!(k, EventKind::Tftp { ok, file, .. } if pred(*ok, file)),
+            )
+            .await;
+        let EventKind::Tftp {
+            file,
+            client,
+            detail,
+            ..
+        } = &ev.kind
+        else {
+            unreachable!()
+        };
+        TftpSeen {
+            file: file.clone(),
+            client: client.clone(),
+            detail: detail.clone(),
+            summary: ev.summary(),
+        }
+    }
+
     async fn wait_for(
         &mut self,
         what: &str,
@@ -336,6 +362,14 @@ impl Running {
             .expect("dnsmasq service state");
         assert_eq!(last.status, mayu::lease::ServiceStatus::Stopped);
     }
+}
+
+/// What a TFTP event said.
+struct TftpSeen {
+    file: String,
+    client: String,
+    detail: String,
+    summary: String,
 }
 
 fn dhcp_of(k: &EventKind, message: &str) -> bool {
@@ -425,29 +459,11 @@ async fn tftp_serves_undionly_and_reports_each_transfer() {
     let mut r = start(&lab, lab.config("", ""), |_| {});
     r.running().await;
     let got = lab.path().join("got.kpxe");
-    let (ok, out) = lab
-        .client(&[
-            "tftp",
-            "-m",
-            "binary",
-            "10.77.0.1",
-            "-c",
-            "get",
-            "undionly.kpxe",
-            got.to_str().expect("utf-8"),
-        ])
-        .await;
+    let (ok, out) = lab.tftp_get("undionly.kpxe", &got).await;
     assert!(ok, "tftp failed:\n{out}");
-    let ev = r
-        .wait_for("TFTP sent", |k| {
-            matches!(k, EventKind::Tftp { ok: true, .. })
-        })
-        .await;
-    let EventKind::Tftp { file, client, .. } = &ev.kind else {
-        unreachable!()
-    };
-    assert_eq!(file, "undionly.kpxe");
-    assert_eq!(client, "10.77.0.2");
+    let sent = r.tftp_event("TFTP sent", |ok, _| ok).await;
+    assert_eq!(sent.file, "undionly.kpxe");
+    assert_eq!(sent.client, "10.77.0.2");
     let fetched = std::fs::read(&got).expect("fetched file");
     let original = std::fs::read("/usr/lib/ipxe/undionly.kpxe").expect("ipxe package");
     assert!(
@@ -458,33 +474,16 @@ async fn tftp_serves_undionly_and_reports_each_transfer() {
     );
 
     let nothere = lab.path().join("nothere");
-    let _ = lab
-        .client(&[
-            "tftp",
-            "-m",
-            "binary",
-            "10.77.0.1",
-            "-c",
-            "get",
-            "nothere.efi",
-            nothere.to_str().expect("utf-8"),
-        ])
-        .await;
-    let ev = r
-        .wait_for("TFTP failure", |k| {
-            matches!(k, EventKind::Tftp { ok: false, .. })
-        })
-        .await;
-    let EventKind::Tftp { file, detail, .. } = &ev.kind else {
-        unreachable!()
-    };
-    assert_eq!(file, "nothere.efi");
-    assert_eq!(detail, "file not found");
+    let _ = lab.tftp_get("nothere.efi", &nothere).await;
+    let failed = r.tftp_event("TFTP failure", |ok, _| !ok).await;
+    assert_eq!(failed.file, "nothere.efi");
+    assert_eq!(failed.detail, "file not found");
     assert!(
-        ev.summary()
+        failed
+            .summary
             .ends_with("nothere.efi to 10.77.0.2: file not found"),
         "{}",
-        ev.summary()
+        failed.summary
     );
 
     // dnsmasq serves only world-readable files; the refusal carries its reason to the event.
@@ -492,36 +491,19 @@ async fn tftp_serves_undionly_and_reports_each_transfer() {
     std::fs::write(&private, b"not for TFTP").expect("private file");
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let got = lab.path().join("got-private");
-    let (ok, out) = lab
-        .client(&[
-            "tftp",
-            "-m",
-            "binary",
-            "10.77.0.1",
-            "-c",
-            "get",
-            "private.efi",
-            got.to_str().expect("utf-8"),
-        ])
-        .await;
+    let (ok, out) = lab.tftp_get("private.efi", &got).await;
     assert!(
         out.contains("Permission denied"),
         "tftp ({ok}) says:\n{out}"
     );
-    let ev = r
-        .wait_for(
-            "TFTP refusal",
-            |k| matches!(k, EventKind::Tftp { ok: false, file, .. } if file == "private.efi"),
-        )
+    let refused = r
+        .tftp_event("TFTP refusal", |ok, file| !ok && file == "private.efi")
         .await;
-    let EventKind::Tftp { detail, .. } = &ev.kind else {
-        unreachable!()
-    };
-    assert_eq!(detail, "Permission denied");
+    assert_eq!(refused.detail, "Permission denied");
     assert!(
-        ev.summary().ends_with("private.efi: Permission denied"),
+        refused.summary.ends_with("private.efi: Permission denied"),
         "{}",
-        ev.summary()
+        refused.summary
     );
     r.stop().await;
 }
@@ -794,19 +776,10 @@ async fn a_broken_config_is_refused_with_its_line_and_never_started() {
     let pid = sup.pid();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(sup.run(cancel.clone()));
-    let detail = tokio::time::timeout(WAIT, async {
-        loop {
-            let ev = events.recv().await.expect("bus");
-            if let EventKind::Service { status, detail, .. } = &ev.kind {
-                if *status == mayu::lease::ServiceStatus::Failed {
-                    return detail.clone();
-                }
-                assert_ne!(*status, mayu::lease::ServiceStatus::Running);
-            }
-        }
+    let detail = failed_detail(&mut events, |status| {
+        assert_ne!(status, mayu::lease::ServiceStatus::Running);
     })
-    .await
-    .expect("a failed status");
+    .await;
     assert!(
         detail.contains(&format!("dnsmasq.conf:{want_line}")),
         "{detail}"
@@ -815,6 +788,27 @@ async fn a_broken_config_is_refused_with_its_line_and_never_started() {
     assert_eq!(*pid.borrow(), None);
     cancel.cancel();
     task.await.expect("supervisor");
+}
+
+/// The detail of the first failed service status on `events`; `before` sees each status
+/// that comes first.
+async fn failed_detail(
+    events: &mut broadcast::Receiver<Arc<Event>>,
+    before: impl Fn(mayu::lease::ServiceStatus),
+) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let ev = events.recv().await.expect("bus");
+            if let EventKind::Service { status, detail, .. } = &ev.kind {
+                if *status == mayu::lease::ServiceStatus::Failed {
+                    return detail.clone();
+                }
+                before(*status);
+            }
+        }
+    })
+    .await
+    .expect("a failed status")
 }
 
 #[tokio::test]
@@ -829,18 +823,7 @@ async fn a_missing_binary_is_a_clear_status() {
     let mut events = engine.bus().subscribe();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(dnsmasq::run(engine.clone(), cancel.clone()));
-    let detail = tokio::time::timeout(WAIT, async {
-        loop {
-            let ev = events.recv().await.expect("bus");
-            if let EventKind::Service { status, detail, .. } = &ev.kind {
-                if *status == mayu::lease::ServiceStatus::Failed {
-                    return detail.clone();
-                }
-            }
-        }
-    })
-    .await
-    .expect("a failed status");
+    let detail = failed_detail(&mut events, |_| {}).await;
     assert!(detail.contains("/nonexistent/dnsmasq"), "{detail}");
     assert!(detail.contains("not found"), "{detail}");
     assert!(detail.contains("dnsmasq-base"), "{detail}");
@@ -1057,12 +1040,7 @@ async fn dhcp_and_tftp_steps_join_the_timeline_from_the_first_packet() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let script = script.to_str().expect("utf-8");
     let vendor = "PXEClient:Arch:00000:UNDI:002001";
-    let (ok, out) = lab
-        .client(&[
-            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "6", "-T", "1", "-V", vendor,
-            "-s", script,
-        ])
-        .await;
+    let (ok, out) = lab.udhcpc_script(script, &["-V", vendor]).await;
     assert!(ok, "no lease:\n{out}");
     r.wait_for("the ACK in the MAC's timeline", |k| {
         matches!(k, EventKind::TimelineStep { mac: Some(m), id: None, step, .. }
@@ -1070,18 +1048,7 @@ async fn dhcp_and_tftp_steps_join_the_timeline_from_the_first_packet() {
     })
     .await;
     let got = lab.path().join("got.kpxe");
-    let (ok, out) = lab
-        .client(&[
-            "tftp",
-            "-m",
-            "binary",
-            "10.77.0.1",
-            "-c",
-            "get",
-            "undionly.kpxe",
-            got.to_str().expect("utf-8"),
-        ])
-        .await;
+    let (ok, out) = lab.tftp_get("undionly.kpxe", &got).await;
     assert!(ok, "tftp failed:\n{out}");
     r.wait_for("the TFTP step under the MAC", |k| {
         matches!(k, EventKind::TimelineStep { mac: Some(m), step, .. }
@@ -1132,24 +1099,7 @@ async fn dhcp_and_tftp_steps_join_the_timeline_from_the_first_packet() {
     assert_eq!(kinds.last(), Some(&"kernel"));
 
     // Powered on again: the firmware's DHCP opens boot 2; boot 1 keeps its steps.
-    let (ok, out) = lab
-        .client(&[
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-n",
-            "-q",
-            "-t",
-            "6",
-            "-T",
-            "1",
-            "-V",
-            vendor,
-            "-s",
-            "/bin/true",
-        ])
-        .await;
+    let (ok, out) = lab.udhcpc(&["-V", vendor]).await;
     assert!(ok, "no lease the second time:\n{out}");
     let ev = r
         .wait_for("a step of boot 2", |k| {
