@@ -10,6 +10,11 @@
 //!   at 10.77.0.20:623 joined to a QEMU machine (TCG) through `ipmi-bmc-extern`: power on
 //!   starts the VM (its kernel boots), off ends the QEMU process, a cycle starts a new one, and
 //!   a BMC address nobody answers on is `unreachable` within the timeout.
+//! - `reinstall_now_over_ipmi`: the QEMU install lab (`tests/support/qemu.rs`: mayu, dnsmasq,
+//!   the lab installer) with the machine behind its BMC: it installs to disk and powers off;
+//!   "reinstall now" over the API powers it on through the BMC, it network-boots the installer
+//!   again, installs, boots its disk and reports boot-complete.
+//! - `a_readable_secrets_file_stops_the_start_naming_it`: `power:` with a 0644 secrets file.
 //!
 //! Without `ipmi_sim`/`ipmitool` (Debian `openipmi`, `ipmitool`; `scripts/install-deps.sh`),
 //! root or QEMU the tests say why and return, except under `CI=true`, where they fail.
@@ -646,4 +651,208 @@ async fn a_readable_secrets_file_stops_the_start_naming_it() {
     tokio::time::timeout(Duration::from_secs(60), services.stopped())
         .await
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// "Reinstall now", end to end: a QEMU machine behind its BMC installs to disk, reports
+// boot-complete and powers off; `POST .../power {"action": "reinstall"}` sets its reinstall
+// flag and powers it on through the BMC; it network-boots the installer again, installs,
+// boots the disk and reports boot-complete again.
+
+mod reinstall {
+    use super::*;
+    use support::qemu::{self, str_of, Guest, Lab, Needs};
+
+    const TEST: &str = "reinstall_now_over_ipmi";
+    const SERIAL: &str = "MAYU-IPMI-1";
+    const MAC: &str = "52:54:00:77:03:01";
+    const BMC_ADDR: &str = "10.77.0.20";
+    /// Bounds that only stop a hung run: one install takes about a minute on an idle core.
+    const INSTALL_TIMEOUT: Duration = Duration::from_secs(420);
+    const MACHINE: Guest = Guest {
+        name: "machine",
+        serial: SERIAL,
+        mac: MAC,
+        tap: "tap0",
+    };
+
+    fn config_text(secrets: &Path) -> String {
+        qemu::config_head()
+            + &format!(
+                r#"profiles:
+  - name: install
+    image: installer
+    kernel_args: "console=ttyS0 panic=1"
+    boot_from_disk: true
+    templates: {{ ipxe: discovery.ipxe, metadata: install.env }}
+    env: {{ install_disk: /dev/vda }}
+power:
+  secrets: {}
+  timeout: 10s
+  poll: 0s
+"#,
+                secrets.display()
+            )
+    }
+
+    /// The seq of the first event after `after` about the machine that `pred` accepts.
+    async fn wait_event(
+        lab: &Lab,
+        api: &qemu::Api,
+        what: &str,
+        after: u64,
+        pred: impl Fn(&Value) -> bool,
+    ) -> u64 {
+        let id = MACHINE.id();
+        let ev = api
+            .event(lab, what, INSTALL_TIMEOUT, |e| {
+                e["seq"].as_u64().is_some_and(|s| s > after)
+                    && (str_of(e, "id") == id
+                        || e.pointer("/machine/id").and_then(Value::as_str) == Some(id.as_str()))
+                    && pred(e)
+            })
+            .await;
+        ev["seq"].as_u64().unwrap()
+    }
+
+    async fn installs(lab: &Lab, api: &qemu::Api, after: u64) -> u64 {
+        let installed = wait_event(lab, api, "installed to disk", after, |e| {
+            str_of(e, "change").contains("installed to disk")
+        })
+        .await;
+        wait_event(lab, api, "boot complete from disk", installed, |e| {
+            str_of(e, "type") == "boot_step" && str_of(e, "phase") == "boot_complete"
+        })
+        .await
+    }
+
+    async fn scenario(lab: &Lab, _mayu: &Path, sim: &Bmc, api: &qemu::Api) {
+        let id = MACHINE.id();
+        let token = std::fs::read_to_string(lab.file("tokens.json.admin")).unwrap();
+        let token = token.trim();
+
+        // Power-on 1 by hand at the BMC: the machine registers, installs, reports in from its
+        // disk and powers itself off.
+        sim.ipmitool(Some(&lab.ns), &["chassis", "power", "on"])
+            .unwrap();
+        let first = installs(lab, api, 0).await;
+        assert!(
+            sim.wait_vm(Duration::from_secs(120), |p| p.is_none()),
+            "the installed system did not power off"
+        );
+
+        // The operator gives mayu the machine's BMC, then: reinstall now.
+        let base = format!("http://127.0.0.1:4080/api/v1/machines/{id}");
+        let resp = api
+            .http
+            .patch(&base)
+            .bearer_auth(token)
+            .json(&json!({"ipmi_addr": BMC_ADDR}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let resp = api
+            .http
+            .post(format!("{base}/power"))
+            .bearer_auth(token)
+            .json(&json!({"action": "reinstall"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "{body:#}");
+        assert_eq!(body["power"]["state"], "on", "{body:#}");
+        assert!(sim.wait_vm(Duration::from_secs(10), |p| p.is_some()));
+
+        // Power-on 2 by mayu: the installer again (the flag), install, disk, boot-complete.
+        let requested = wait_event(lab, api, "reinstall requested", first, |e| {
+            str_of(e, "change").contains("reinstall")
+        })
+        .await;
+        let served = wait_event(lab, api, "the installer served again", requested, |e| {
+            str_of(e, "type") == "boot_step"
+                && str_of(e, "phase") == "kernel"
+                && str_of(e, "detail").contains("installer/vmlinuz")
+        })
+        .await;
+        installs(lab, api, served).await;
+        let m = api.must_get(&format!("/api/v1/machines/{id}")).await;
+        assert_eq!(str_of(&m, "state"), "running", "{m:#}");
+        assert_eq!(m["reinstall"], Value::Bool(false), "{m:#}");
+        assert_eq!(
+            m.pointer("/power/state").and_then(Value::as_str),
+            Some("on"),
+            "{m:#}"
+        );
+    }
+
+    #[test]
+    fn reinstall_now_over_ipmi() {
+        let needs = Needs {
+            test: TEST,
+            tools: &[
+                ("cpio", "cpio"),
+                ("extlinux", "extlinux"),
+                ("ipmi_sim", "openipmi"),
+                ("ipmitool", "ipmitool"),
+            ],
+            files: &[
+                ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
+                ("/usr/lib/syslinux/mbr/mbr.bin", "syslinux-common"),
+            ],
+            images: &["build-install-image.sh"],
+        };
+        qemu::in_lab(
+            &needs,
+            || {
+                let lab = Lab::create(TEST, format!("mayu-qr-{}", std::process::id()), &["tap0"])?;
+                qemu::ip(&[
+                    "-n",
+                    &lab.ns,
+                    "addr",
+                    "add",
+                    &format!("{BMC_ADDR}/24"),
+                    "dev",
+                    "br0",
+                ])?;
+                Ok(lab)
+            },
+            |lab, mayu| {
+                Box::pin(async move {
+                    let disk = std::fs::File::create(lab.file("disk.raw")).unwrap();
+                    disk.set_len(64 << 20).unwrap();
+                    drop(disk);
+                    std::fs::create_dir_all(lab.file("tftproot")).unwrap();
+                    let mut spec = BmcSpec::new("bmc", BMC_ADDR, 623, 9000);
+                    let mut args = MACHINE.qemu(lab, &qemu::accel(), 256, "qemu-ipmi", "");
+                    args.remove(0); // the script execs qemu-system-x86_64 itself
+                    args.extend([
+                        "-drive".into(),
+                        format!(
+                            "file={},format=raw,if=none,id=d0",
+                            lab.file("disk.raw").display()
+                        ),
+                        "-device".into(),
+                        "virtio-blk-pci,drive=d0,bootindex=2".into(),
+                    ]);
+                    args.extend(MACHINE.seabios(lab).unwrap());
+                    spec.vm = Some(args);
+                    let secrets = lab.file("bmc-secrets.yaml");
+                    write_secrets(
+                        &secrets,
+                        &format!(
+                            "default: {{ user: admin, password: \"{}\" }}\n",
+                            spec.password
+                        ),
+                    );
+                    let sim = Bmc::start(&lab.file("bmc"), spec, Some(&lab.ns))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let api = qemu::start_mayu(lab, mayu, &config_text(&secrets)).await;
+                    scenario(lab, mayu, &sim, &api).await;
+                })
+            },
+        );
+    }
 }
