@@ -7,6 +7,7 @@
 
 mod dialogs;
 mod log;
+mod observe;
 mod rows;
 mod state;
 #[cfg(test)]

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mayu::engine::tally::{self, Tally};
-use mayu::engine::{ProfileStatus, Snapshot};
+use mayu::engine::{IgnoredClient, ProfileStatus, Snapshot};
 use mayu::events::Event;
 use mayu::inventory::HistoryEntry;
 use mayu::lease::{Lease, ServiceState, ServiceStatus};
-use mayu::machine::{Machine, MachineId, Phase, State};
+use mayu::machine::{Mac, Machine, MachineId, Phase, State};
+use mayu::power::PowerStatus;
+use mayu::timeline::Timeline;
 use time::OffsetDateTime;
 
 use super::dialogs::Dialog;
@@ -138,6 +140,14 @@ pub struct App {
     /// first visible row of the machines table; render-side state like ratatui's `TableState`.
     pub table_offset: Cell<usize>,
     pub quit: bool,
+    /// each machine's boots as the engine recorded them (`mayu::timeline`).
+    pub timelines: HashMap<MachineId, Timeline>,
+    /// steps of MACs seen by DHCP that are no machine yet.
+    pub unregistered: HashMap<Mac, Timeline>,
+    /// DHCP clients dnsmasq ignored as unknown, most recently seen first (enrolment).
+    pub ignored: Vec<IgnoredClient>,
+    /// each machine's power as its BMC last said (power control configured).
+    pub power: HashMap<MachineId, PowerStatus>,
 }
 
 impl App {
@@ -176,6 +186,10 @@ impl App {
             now: OffsetDateTime::UNIX_EPOCH,
             table_offset: Cell::new(0),
             quit: false,
+            timelines: HashMap::new(),
+            unregistered: HashMap::new(),
+            ignored: Vec::new(),
+            power: HashMap::new(),
         };
         app.load_snapshot(snapshot);
         app.prepare();
@@ -183,6 +197,7 @@ impl App {
     }
 
     pub(super) fn load_snapshot(&mut self, snapshot: Snapshot) {
+        self.observe_snapshot(&snapshot);
         self.machines = snapshot
             .machines
             .into_iter()

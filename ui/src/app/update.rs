@@ -129,6 +129,7 @@ fn follow(app: &mut App, machine: &Machine) {
 /// console keeps what the engine says rather than working it out again.
 fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
     app.record(ev);
+    app.observe(ev);
     match &ev.kind {
         EventKind::MachineAdded { machine, .. } => {
             app.added_at.insert(machine.id.clone(), ev.at);
