@@ -430,7 +430,12 @@ cmd_up() {
         ) &
         echo $! >"$LAB/pids/launcher.pid"
         trap - ERR
-        ip netns exec "$NS" "$mayu" --config "$RUN_CONFIG" || true
+        # The console's pid goes to the same pid file as a headless mayu's (the shell writes
+        # its own pid, then becomes mayu), so `lab.sh status` from another terminal sees it.
+        echo console >"$LAB/pids/mayu.mode"
+        ip netns exec "$NS" sh -c 'echo $$ >"$0"; exec "$@"' "$LAB/pids/mayu.pid" \
+            "$mayu" --config "$RUN_CONFIG" || true
+        rm -f "$LAB/pids/mayu.mode"
         say "console closed; taking the lab down (logs stay in $LAB)"
         cmd_down --keep
         return
@@ -519,7 +524,11 @@ cmd_status() {
     fi
     echo "namespace $NS: br0 $(ip -n "$NS" -br addr show br0 | awk '{print $3, $4}')"
     if pid_alive "$LAB/pids/mayu.pid" --config; then
-        echo "mayu: running (pid $(cat "$LAB/pids/mayu.pid")), log $LAB/mayu.log"
+        if [[ -f $LAB/pids/mayu.mode ]]; then
+            echo "mayu: running with its console in another terminal (pid $(cat "$LAB/pids/mayu.pid")), log $LAB/logs"
+        else
+            echo "mayu: running (pid $(cat "$LAB/pids/mayu.pid")), log $LAB/mayu.log"
+        fi
     else
         echo "mayu: not running (see $LAB/mayu.log)"
     fi
