@@ -55,6 +55,11 @@ async fn admin(
     call(f, method, path, Some(&f.admin), body).await
 }
 
+/// [`call`]: a GET with the admin token.
+async fn admin_get(f: &Fixture, path: &str) -> (StatusCode, Value) {
+    admin(f, Method::GET, path, None).await
+}
+
 /// [`call`]: a PATCH with the admin token.
 async fn patch(f: &Fixture, path: &str, body: Value) -> (StatusCode, Value) {
     admin(f, Method::PATCH, path, Some(body)).await
@@ -551,23 +556,11 @@ async fn profiles_leases_services_templates_and_render() {
     let (s, _) = call(&f, Method::GET, "/api/v1/ready", None, None).await;
     assert_eq!(s, StatusCode::OK);
 
-    let (s, text) = admin(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1/render/ignition",
-        None,
-    )
-    .await;
+    let (s, text) = admin_get(&f, "/api/v1/machines/sn-a1/render/ignition").await;
     assert_eq!(s, StatusCode::OK);
     let token = f.engine.find("sn-a1").unwrap().token;
     assert_eq!(text, json!(format!("ignition for sn-a1 token={token}\n")));
-    let (s, v) = admin(
-        &f,
-        Method::GET,
-        "/api/v1/machines/sn-a1/render/missing",
-        None,
-    )
-    .await;
+    let (s, v) = admin_get(&f, "/api/v1/machines/sn-a1/render/missing").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_error_body(&v, "invalid");
     f.stop().await;
@@ -575,7 +568,7 @@ async fn profiles_leases_services_templates_and_render() {
     // Without a template service those routes say why they cannot answer.
     let f = start(false).await;
     for path in ["/api/v1/templates", "/api/v1/machines/sn-a1/render/ipxe"] {
-        let (s, v) = admin(&f, Method::GET, path, None).await;
+        let (s, v) = admin_get(&f, path).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_error_body(&v, "unavailable");
     }
@@ -692,37 +685,32 @@ async fn mayu_compat_routes_keep_mayus_codes() {
 
     let c0 = f.commits();
     let put = |path: &'static str, body: Value| admin(&f, Method::PUT, path, Some(body));
-    // Looked up by serial as Mayu did (any case).
-    let (s, _) = put(
-        "/admin/host/SN-A1/set_provider_id",
-        json!({"ProviderId": "p-1"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put(
-        "/admin/host/sn-a1/set_ipmi_addr",
-        json!({"IPMIAddr": "10.0.0.5"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put(
-        "/admin/host/sn-a1/set_state",
-        json!({"state": "installing"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put(
-        "/admin/host/sn-a1/override",
-        json!({"Overrides": {"channel": "beta"}}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = put(
-        "/admin/host/sn-a1/boot_complete",
-        json!({"FlatcarVersion": "4081.2.0"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    for (path, body) in [
+        // Looked up by serial as Mayu did (any case).
+        (
+            "/admin/host/SN-A1/set_provider_id",
+            json!({"ProviderId": "p-1"}),
+        ),
+        (
+            "/admin/host/sn-a1/set_ipmi_addr",
+            json!({"IPMIAddr": "10.0.0.5"}),
+        ),
+        (
+            "/admin/host/sn-a1/set_state",
+            json!({"state": "installing"}),
+        ),
+        (
+            "/admin/host/sn-a1/override",
+            json!({"Overrides": {"channel": "beta"}}),
+        ),
+        (
+            "/admin/host/sn-a1/boot_complete",
+            json!({"FlatcarVersion": "4081.2.0"}),
+        ),
+    ] {
+        let (s, v) = put(path, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{path}: {v}");
+    }
     assert_eq!(f.commits(), c0 + 5);
     let m = f.engine.find("sn-a1").unwrap();
     assert_eq!(m.provider_id.as_deref(), Some("p-1"));

@@ -12,6 +12,21 @@ use mayu::events::EventKind;
 use mayu::machine::Phase;
 use support::{wait_for, Lab, Running};
 
+/// The test kernel from the boot port, with one request header.
+async fn kernel_with(
+    client: &reqwest::Client,
+    r: &Running,
+    header: &str,
+    value: &str,
+) -> reqwest::Response {
+    client
+        .get(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
+        .header(header, value)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A raw request line, so no client normalises `..` away before it reaches the server.
 fn raw_get(addr: SocketAddr, path: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -77,37 +92,17 @@ async fn assets_stream_with_range_and_refuse_traversal() {
     }
 
     // A range.
-    let resp = client
-        .get(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
+    let resp = kernel_with(&client, &r, "range", "bytes=1000-1999").await;
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.headers()["content-range"], "bytes 1000-1999/100000");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &kernel[1000..2000]);
     // Suffix range, unsatisfiable range, conditional GET, HEAD.
-    let resp = client
-        .get(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
-        .header("range", "bytes=-10")
-        .send()
-        .await
-        .unwrap();
+    let resp = kernel_with(&client, &r, "range", "bytes=-10").await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &kernel[99_990..]);
-    let resp = client
-        .get(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
-        .header("range", "bytes=200000-")
-        .send()
-        .await
-        .unwrap();
+    let resp = kernel_with(&client, &r, "range", "bytes=200000-").await;
     assert_eq!(resp.status(), 416);
     assert_eq!(resp.headers()["content-range"], "bytes */100000");
-    let resp = client
-        .get(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let resp = kernel_with(&client, &r, "if-none-match", &etag).await;
     assert_eq!(resp.status(), 304);
     let resp = client
         .head(r.url("/assets/flatcar/flatcar_production_pxe.vmlinuz"))
