@@ -854,7 +854,8 @@ fn bulk_assign_is_one_batch_and_undoes_as_one() {
     update(&mut app, Action::StartAssign);
     match &app.dialog {
         Some(Dialog::Assign(a)) => {
-            assert_eq!(a.ids, vec![id("r1-u03"), id("r2-u01"), id("r2-u02")]);
+            // the table's rows first, then the one the filter hides
+            assert_eq!(a.ids, vec![id("r2-u01"), id("r2-u02"), id("r1-u03")]);
             // control-plane is full, worker has room for three more
             assert_eq!(a.selected, 1);
         }
@@ -876,9 +877,9 @@ fn bulk_assign_is_one_batch_and_undoes_as_one() {
             assert_eq!(
                 undo.before,
                 vec![
-                    (id("r1-u03"), Some("control-plane".into())),
                     (id("r2-u01"), Some("discovery".into())),
                     (id("r2-u02"), Some("discovery".into())),
+                    (id("r1-u03"), Some("control-plane".into())),
                 ]
             );
         }
@@ -895,7 +896,7 @@ fn bulk_assign_is_one_batch_and_undoes_as_one() {
         .as_ref()
         .unwrap()
         .text
-        .contains("r1-u03 back to control-plane, r2-u01 back to discovery"));
+        .contains("r2-u02 back to discovery, r1-u03 back to control-plane"));
 }
 
 #[test]
@@ -991,6 +992,34 @@ fn bulk_rack_edit_sets_one_rack_and_counts_units_up() {
             assert_eq!(
                 racks,
                 vec![("r2-u01".to_string(), r(10)), ("r2-u02".to_string(), r(11))]
+            );
+        }
+        other => panic!("expected a batch of edits, got {other:?}"),
+    }
+    // the table's order as sorted now: reversed, r2-u02 comes first
+    for m in ["r2-u02", "r2-u01"] {
+        app.select(&id(m));
+        update(&mut app, Action::ToggleMark);
+    }
+    update(&mut app, Action::SortReverse);
+    update(&mut app, Action::StartEdit);
+    update(&mut app, Action::NextField);
+    update(&mut app, Action::Input('1'));
+    match update(&mut app, Action::Submit) {
+        Some(Command::Batch { commands, .. }) => {
+            let first = commands.first().map(|c| match c {
+                Command::Edit { id, edit } => (id.to_string(), edit.rack.clone()),
+                other => panic!("not an edit: {other:?}"),
+            });
+            assert_eq!(
+                first,
+                Some((
+                    "r2-u02".to_string(),
+                    Some(Rack {
+                        rack: "r2".into(),
+                        unit: Some(1)
+                    })
+                ))
             );
         }
         other => panic!("expected a batch of edits, got {other:?}"),

@@ -232,14 +232,26 @@ fn quit(app: &mut App) -> Option<Command> {
     None
 }
 
-/// The machines an action is for: the marked ones (in table order, whether or not the
-/// filter shows them), else the selection; a status line when there is none.
+/// The machines an action is for: the marked ones in table order (those the filter hides
+/// after them, by id), else the selection; a status line when there is none.
 fn targets(app: &mut App) -> Option<Vec<MachineId>> {
     if app.marked.is_empty() {
         return app.selected_machine_id().map(|id| vec![id]);
     }
-    let mut ids: Vec<MachineId> = app.marked.iter().cloned().collect();
-    ids.sort_by(|a, b| super::rows::natural_cmp(a.as_str(), b.as_str()));
+    let mut ids: Vec<MachineId> = app
+        .rows
+        .iter()
+        .filter(|id| app.marked.contains(*id))
+        .cloned()
+        .collect();
+    let mut hidden: Vec<MachineId> = app
+        .marked
+        .iter()
+        .filter(|id| !ids.contains(*id))
+        .cloned()
+        .collect();
+    hidden.sort_by(|a, b| super::rows::natural_cmp(a.as_str(), b.as_str()));
+    ids.extend(hidden);
     Some(ids)
 }
 
@@ -412,7 +424,10 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
                 app.set_status("no profiles configured", true);
                 return None;
             }
-            let current = app.machines.get(&ids[0]).and_then(|m| m.profile.as_deref());
+            let current = ids
+                .first()
+                .and_then(|id| app.machines.get(id))
+                .and_then(|m| m.profile.as_deref());
             let picker = AssignState::new(ids.clone(), current, &app.profiles);
             app.dialog = Some(Dialog::Assign(picker));
             None
