@@ -62,6 +62,10 @@ struct Counters {
     events_missed: u64,
     /// (phase, profile) → stalls begun
     stalls: BTreeMap<(String, String), u64>,
+    /// machine → its last power state (from `power` events; forgotten when retired)
+    power: BTreeMap<crate::machine::MachineId, crate::power::PowerState>,
+    /// (action, resulting state) → operator power actions
+    power_actions: BTreeMap<(String, String), u64>,
 }
 
 /// The metrics registry; cheap to clone, all clones share one set of counters.
@@ -131,6 +135,20 @@ impl Metrics {
                 // never goes backwards.
                 let mut c = self.counters();
                 c.dnsmasq_restarts = c.dnsmasq_restarts.max(u64::from(*restarts));
+            }
+            EventKind::Power {
+                id, power, action, ..
+            } => {
+                let mut c = self.counters();
+                c.power.insert(id.clone(), power.state);
+                if let Some(a) = action {
+                    *c.power_actions
+                        .entry((a.as_str().to_string(), power.state.as_str().to_string()))
+                        .or_default() += 1;
+                }
+            }
+            EventKind::MachineRetired { id, .. } => {
+                self.counters().power.remove(id);
             }
             EventKind::TemplatesReloaded { ok, .. } => {
                 let mut c = self.counters();
@@ -272,6 +290,39 @@ impl Metrics {
                 "mayu_machine_stalls_total{{phase=\"{}\",profile=\"{}\"}} {n}",
                 escape(phase),
                 escape(profile)
+            );
+        }
+
+        head(
+            &mut out,
+            "mayu_machines_power",
+            "gauge",
+            "Machines with a BMC by the power state it last reported (on, off, unreachable, error).",
+        );
+        {
+            use crate::power::PowerState;
+            for state in [
+                PowerState::On,
+                PowerState::Off,
+                PowerState::Unreachable,
+                PowerState::Error,
+            ] {
+                let n = c.power.values().filter(|s| **s == state).count();
+                let _ = writeln!(out, "mayu_machines_power{{state=\"{state}\"}} {n}");
+            }
+        }
+        head(
+            &mut out,
+            "mayu_power_actions_total",
+            "counter",
+            "Power actions operators asked for, by action and the state the BMC then reported.",
+        );
+        for ((action, state), n) in &c.power_actions {
+            let _ = writeln!(
+                out,
+                "mayu_power_actions_total{{action=\"{}\",state=\"{}\"}} {n}",
+                escape(action),
+                escape(state)
             );
         }
 

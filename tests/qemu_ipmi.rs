@@ -224,8 +224,11 @@ async fn power_over_the_api_and_mayuctl() {
 
     let (tokens, created) =
         mayu::tokens::Tokens::load_or_create(&lab.path().join("tokens.json")).unwrap();
-    let state = mayu::api::ApiState::new(engine.clone(), tokens, mayu::metrics::Metrics::new())
-        .with_power(power.clone());
+    let metrics = mayu::metrics::Metrics::new();
+    let feed = tokio_util::sync::CancellationToken::new();
+    metrics.spawn_feed(engine.clone(), feed.clone());
+    let state =
+        mayu::api::ApiState::new(engine.clone(), tokens, metrics.clone()).with_power(power.clone());
     let mut server = serve(state).await;
     server.admin = created.unwrap().secret;
     let id = m.id.as_str();
@@ -381,9 +384,45 @@ async fn power_over_the_api_and_mayuctl() {
 
     // Power events followed every change; none carries the password, nor did any answer.
     let mut events = Vec::new();
+    let mut last = 0;
     while let Ok(ev) = rx.try_recv() {
+        last = ev.seq;
         events.push(serde_json::to_string(&*ev).unwrap());
     }
+
+    // The metrics follow the same events: machines by power state, actions by outcome.
+    metrics.counted(last).await;
+    let scrape = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mayu_machines_power{state=\"on\"} 1",
+        "mayu_machines_power{state=\"unreachable\"} 1",
+        "mayu_power_actions_total{action=\"off\",state=\"off\"} 1",
+    ] {
+        assert!(
+            scrape.lines().any(|l| l == line),
+            "no `{line}` in\n{scrape}"
+        );
+    }
+    if on_path("promtool") {
+        let mut check = std::process::Command::new("promtool");
+        check
+            .args(["check", "metrics"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = support::with_stdin(&mut check, scrape.as_bytes()).unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    feed.cancel();
     let power_events: Vec<&String> = events
         .iter()
         .filter(|e| e.contains("\"type\":\"power\""))
