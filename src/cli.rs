@@ -114,7 +114,7 @@ pub fn check(path: &Path) -> Result<CheckReport, CommandError> {
     }
     findings.extend(unreadable_machine_files(&c));
     if let Some(p) = &c.power {
-        crate::power::Secrets::load(&p.secrets).map_err(|error| CommandError::Power {
+        crate::power::load_secrets(p, &c.inventory).map_err(|error| CommandError::Power {
             config: path.to_path_buf(),
             error,
         })?;

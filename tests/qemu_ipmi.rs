@@ -678,6 +678,18 @@ async fn a_readable_secrets_file_stops_the_start_naming_it() {
     assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 
+    // Inside the inventory (a git repository): refused too.
+    let inside = engine.config().inventory.join("bmc-secrets.yaml");
+    write_secrets(&inside, "default: { user: admin, password: hunter2 }\n");
+    let mut settings = engine.config().power.clone().unwrap();
+    settings.secrets = inside.clone();
+    let e = Power::open(engine.clone(), settings)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("inside the inventory"), "{e}");
+    std::fs::remove_file(&inside).unwrap();
+
     // 0600: it starts, with the power service reported.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();

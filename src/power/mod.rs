@@ -38,6 +38,21 @@ pub fn ipmitool_found(program: &std::path::Path) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }
 
+/// The secrets file `settings` names, checked (see [`Secrets::load`]) and refused when it lies
+/// inside `inventory`, a git repository.
+pub fn load_secrets(
+    settings: &PowerSettings,
+    inventory: &std::path::Path,
+) -> Result<Secrets, SecretsError> {
+    if settings.secrets.starts_with(inventory) {
+        return Err(SecretsError::InInventory {
+            path: settings.secrets.clone(),
+            inventory: inventory.to_path_buf(),
+        });
+    }
+    Secrets::load(&settings.secrets)
+}
+
 /// What a machine's BMC last said about its power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,8 +216,9 @@ pub struct Power {
 
 impl Power {
     /// Loads the secrets file named by `settings` (refused unless mode 0600 or stricter).
+    /// A file inside the inventory (a git repository) is refused too.
     pub fn open(engine: Engine, settings: PowerSettings) -> Result<Power, SecretsError> {
-        let secrets = Secrets::load(&settings.secrets)?;
+        let secrets = load_secrets(&settings, &engine.config().inventory)?;
         Ok(Power::with_secrets(engine, settings, secrets))
     }
 

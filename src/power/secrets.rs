@@ -134,6 +134,12 @@ pub enum SecretsError {
     Owner { path: PathBuf, owner: u32, me: u32 },
     #[error("the BMC secrets file {} is not valid: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
+    #[error(
+        "the BMC secrets file {} is inside the inventory {}, a git repository: move it out",
+        path.display(),
+        inventory.display()
+    )]
+    InInventory { path: PathBuf, inventory: PathBuf },
 }
 
 impl Secrets {
