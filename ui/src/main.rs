@@ -6,7 +6,7 @@ mod commands;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A rack booting at once is thousands of small requests a second, each a few short-lived
 /// allocations: mimalloc's thread-local free lists cost a fraction of glibc malloc's (perf put
@@ -57,6 +57,16 @@ enum Command {
         #[command(subcommand)]
         command: commands::images::ImagesCommand,
     },
+    /// print shell completions (bash, zsh, fish, elvish, powershell); the Debian package
+    /// installs them
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// print the man page, or with --out-dir write one per subcommand (`mayu.1`, `mayu-check.1`, ...)
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,7 +84,27 @@ fn main() -> ExitCode {
             machine.or(mac).as_deref().unwrap_or_default(),
             &template,
         ),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "mayu", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man { out_dir }) => man(out_dir.as_deref()),
         None => run(&cli.config, cli.headless),
+    }
+}
+
+/// `mayu man`: the pages come from the same clap definition that parses the command line.
+fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match out_dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mayu: cannot write the man pages: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

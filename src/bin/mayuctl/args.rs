@@ -193,6 +193,37 @@ pub enum Command {
     /// Manage API tokens (admin token needed).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell); the Debian package
+    /// installs them.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, or with --out-dir write one per subcommand (`mayuctl.1`,
+    /// `mayuctl-list.1`, ...).
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// `mayuctl completions SHELL`: generated from the same definition that parses the command line.
+pub fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "mayuctl",
+        &mut std::io::stdout(),
+    );
+}
+
+/// `mayuctl man [--out-dir DIR]`: the top page to stdout, or every page into DIR.
+pub fn man(out_dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    match out_dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -114,6 +114,17 @@ fn set_patch(field: &str, value: &str) -> Result<MachinePatch, Usage> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated from the command line's definition: no server or token needed.
+    match &cli.command {
+        Command::Completions { shell } => {
+            args::completions(*shell);
+            return Ok(());
+        }
+        Command::Man { out_dir } => {
+            return args::man(out_dir.as_deref()).context("cannot write the man pages");
+        }
+        _ => {}
+    }
     let client = Client::new(&cli.server, token(&cli)?, cli.ca_cert.as_deref())?;
     match cli.command {
         Command::List {
@@ -305,6 +316,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!();
             }
         }
+        // Answered above, before a client exists.
+        Command::Completions { .. } | Command::Man { .. } => {}
     }
     Ok(())
 }
