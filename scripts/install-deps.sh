@@ -16,6 +16,9 @@
 #   ovmf          real machines network-booting in the QEMU tests
 #   openipmi, ipmitool   each lab/test machine's BMC (ipmi_sim, IPMI-over-LAN) and the client
 #                 mayu's power control runs (ipmitool -I lanplus)
+#   dpkg-dev, lintian, systemd, man-db   scripts/test-package.sh: dpkg-shlibdeps (cargo-deb's
+#                 $auto dependencies), the package's lint, systemd-analyze verify on its unit
+#                 (which also looks up the unit's Documentation= man pages)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -66,7 +69,7 @@ fi
 apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
-  extlinux syslinux-common wrk nginx-light openipmi ipmitool
+  extlinux syslinux-common wrk nginx-light openipmi ipmitool dpkg-dev lintian systemd man-db
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else
