@@ -40,6 +40,8 @@ pub struct Services {
     pub templates: Arc<Templates>,
     /// set at first start: where the new admin token's secret was written.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// power control over IPMI when `power:` is configured (the console's power keys use it).
+    pub power: Option<crate::power::Power>,
 }
 
 impl Services {
@@ -258,7 +260,7 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         engine.clone(),
         metrics,
         Some(renderer),
-        power,
+        power.clone(),
         cancel.clone(),
     )
     .await?;
@@ -271,5 +273,6 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         api_addr: launched.addr,
         templates,
         admin_token_file: launched.created.map(|c| c.secret_file),
+        power,
     })
 }

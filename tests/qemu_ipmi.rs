@@ -698,6 +698,7 @@ async fn a_readable_secrets_file_stops_the_start_naming_it() {
         .unwrap_or_else(|e| panic!("{e}"));
     let power = engine.services().into_iter().find(|s| s.name == "power");
     assert!(power.is_some(), "{:?}", engine.services());
+    assert!(services.power.is_some(), "the console gets no power handle");
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(60), services.stopped())
         .await
