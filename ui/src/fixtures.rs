@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mayu::engine::stalls;
 use mayu::engine::tally::{self, Tally};
 use mayu::engine::{ProfileStatus, Snapshot};
 use mayu::events::{Event, EventKind};
@@ -14,6 +15,7 @@ use mayu::lease::{Lease, ServiceProblem, ServiceState};
 use mayu::machine::{
     AssignedBy, Disk, Facts, IdError, Mac, Machine, MachineId, Phase, Rack, State,
 };
+use mayu::timeline::{Step, StepKind, Timeline};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
@@ -43,10 +45,32 @@ pub fn setup() -> Setup {
         dhcp_mode: "full".into(),
         interface: "mayu0".into(),
         templates_dir: "templates".into(),
-        stall_after: [("control-plane".to_string(), Duration::from_secs(20 * 60))]
-            .into_iter()
-            .collect(),
     }
+}
+
+/// The boot the engine would have recorded for `m`'s phases: one step each, in time order.
+fn timeline_of(m: &Machine) -> Timeline {
+    let mut reached: Vec<(Phase, OffsetDateTime)> = Phase::ALL
+        .iter()
+        .filter_map(|p| m.phases.get(*p).map(|t| (*p, t)))
+        .collect();
+    reached.sort_by_key(|(p, t)| (*t, *p));
+    let mut t = Timeline::default();
+    for (phase, at) in reached {
+        let Some(kind) = StepKind::of(phase) else {
+            continue;
+        };
+        let detail = match kind {
+            StepKind::Dhcp => "DHCPACK",
+            StepKind::Ipxe => "profile script served",
+            StepKind::Kernel => "vmlinuz",
+            StepKind::Initrd => "initrd",
+            StepKind::Config => "ignition",
+            _ => "",
+        };
+        t.record(Step::new(at, kind, detail).firmware(kind == StepKind::Dhcp));
+    }
+    t
 }
 
 /// A snapshot as the engine gives it: fill levels counted from the machines, its way.
@@ -59,12 +83,19 @@ fn snapshot(machines: Vec<Machine>) -> Snapshot {
     for p in &mut profiles {
         tally::fill(p, &t);
     }
+    let machines_timelines = machines
+        .iter()
+        .map(|m| (m.id.clone(), timeline_of(m)))
+        .collect();
     Snapshot {
         machines,
         profiles,
         waiting: t.waiting,
         ignored: Vec::new(),
-        timelines: Default::default(),
+        timelines: mayu::engine::Timelines {
+            machines: machines_timelines,
+            unregistered: Default::default(),
+        },
     }
 }
 
@@ -271,6 +302,12 @@ fn machine(s: &Spec) -> Result<Machine, IdError> {
     for (p, secs) in s.phases {
         m.phases.set(*p, ago(*secs));
     }
+    // Stalls are the engine's to decide: its rule, with control-plane's `stall_after: 20m`.
+    let after = match s.profile {
+        Some("control-plane") => Duration::from_secs(20 * 60),
+        _ => stalls::DEFAULT_AFTER,
+    };
+    m.stall = stalls::due(&m, NOW, after);
     if s.id.starts_with("r1") {
         m.rack = Some(Rack {
             rack: "r1".into(),
@@ -612,18 +649,45 @@ pub fn first_minute() -> Result<App, IdError> {
             },
         ),
     ];
-    // a held machine asks again every 5 s: one line with a count, not a screenful
+    // a held machine asks again every 5 s: the engine announces the first poll and counts
+    // the others in its timeline (one step with a count, not a screenful)
+    let detail = "held for an operator, asks again in 5 s";
+    events.push(event(
+        7,
+        60,
+        EventKind::BootStep {
+            id: Some(id("52-54-00-aa-00-09")?),
+            phase: Phase::Ipxe,
+            detail: detail.into(),
+            bytes: None,
+            duration_ms: None,
+            profile: None,
+        },
+    ));
+    for i in 0..12u64 {
+        let secs = 60 - 5 * i as i64;
+        events.push(event(
+            8 + i,
+            secs,
+            EventKind::TimelineStep {
+                id: Some(id("52-54-00-aa-00-09")?),
+                mac: None,
+                boot: 1,
+                step: Step::new(ago(secs), StepKind::Ipxe, detail),
+            },
+        ));
+    }
+    // a machine with no boot program to fetch retries TFTP: one line with a count
     for i in 0..12u64 {
         events.push(event(
-            7 + i,
-            60 - 5 * i as i64,
-            EventKind::BootStep {
-                id: Some(id("52-54-00-aa-00-09")?),
-                phase: Phase::Ipxe,
-                detail: "held for an operator, asks again in 5 s".into(),
-                bytes: None,
-                duration_ms: None,
-                profile: None,
+            20 + i,
+            30 - 2 * i as i64,
+            EventKind::Tftp {
+                file: "undionly.kpxe".into(),
+                client: "10.77.0.150".into(),
+                machine: None,
+                ok: false,
+                detail: "file /home/alice/mayu/tftproot/undionly.kpxe not found".into(),
             },
         ));
     }

@@ -50,11 +50,6 @@ pub fn setup_for(config: &Config, services: &Services) -> Setup {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| config.templates.display().to_string()),
-        stall_after: config
-            .profiles
-            .iter()
-            .filter_map(|p| p.stall_after.map(|d| (p.name.clone(), d)))
-            .collect(),
     }
 }
 

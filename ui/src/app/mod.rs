@@ -21,7 +21,6 @@ pub use dialogs::{
 pub use log::{append_collapsed, Level, LogLine};
 pub use rows::{filter_help, natural_cmp, rack_text, FilterField, FILTER_FIELDS};
 pub use state::{
-    operator_label, operator_name, App, Setup, Status, TemplateStatus, DEFAULT_STALL, NEW_FOR,
-    STATUS_FOR,
+    operator_label, operator_name, App, Setup, Status, TemplateStatus, NEW_FOR, STATUS_FOR,
 };
 pub use update::update;

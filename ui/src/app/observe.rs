@@ -5,6 +5,8 @@
 
 use mayu::engine::{IgnoredClient, Snapshot};
 use mayu::events::{Event, EventKind};
+use mayu::machine::Phase;
+use mayu::timeline::StepKind;
 
 use super::state::App;
 
@@ -19,13 +21,35 @@ impl App {
     /// Follows one event; true when something shown changed.
     pub(super) fn observe(&mut self, ev: &Event) -> bool {
         match &ev.kind {
-            EventKind::TimelineStep { id, mac, boot, step } => {
+            EventKind::TimelineStep {
+                id,
+                mac,
+                boot,
+                step,
+            } => {
                 let t = match (id, mac) {
                     (Some(id), _) => self.timelines.entry(id.clone()).or_default(),
                     (None, Some(mac)) => self.unregistered.entry(*mac).or_default(),
                     (None, None) => return false,
                 };
                 t.place(*boot, step.clone());
+                // the engine keeps the phase time of every step, also the ones it counts
+                // without announcing (a held machine's polls)
+                let phase = match step.kind {
+                    StepKind::Ipxe => Some(Phase::Ipxe),
+                    StepKind::Kernel => Some(Phase::Kernel),
+                    StepKind::Initrd => Some(Phase::Initrd),
+                    StepKind::Config => Some(Phase::Config),
+                    StepKind::DiskBoot => Some(Phase::DiskBoot),
+                    StepKind::BootComplete => Some(Phase::BootComplete),
+                    StepKind::Dhcp | StepKind::Tftp | StepKind::Program => None,
+                };
+                if let (Some(id), Some(phase)) = (id, phase) {
+                    if let Some(m) = self.machines.get_mut(id) {
+                        m.phases.set(phase, step.at);
+                        self.rows_dirty = true;
+                    }
+                }
                 true
             }
             EventKind::TimelineMerged { mac, id } => {

@@ -22,8 +22,9 @@ use crate::action::{Command, Page, Pane, SortKey, Undo};
 
 /// How long a machine that just appeared is highlighted.
 pub const NEW_FOR: Duration = Duration::from_secs(8);
-/// A machine in one phase longer than this is stalled, unless its profile says otherwise.
-pub const DEFAULT_STALL: Duration = Duration::from_secs(10 * 60);
+/// A machine with no boot step for this long is not booting any more (powered off, or
+/// waiting on something outside mayu), even in a state that is.
+pub const BOOTING_QUIET: Duration = Duration::from_secs(10 * 60);
 /// How long a status line that is not an error stays up.
 pub const STATUS_FOR: Duration = Duration::from_secs(8);
 /// What the audit log calls an operator who has no name anywhere.
@@ -38,17 +39,6 @@ pub struct Setup {
     pub dhcp_mode: String,
     pub interface: String,
     pub templates_dir: String,
-    /// per profile, from `Profile.stall_after`.
-    pub stall_after: HashMap<String, Duration>,
-}
-
-impl Setup {
-    pub fn stall_after(&self, profile: Option<&str>) -> Duration {
-        profile
-            .and_then(|p| self.stall_after.get(p))
-            .copied()
-            .unwrap_or(DEFAULT_STALL)
-    }
 }
 
 /// The operator's name in the audit log: config `operator`, else `$USER`, else `$LOGNAME`,
@@ -257,13 +247,16 @@ impl App {
         self.waiting = self.tally.waiting;
     }
 
-    /// Booting: assigned and not finished, with boot activity within the stall window (a
-    /// powered-off `configured` machine is not booting, a stalled one is counted as stalled).
+    /// Booting: assigned and not finished, with a boot step in the last [`BOOTING_QUIET`] (a
+    /// powered-off `configured` machine is not booting, whatever the stall rules say of its
+    /// state); a stalled one is counted as stalled instead.
     pub fn is_booting(&self, m: &Machine, now: OffsetDateTime) -> bool {
         matches!(m.state, State::Configured | State::Installing)
             && self
                 .phase_of(m, now)
-                .is_some_and(|(phase, _, stalled)| phase != Phase::BootComplete && !stalled)
+                .is_some_and(|(phase, quiet, stalled)| {
+                    phase != Phase::BootComplete && quiet <= BOOTING_QUIET && !stalled
+                })
     }
 
     /// Machines booting right now.
@@ -293,9 +286,8 @@ impl App {
     pub fn phase_of(&self, m: &Machine, now: OffsetDateTime) -> Option<(Phase, Duration, bool)> {
         let (phase, since) = m.phases.current()?;
         let in_phase: Duration = (now - since).try_into().unwrap_or(Duration::ZERO);
-        let done = phase == Phase::BootComplete || m.state == State::Running;
-        let stalled = !done && in_phase > self.setup.stall_after(m.profile.as_deref());
-        Some((phase, in_phase, stalled))
+        // Stalled is the engine's word (`Machine::stall`), never worked out here.
+        Some((phase, in_phase, m.stall.is_some()))
     }
 
     pub fn stalled_count(&self, now: OffsetDateTime) -> usize {

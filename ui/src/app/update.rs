@@ -164,6 +164,10 @@ fn on_bus(app: &mut App, ev: &Event) -> Option<Command> {
             // A state change (boot complete: running) comes as its own machine_changed.
             if let Some(m) = app.machines.get_mut(id) {
                 m.phases.set(*phase, ev.at);
+                // as the engine does at once (its stall_ended event follows within a second)
+                if mayu::engine::stalls::moved_on(m) {
+                    m.stall = None;
+                }
                 app.rows_dirty = true;
             }
             None

@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 use time::OffsetDateTime;
 
-use mayu::machine::{AssignedBy, Machine, Phase};
+use mayu::machine::{AssignedBy, Machine};
 
-use super::{clock, dim, human, pane, since, stalled_style, state_style, title};
+use super::{clock, dim, pane, state_style, title};
 use crate::app::App;
 
 fn section(name: &str) -> Line<'static> {
@@ -142,45 +142,6 @@ fn facts(m: &Machine) -> Vec<Line<'static>> {
     out
 }
 
-fn timeline(app: &App, m: &Machine, now: OffsetDateTime) -> Vec<Line<'static>> {
-    let mut reached: Vec<(Phase, OffsetDateTime)> = Phase::ALL
-        .iter()
-        .filter_map(|p| m.phases.get(*p).map(|t| (*p, t)))
-        .collect();
-    reached.sort_by_key(|(p, t)| (*t, *p));
-    let Some(start) = reached.first().map(|r| r.1) else {
-        return vec![Line::styled("  no boot seen yet", dim())];
-    };
-    let current = app.phase_of(m, now);
-    let mut out = Vec::new();
-    for (i, (phase, at)) in reached.iter().enumerate() {
-        let mut spans = vec![
-            Span::raw(format!("  {:<13}", phase.as_str())),
-            Span::styled(format!("{} ", clock(*at)), dim()),
-            Span::styled(format!("+{:<7}", human(since(*at, start))), dim()),
-        ];
-        match reached.get(i + 1) {
-            Some((_, next)) => spans.push(Span::raw(human(since(*next, *at)))),
-            None => match current {
-                Some((_, d, true)) => spans.push(Span::styled(
-                    format!("⚠ {} stalled", human(d)),
-                    stalled_style(),
-                )),
-                Some((Phase::BootComplete, _, _)) => {
-                    spans.push(Span::styled("✔ done", Style::new().fg(Color::Green)))
-                }
-                Some((_, d, false)) => spans.push(Span::styled(
-                    format!("▶ {}", human(d)),
-                    Style::new().fg(Color::Magenta).bold(),
-                )),
-                None => {}
-            },
-        }
-        out.push(Line::from(spans));
-    }
-    out
-}
-
 fn history(app: &App, m: &Machine) -> Vec<Line<'static>> {
     match &app.history {
         Some((id, Ok(entries))) if *id == m.id => {
@@ -225,7 +186,12 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
     };
     let mut lines = facts(m);
     lines.push(section("boot timeline"));
-    lines.extend(timeline(app, m, now));
+    lines.extend(super::timeline::lines(
+        app.timelines.get(&m.id),
+        Some(m),
+        now,
+        usize::from(inner.width),
+    ));
     lines.push(section("overrides"));
     if m.overrides.is_empty() {
         lines.push(Line::styled("  none (o adds one)", dim()));

@@ -8,6 +8,7 @@ mod header;
 mod leases;
 mod machines;
 mod profiles;
+mod timeline;
 
 use std::time::Duration;
 
