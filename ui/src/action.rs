@@ -7,7 +7,8 @@ use mayu::engine::{Edit, Snapshot};
 use mayu::events::Event;
 use mayu::inventory::HistoryEntry;
 use mayu::lease::{Lease, ServiceState};
-use mayu::machine::MachineId;
+use mayu::machine::{Mac, MachineId};
+use mayu::power::PowerAction;
 use time::OffsetDateTime;
 
 /// A whole screen; `1`–`4` switch between them.
@@ -110,6 +111,8 @@ pub enum Action {
     OpenDetail,
     StartFilter,
     StartAssign,
+    /// `p`: a power action for the selected (or marked) machines.
+    StartPower,
     Unassign,
     Reinstall,
     Retire,
@@ -192,5 +195,15 @@ pub enum Command {
         id: MachineId,
     },
     LoadLeases,
+    /// make an ignored DHCP client a machine, in `profile` if given.
+    Enrol {
+        mac: Mac,
+        profile: Option<String>,
+    },
+    /// the same power action for each machine, through its BMC.
+    Power {
+        ids: Vec<MachineId>,
+        action: PowerAction,
+    },
     Quit,
 }

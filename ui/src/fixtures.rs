@@ -309,6 +309,7 @@ fn machine(s: &Spec) -> Result<Machine, IdError> {
     };
     m.stall = stalls::due(&m, NOW, after);
     if s.id.starts_with("r1") {
+        m.ipmi_addr = Some(format!("10.77.0.{}", 20 + s.n));
         m.rack = Some(Rack {
             rack: "r1".into(),
             unit: Some(u32::from(s.n) * 2),
@@ -428,6 +429,32 @@ pub fn session() -> Result<App, IdError> {
         machine: None,
     });
     app.set_leases(leases);
+    // known_only keeps a new server out until someone enrols it
+    app.ignored = vec![mayu::engine::IgnoredClient {
+        mac: "0c:c4:7a:aa:bb:01".parse()?,
+        first_seen: ago(600),
+        last_seen: ago(20),
+        count: 9,
+        vendor_class: Some("PXEClient:Arch:00007:UNDI:003016".into()),
+        interface: Some("mayu0".into()),
+    }];
+    // what the BMCs of rack r1 last said
+    for s in SPECS.iter().filter(|s| s.id.starts_with("r1")) {
+        let state = match s.n {
+            6 => mayu::power::PowerState::Unreachable,
+            8 => mayu::power::PowerState::Off,
+            _ => mayu::power::PowerState::On,
+        };
+        app.power.insert(
+            id(s.id)?,
+            mayu::power::PowerStatus {
+                state,
+                checked_at: ago(15),
+                error: (state == mayu::power::PowerState::Unreachable)
+                    .then(|| "no answer from 10.77.0.26:623 in 5 s".into()),
+            },
+        );
+    }
     let newcomer = {
         let mut m = Machine::new(id("52-54-00-aa-00-09")?, String::new(), ago(3));
         m.macs = vec![mac(9)?];

@@ -42,7 +42,7 @@ impl Mode {
 pub fn mode(app: &App) -> Mode {
     match &app.dialog {
         Some(Dialog::Help(_)) => Mode::Help,
-        Some(Dialog::Assign(_)) => Mode::Picker,
+        Some(Dialog::Assign(_) | Dialog::Enrol(_) | Dialog::Power(_)) => Mode::Picker,
         Some(Dialog::ConfirmForce(_) | Dialog::Confirm(_)) => Mode::Confirm,
         Some(Dialog::Edit(_) | Dialog::Override(_) | Dialog::Rack(_)) => Mode::Text,
         Some(Dialog::Event(_)) => Mode::Popup,
@@ -218,8 +218,16 @@ pub const BINDINGS: &[Binding] = &[
         .help("Space", "mark / unmark; a u r e X then act on all marked")
         .hint("Space", &[(&[Mode::Normal], "mark")]),
     Binding::new(&[ch('a')], BROWSE, Action::StartAssign)
-        .help("a", "assign to a profile (a full one asks first)")
+        .help(
+            "a",
+            "assign to a profile (a full one asks first); on the leases page: enrol the selected ignored client",
+        )
         .hint("a", &[(&[Mode::Normal], "assign")]),
+    Binding::new(&[ch('p')], BROWSE, Action::StartPower)
+        .help(
+            "p",
+            "power: status, on, off, cycle, reinstall now (over the BMC; asks first)",
+        ),
     Binding::new(&[ch('z')], BROWSE, Action::Undo)
         .help("z", "undo the last assignment made in this session")
         .hint("z", &[(&[Mode::Normal], "undo")]),

@@ -209,7 +209,10 @@ pub async fn console(config: Config) -> anyhow::Result<()> {
             let r = event_loop(
                 &mut guard,
                 &mut app,
-                &engine,
+                Backends {
+                    engine: &engine,
+                    power: services.power.clone(),
+                },
                 rx,
                 &operator,
                 &ui_stop,
@@ -298,7 +301,22 @@ fn job(cmd: Command) -> Option<(String, Job)> {
         Command::Quit
         | Command::LoadLeases
         | Command::LoadHistory { .. }
+        | Command::Power { .. }
         | Command::Batch { .. } => return None,
+        Command::Enrol { mac, profile } => (
+            match &profile {
+                Some(p) => format!("enrol {mac} into {p}"),
+                None => format!("enrol {mac}"),
+            },
+            Box::new(move |e, op| {
+                let enrolment = mayu::engine::Enrolment {
+                    mac: Some(mac),
+                    profile,
+                    ..Default::default()
+                };
+                outcome(e.enrol(enrolment, op))
+            }),
+        ),
         Command::Assign {
             id, profile, force, ..
         } => (
@@ -340,6 +358,46 @@ fn job(cmd: Command) -> Option<(String, Job)> {
     })
 }
 
+/// `r1-u04` or `3 machines`.
+fn ids_named(ids: &[MachineId]) -> String {
+    match ids {
+        [one] => one.to_string(),
+        many => format!("{} machines", many.len()),
+    }
+}
+
+/// One power action per machine, in order; what failed (by machine) and any BMC notes.
+async fn power_each(
+    engine: &Engine,
+    power: &mayu::power::Power,
+    ids: &[MachineId],
+    action: mayu::power::PowerAction,
+    operator: &str,
+) -> Outcome {
+    let mut problems = Vec::new();
+    for id in ids {
+        let Some(m) = engine.get(id) else {
+            problems.push(format!("{id}: no longer in the inventory"));
+            continue;
+        };
+        match power.act(&m, action, operator).await {
+            Ok(done) => {
+                if let Some(note) = done.note {
+                    problems.push(format!("{id}: {note}"));
+                } else if let Some(e) = done.power.error {
+                    problems.push(format!("{id}: {e}"));
+                }
+            }
+            Err(e) => problems.push(format!("{id}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(problems.join("; "))
+    }
+}
+
 /// The machine an engine command is for.
 fn target(cmd: &Command) -> Option<&MachineId> {
     match cmd {
@@ -352,6 +410,8 @@ fn target(cmd: &Command) -> Option<&MachineId> {
         Command::Batch { .. }
         | Command::LoadHistory { .. }
         | Command::LoadLeases
+        | Command::Enrol { .. }
+        | Command::Power { .. }
         | Command::Quit => None,
     }
 }
@@ -406,6 +466,7 @@ fn run_batch(
 fn execute(
     cmd: Command,
     engine: &Engine,
+    power: Option<&mayu::power::Power>,
     operator: &str,
     tx: &mpsc::UnboundedSender<Action>,
     history: &mut HistoryLoader,
@@ -415,6 +476,27 @@ fn execute(
     let done = tx.clone();
     match cmd {
         Command::Quit => {}
+        Command::Power { ids, action } => {
+            let what = format!("power {} {}", action.as_str(), ids_named(&ids));
+            let Some(power) = power.cloned() else {
+                let _ = done.send(Action::Done {
+                    what,
+                    outcome: Outcome::Failed(
+                        "power control is not configured (`power:` in the config)".into(),
+                    ),
+                    undo: None,
+                });
+                return;
+            };
+            tokio::spawn(async move {
+                let outcome = power_each(&engine, &power, &ids, action, &operator).await;
+                let _ = done.send(Action::Done {
+                    what,
+                    outcome,
+                    undo: None,
+                });
+            });
+        }
         Command::LoadLeases => {
             // a clone under a mutex: cheap enough for the UI task
             let _ = tx.send(Action::LeasesLoaded(engine.leases()));
@@ -456,15 +538,22 @@ fn execute(
     }
 }
 
+/// What the console's commands act on: the engine, and the BMCs when power is configured.
+struct Backends<'a> {
+    engine: &'a Engine,
+    power: Option<mayu::power::Power>,
+}
+
 async fn event_loop(
     guard: &mut TerminalGuard,
     app: &mut App,
-    engine: &Engine,
+    backends: Backends<'_>,
     mut rx: broadcast::Receiver<Arc<Event>>,
     operator: &str,
     ui_stop: &CancellationToken,
     signals: &mut StopSignals,
 ) -> anyhow::Result<()> {
+    let Backends { engine, power } = backends;
     let mut term_events = EventStream::new();
     let (tx, mut done) = mpsc::unbounded_channel::<Action>();
     let mut tick = tokio::time::interval(TICK);
@@ -530,7 +619,7 @@ async fn event_loop(
         };
         if let Some(action) = action {
             if let Some(cmd) = update(app, action) {
-                execute(cmd, engine, operator, &tx, &mut history);
+                execute(cmd, engine, power.as_ref(), operator, &tx, &mut history);
             }
         }
         if app.quit {

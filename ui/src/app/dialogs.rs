@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use mayu::engine::{Edit, ProfileStatus};
 use mayu::machine::{Machine, MachineId, Rack};
 
+use super::choose::{EnrolState, PowerState};
 use super::log::LogLine;
 use crate::action::{Action, Command, Undo};
 
@@ -25,6 +26,10 @@ pub enum Dialog {
     Rack(RackState),
     Override(OverrideState),
     Event(EventState),
+    /// enrol an ignored DHCP client into a profile.
+    Enrol(EnrolState),
+    /// a power action for machines with a BMC.
+    Power(PowerState),
 }
 
 /// What a key press in a dialog asks of the app.

@@ -5,6 +5,7 @@
 //! [`Action`]: crate::action::Action
 //! [`Command`]: crate::action::Command
 
+mod choose;
 mod dialogs;
 mod log;
 mod observe;
@@ -14,6 +15,7 @@ mod state;
 mod tests;
 mod update;
 
+pub use choose::{EnrolState, PowerState, POWER_ACTIONS};
 pub use dialogs::{
     machine_name, machines_named, override_value, AssignState, ConfirmForceState, ConfirmState,
     Dialog, EditState, EventState, OverrideState, RackState, Then, EDIT_FIELDS,

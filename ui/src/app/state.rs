@@ -211,7 +211,8 @@ impl App {
     pub fn set_leases(&mut self, leases: Vec<Lease>) {
         self.leases = leases;
         self.leases.sort_by_key(|l| l.ip);
-        self.lease_selected = self.lease_selected.min(self.leases.len().saturating_sub(1));
+        let rows = self.leases.len() + self.ignored.len();
+        self.lease_selected = self.lease_selected.min(rows.saturating_sub(1));
     }
 
     /// Seeds the event log with what happened before the console started.
@@ -347,7 +348,9 @@ impl App {
     pub(super) fn move_by(&mut self, delta: isize) -> Option<Command> {
         match (self.page, self.focus) {
             (Page::Leases, _) => {
-                let last = self.leases.len().saturating_sub(1) as isize;
+                // the leases, then the ignored clients below them
+                let rows = self.leases.len() + self.ignored.len();
+                let last = rows.saturating_sub(1) as isize;
                 self.lease_selected =
                     (self.lease_selected as isize + delta).clamp(0, last.max(0)) as usize;
                 None

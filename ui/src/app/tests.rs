@@ -1118,3 +1118,151 @@ fn help_scrolls_and_closes() {
     update(&mut app, Action::Back);
     assert!(app.dialog.is_none());
 }
+
+fn ignored(mac: &str) -> mayu::engine::IgnoredClient {
+    mayu::engine::IgnoredClient {
+        mac: mac.parse().unwrap(),
+        first_seen: NOW - time::Duration::minutes(3),
+        last_seen: NOW,
+        count: 4,
+        vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
+        interface: Some("mayu0".into()),
+    }
+}
+
+#[test]
+fn an_ignored_client_is_enrolled_from_the_leases_page_after_a_question() {
+    let mut app = fixtures::session().unwrap();
+    let mac: Mac = "0c:c4:7a:99:00:01".parse().unwrap();
+    update(
+        &mut app,
+        bus(
+            700,
+            EventKind::Ignored {
+                client: ignored("0c:c4:7a:99:00:01"),
+            },
+        ),
+    );
+    assert_eq!(app.ignored[0].mac, mac, "newest first");
+    update(&mut app, Action::ShowPage(Page::Leases));
+    // on a lease, `a` says where the ignored clients are
+    update(&mut app, Action::StartAssign);
+    assert!(app.dialog.is_none());
+    assert!(app.status.as_ref().unwrap().error);
+    // the ignored client sits below the leases
+    for _ in 0..app.leases.len() {
+        update(&mut app, Action::Down);
+    }
+    assert_eq!(app.selected_ignored().map(|c| c.mac), Some(mac));
+    update(&mut app, Action::StartAssign);
+    let Some(Dialog::Enrol(picker)) = &app.dialog else {
+        panic!("expected the enrol picker, got {:?}", app.dialog);
+    };
+    // control-plane is full in the fixture: the picker starts on a profile with room
+    let start = &app.profiles[picker.selected];
+    assert!(
+        start.quantity.is_none_or(|q| start.assigned < q),
+        "{start:?}"
+    );
+    let profile = start.name.clone();
+    assert!(update(&mut app, Action::Submit).is_none(), "asks first");
+    match &app.dialog {
+        Some(Dialog::Confirm(q)) => assert!(q.question.join(" ").contains(&mac.to_string())),
+        other => panic!("expected the question, got {other:?}"),
+    }
+    match update(&mut app, Action::Confirm(true)) {
+        Some(Command::Enrol { mac: m, profile: p }) => {
+            assert_eq!((m, p), (mac, Some(profile)));
+        }
+        other => panic!("expected the enrolment, got {other:?}"),
+    }
+    // once it is a machine, it is no longer ignored
+    let mut m = new_machine("0c-c4-7a-99-00-01");
+    m.macs = vec![mac];
+    update(
+        &mut app,
+        bus(
+            701,
+            EventKind::MachineAdded {
+                machine: Box::new(m),
+                actor: "alice".into(),
+            },
+        ),
+    );
+    assert!(app.ignored.iter().all(|c| c.mac != mac));
+}
+
+#[test]
+fn power_keys_need_a_bmc_and_ask_naming_the_machine() {
+    let mut app = fixtures::session().unwrap();
+    app.select(&id("r1-u05"));
+    app.machines.get_mut(&id("r1-u05")).unwrap().ipmi_addr = None;
+    update(&mut app, Action::StartPower);
+    assert!(app.dialog.is_none());
+    assert!(app.status.as_ref().unwrap().text.contains("no BMC address"));
+    app.machines.get_mut(&id("r1-u05")).unwrap().ipmi_addr = Some("10.77.0.25".into());
+    update(&mut app, Action::StartPower);
+    assert!(matches!(app.dialog, Some(Dialog::Power(_))));
+    // asking the BMC changes nothing: no question
+    match update(&mut app, Action::Submit) {
+        Some(Command::Power { ids, action }) => {
+            assert_eq!(
+                (ids, action),
+                (vec![id("r1-u05")], mayu::power::PowerAction::Status)
+            );
+        }
+        other => panic!("expected a status request, got {other:?}"),
+    }
+    update(&mut app, Action::StartPower);
+    for _ in 0..4 {
+        update(&mut app, Action::Down);
+    }
+    assert!(
+        update(&mut app, Action::Submit).is_none(),
+        "reinstall now asks first"
+    );
+    match &app.dialog {
+        Some(Dialog::Confirm(q)) => {
+            assert!(q.question.join(" ").contains("r1-u05"), "{q:?}");
+            assert_eq!(q.yes, "reinstall");
+        }
+        other => panic!("expected the question, got {other:?}"),
+    }
+    assert!(update(&mut app, Action::Confirm(false)).is_none());
+    assert!(app.dialog.is_none());
+    update(&mut app, Action::StartPower);
+    for _ in 0..4 {
+        update(&mut app, Action::Down);
+    }
+    update(&mut app, Action::Submit);
+    match update(&mut app, Action::Confirm(true)) {
+        Some(Command::Power { ids, action }) => {
+            assert_eq!(
+                (ids, action),
+                (vec![id("r1-u05")], mayu::power::PowerAction::Reinstall)
+            );
+        }
+        other => panic!("expected reinstall now, got {other:?}"),
+    }
+    // the BMC's answer shows as the machine's power
+    update(
+        &mut app,
+        bus(
+            710,
+            EventKind::Power {
+                id: id("r1-u05"),
+                power: mayu::power::PowerStatus {
+                    state: mayu::power::PowerState::Unreachable,
+                    checked_at: NOW,
+                    error: Some("no answer in 5 s".into()),
+                },
+                action: None,
+                actor: None,
+            },
+        ),
+    );
+    assert_eq!(
+        app.power[&id("r1-u05")].state,
+        mayu::power::PowerState::Unreachable
+    );
+}

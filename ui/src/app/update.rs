@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use mayu::machine::MachineId;
 
+use super::choose::{EnrolState, PowerState};
 use super::dialogs::{
     help_step, machines_named, AssignState, ConfirmForceState, ConfirmState, Dialog, EditState,
     EventState, OverrideState, RackState, Step, Then,
@@ -422,6 +423,38 @@ fn on_key(app: &mut App, action: Action) -> Option<Command> {
             );
             None
         }
+        // on the leases page, `a` enrols the selected ignored client
+        Action::StartAssign if app.page == Page::Leases => {
+            let Some(client) = app.selected_ignored() else {
+                app.set_status(
+                    "select an ignored client (below the leases) to enrol it",
+                    true,
+                );
+                return None;
+            };
+            app.dialog = Some(Dialog::Enrol(EnrolState::new(client.mac, &app.profiles)));
+            None
+        }
+        Action::StartPower => {
+            let ids = targets(app)?;
+            let without: Vec<String> = ids
+                .iter()
+                .filter(|id| app.machines.get(*id).is_none_or(|m| m.ipmi_addr.is_none()))
+                .map(|id| id.to_string())
+                .collect();
+            if !without.is_empty() {
+                app.set_status(
+                    format!(
+                        "no BMC address for {}: set one with `mayuctl set ID ipmi-addr ADDR`",
+                        without.join(", ")
+                    ),
+                    true,
+                );
+                return None;
+            }
+            app.dialog = Some(Dialog::Power(PowerState { ids, selected: 0 }));
+            None
+        }
         Action::StartAssign => {
             let ids = targets(app)?;
             if app.profiles.is_empty() {
@@ -547,6 +580,8 @@ fn on_dialog(app: &mut App, action: &Action) -> Option<Command> {
         Dialog::Rack(form) => form.on(action, &app.machines),
         Dialog::Confirm(question) => question.on(action),
         Dialog::Event(popup) => popup.on(action),
+        Dialog::Enrol(picker) => picker.on(action, &app.profiles),
+        Dialog::Power(picker) => picker.on(action, &app.machines),
     };
     match step {
         Step::Stay => None,

@@ -57,7 +57,7 @@ pub fn arch_label(m: &Machine) -> String {
     }
 }
 
-fn facts(m: &Machine) -> Vec<Line<'static>> {
+fn facts(m: &Machine, power: Option<&mayu::power::PowerStatus>) -> Vec<Line<'static>> {
     let mut out = Vec::new();
     let mut head = vec![Span::styled(m.id.to_string(), Style::new().bold())];
     if let Some(h) = &m.hostname {
@@ -117,6 +117,13 @@ fn facts(m: &Machine) -> Vec<Line<'static>> {
     );
     if let Some(ipmi) = &m.ipmi_addr {
         l.extend(field("ipmi", ipmi.clone()));
+    }
+    if let Some(p) = power {
+        let mut said = format!("{} at {}", p.state, clock(p.checked_at));
+        if let Some(e) = &p.error {
+            said.push_str(&format!(" ({e})"));
+        }
+        l.extend(field("power", said));
     }
     out.push(Line::from(l));
     let f = &m.facts;
@@ -184,7 +191,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         .render(inner, buf);
         return;
     };
-    let mut lines = facts(m);
+    let mut lines = facts(m, app.power.get(&m.id));
     lines.push(section("boot timeline"));
     lines.extend(super::timeline::lines(
         app.timelines.get(&m.id),

@@ -12,7 +12,8 @@ use super::dim;
 use super::profiles::gauge;
 use crate::app::{
     machines_named, App, AssignState, ConfirmForceState, ConfirmState, Dialog, EditState,
-    EventState, Level, LogLine, OverrideState, RackState, EDIT_FIELDS,
+    EnrolState, EventState, Level, LogLine, OverrideState, PowerState, RackState, EDIT_FIELDS,
+    POWER_ACTIONS,
 };
 use crate::keys;
 
@@ -231,6 +232,42 @@ fn rack_popup(form: &RackState, app: &App, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines).render(inner, buf);
 }
 
+/// The profiles as the assign and enrol pickers list them: a gauge each, full or current
+/// marked.
+fn profile_lines(app: &App, selected: usize, current: Option<&str>) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for (i, p) in app.profiles.iter().enumerate() {
+        let sel = i == selected;
+        let mut spans = vec![
+            Span::styled(
+                if sel { "▶ " } else { "  " },
+                Style::new().fg(Color::Cyan).bold(),
+            ),
+            Span::styled(
+                format!("{:<16}", p.name),
+                if sel {
+                    Style::new().bold().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::new().bold()
+                },
+            ),
+            Span::raw(" "),
+        ];
+        spans.extend(gauge(p, 16));
+        let full = p.quantity.is_some_and(|q| p.assigned >= q);
+        if current == Some(p.name.as_str()) {
+            spans.push(Span::styled(" current", Style::new().fg(Color::Cyan)));
+        } else if full {
+            spans.push(Span::styled(" full", Style::new().fg(Color::Red).bold()));
+        }
+        if !p.tags.is_empty() {
+            spans.push(Span::styled(format!(" #{}", p.tags.join(" #")), dim()));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines
+}
+
 pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
     let Some(dialog) = &app.dialog else {
         return;
@@ -253,39 +290,74 @@ pub fn render(app: &App, _now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
                 [one] => app.machines.get(one).and_then(|m| m.profile.clone()),
                 _ => None,
             };
-            let mut lines = Vec::new();
-            for (i, p) in app.profiles.iter().enumerate() {
-                let sel = i == *selected;
-                let mut spans = vec![
-                    Span::styled(
-                        if sel { "▶ " } else { "  " },
-                        Style::new().fg(Color::Cyan).bold(),
-                    ),
-                    Span::styled(
-                        format!("{:<16}", p.name),
-                        if sel {
-                            Style::new().bold().add_modifier(Modifier::REVERSED)
-                        } else {
-                            Style::new().bold()
-                        },
-                    ),
-                    Span::raw(" "),
-                ];
-                spans.extend(gauge(p, 16));
-                let full = p.quantity.is_some_and(|q| p.assigned >= q);
-                if current.as_deref() == Some(p.name.as_str()) {
-                    spans.push(Span::styled(" current", Style::new().fg(Color::Cyan)));
-                } else if full {
-                    spans.push(Span::styled(" full", Style::new().fg(Color::Red).bold()));
-                }
-                if !p.tags.is_empty() {
-                    spans.push(Span::styled(format!(" #{}", p.tags.join(" #")), dim()));
-                }
-                lines.push(Line::from(spans));
-            }
+            let mut lines = profile_lines(app, *selected, current.as_deref());
             lines.push(Line::default());
             lines.push(Line::styled(
                 "Enter assigns · a full profile asks before going past its quantity",
+                dim(),
+            ));
+            Paragraph::new(lines).render(inner, buf);
+        }
+        Dialog::Enrol(EnrolState { mac, selected }) => {
+            let h = u16::try_from(app.profiles.len()).unwrap_or(10) + 6;
+            let inner = popup(area, 70, h, format!("Enrol {mac}"), buf);
+            let mut lines = profile_lines(app, *selected, None);
+            let hold = *selected == app.profiles.len();
+            lines.push(Line::from(vec![
+                Span::styled(
+                    if hold { "▶ " } else { "  " },
+                    Style::new().fg(Color::Cyan).bold(),
+                ),
+                Span::styled(
+                    "no profile: hold it for an operator",
+                    if hold {
+                        Style::new().add_modifier(Modifier::REVERSED)
+                    } else {
+                        Style::new()
+                    },
+                ),
+            ]));
+            lines.push(Line::default());
+            lines.push(Line::styled(
+                "Enter enrols (asks first) · a full profile takes no one here",
+                dim(),
+            ));
+            Paragraph::new(lines).render(inner, buf);
+        }
+        Dialog::Power(PowerState { ids, selected }) => {
+            let h = u16::try_from(POWER_ACTIONS.len()).unwrap_or(5) + 5;
+            let inner = popup(
+                area,
+                70,
+                h,
+                format!("Power {}", machines_named(ids, &app.machines)),
+                buf,
+            );
+            let mut lines: Vec<Line> = POWER_ACTIONS
+                .iter()
+                .enumerate()
+                .map(|(i, (action, says))| {
+                    let sel = i == *selected;
+                    Line::from(vec![
+                        Span::styled(
+                            if sel { "▶ " } else { "  " },
+                            Style::new().fg(Color::Cyan).bold(),
+                        ),
+                        Span::styled(
+                            format!("{:<10}", action.as_str()),
+                            if sel {
+                                Style::new().bold().add_modifier(Modifier::REVERSED)
+                            } else {
+                                Style::new().bold()
+                            },
+                        ),
+                        Span::styled(format!(" {says}"), dim()),
+                    ])
+                })
+                .collect();
+            lines.push(Line::default());
+            lines.push(Line::styled(
+                "Enter chooses (asks first, naming the machines) · Esc closes",
                 dim(),
             ));
             Paragraph::new(lines).render(inner, buf);

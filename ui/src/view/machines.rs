@@ -8,6 +8,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, StatefulWidget, Table, TableState, 
 use time::OffsetDateTime;
 
 use mayu::machine::Machine;
+use mayu::power::PowerState;
 
 use super::{dim, human, pane, stalled_style, state_style, title};
 use crate::app::{rack_text, App};
@@ -16,6 +17,8 @@ use crate::app::{rack_text, App};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Optional {
     Ip,
+    /// what each machine's BMC last said (only with power control configured).
+    Power,
     Mac,
     Rack,
     Hostname,
@@ -23,8 +26,9 @@ enum Optional {
 
 /// The optional columns in the order they are kept: a narrower table drops them from the
 /// end, so hostname and rack go first, then MAC, then IP.
-const KEPT_FIRST: [Optional; 4] = [
+const KEPT_FIRST: [Optional; 5] = [
     Optional::Ip,
+    Optional::Power,
     Optional::Mac,
     Optional::Rack,
     Optional::Hostname,
@@ -37,14 +41,24 @@ const LAST_EVENT_MIN: u16 = 12;
 
 /// The optional columns that fit beside the essential ones in `width` cells (the table's
 /// inner width), with the widths they take: a prefix of [`KEPT_FIRST`].
-fn optional_columns(width: u16, id_w: u16, rack_w: u16, host_w: u16) -> Vec<(Optional, u16)> {
+fn optional_columns(
+    width: u16,
+    id_w: u16,
+    rack_w: u16,
+    host_w: u16,
+    power: bool,
+) -> Vec<(Optional, u16)> {
     // the highlight symbol, the ID, the essential columns and one space before each
     let used: u16 = 1 + id_w + ESSENTIAL.iter().map(|w| w + 1).sum::<u16>() + 1;
     let mut room = width.saturating_sub(used).saturating_sub(LAST_EVENT_MIN);
     let mut out = Vec::new();
     for col in KEPT_FIRST {
+        if col == Optional::Power && !power {
+            continue;
+        }
         let w = match col {
             Optional::Ip => 13,
+            Optional::Power => 11,
             Optional::Mac => 17,
             Optional::Rack => rack_w,
             Optional::Hostname => host_w,
@@ -161,12 +175,13 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         8,
         18,
     );
-    let optional = optional_columns(inner.width, id_w, rack_w, host_w);
+    let optional = optional_columns(inner.width, id_w, rack_w, host_w, !app.power.is_empty());
     let mut header = vec!["ID"];
     let mut widths = vec![Constraint::Length(id_w)];
     for (col, w) in &optional {
         header.push(match col {
             Optional::Ip => "IP",
+            Optional::Power => "POWER",
             Optional::Mac => "MAC",
             Optional::Rack => "RACK",
             Optional::Hostname => "HOSTNAME",
@@ -196,6 +211,17 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
             for (col, _) in &optional {
                 cells.push(match col {
                     Optional::Ip => or_dash(m.ip.map(|ip| ip.to_string())),
+                    Optional::Power => match app.power.get(&m.id) {
+                        None => or_dash(None),
+                        Some(p) => {
+                            let style = match p.state {
+                                PowerState::On => Style::new().fg(Color::Green),
+                                PowerState::Off => dim(),
+                                _ => Style::new().fg(Color::Yellow).bold(),
+                            };
+                            Cell::from(Span::styled(p.state.to_string(), style))
+                        }
+                    },
                     Optional::Mac => or_dash(match m.macs.as_slice() {
                         [] => None,
                         [one] => Some(one.to_string()),
@@ -303,7 +329,7 @@ mod tests {
     #[test]
     fn optional_columns_drop_hostname_and_rack_first() {
         let cols = |w| {
-            optional_columns(w, 17, 6, 10)
+            optional_columns(w, 17, 6, 10, false)
                 .into_iter()
                 .map(|(c, _)| c)
                 .collect::<Vec<_>>()
