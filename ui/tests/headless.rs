@@ -94,6 +94,22 @@ fn headless_serves_logs_to_stdout_and_stops_on_sigterm() {
         rest.join("\n")
     );
     // the log file got the same lines
-    let logs = std::fs::read_dir(dir.path().join("logs")).unwrap().count();
-    assert!(logs > 0, "no log file");
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!logs.is_empty(), "no log file");
+    // Neither stdout (not a terminal here: a pipe, a file, journald) nor the log file carries
+    // terminal colour codes.
+    let out = seen.iter().chain(&rest);
+    assert!(
+        out.clone().all(|l| !l.contains('\x1b')),
+        "colour codes on stdout:\n{}",
+        out.cloned().collect::<Vec<_>>().join("\n")
+    );
+    for f in logs {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.contains("stopped"), "{}: {text}", f.display());
+        assert!(!text.contains('\x1b'), "colour codes in {}", f.display());
+    }
 }
