@@ -181,6 +181,27 @@ impl Boot {
         booted || quiet
     }
 
+    /// The announced `step`: the same step further along replaces the copy's, anything else
+    /// is added as the engine added it.
+    fn catch_up(&mut self, step: Step) {
+        if let Some(last) = self.steps.last_mut() {
+            if last.kind == step.kind && last.detail == step.detail && last.at == step.at {
+                *last = step;
+                return;
+            }
+        }
+        if step.count > 1 {
+            // the first of these repeats never reached this copy: take them as they are
+            if self.steps.len() >= MAX_STEPS {
+                self.dropped += 1;
+            } else {
+                self.steps.push(step);
+            }
+            return;
+        }
+        self.push(step);
+    }
+
     fn push(&mut self, step: Step) {
         if let Some(last) = self.steps.last_mut() {
             if last.kind == step.kind && last.detail == step.detail {
@@ -215,15 +236,20 @@ impl Timeline {
             Some(b) => b.number,
             None => 1,
         };
-        self.place(number, step);
+        self.put(number, step, Boot::push);
         number
     }
 
-    /// Puts `step` into boot `number` as the engine decided (a subscriber's copy): a number
-    /// past the current boot opens it; the oldest boots beyond [`KEEP_BOOTS`] are dropped.
+    /// Puts `step` into boot `number` as the engine announced it (a subscriber's copy): a
+    /// step the copy already has, further along (more repeats), replaces it; a number past the
+    /// current boot opens it; the oldest boots beyond [`KEEP_BOOTS`] are dropped.
     pub fn place(&mut self, number: u32, step: Step) {
+        self.put(number, step, Boot::catch_up);
+    }
+
+    fn put(&mut self, number: u32, step: Step, add: fn(&mut Boot, Step)) {
         match self.boots.back_mut() {
-            Some(b) if b.number >= number => b.push(step),
+            Some(b) if b.number >= number => add(b, step),
             _ => {
                 self.boots.push_back(Boot {
                     number,
@@ -362,14 +388,24 @@ mod tests {
         let mut engine = Timeline::default();
         let mut copy = Timeline::default();
         for i in 0..3 {
-            for s in [
+            for (k, s) in [
                 Step::new(at(i * 600), StepKind::Ipxe, "script"),
+                Step::new(at(i * 600 + 1), StepKind::Ipxe, "script"),
+                Step::new(at(i * 600 + 2), StepKind::Ipxe, "script"),
                 Step::new(at(i * 600 + 5), StepKind::Kernel, "vmlinuz"),
-            ] {
-                let n = engine.record(s.clone());
-                copy.place(n, s);
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let n = engine.record(s);
+                // the engine announces the step as recorded; here it skips the second repeat
+                if k != 1 {
+                    let last = engine.current().unwrap().steps.last().unwrap().clone();
+                    copy.place(n, last);
+                }
             }
         }
         assert_eq!(engine, copy);
+        assert_eq!(copy.current().unwrap().steps[0].count, 3);
     }
 }

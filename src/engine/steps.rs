@@ -12,7 +12,10 @@ use time::OffsetDateTime;
 use super::{Engine, Index};
 use crate::events::EventKind;
 use crate::machine::{Mac, Machine, MachineId, Phase};
-use crate::timeline::{Step, StepKind, Timeline};
+use crate::timeline::{Boot, Step, StepKind, Timeline};
+
+/// A repeated step is announced again only this long after the repeat before it.
+const ANNOUNCE_REPEATS_EVERY: time::Duration = time::Duration::SECOND;
 
 /// Unregistered MACs remembered; the one heard from least recently is forgotten first.
 pub const MAX_UNREGISTERED: usize = 1024;
@@ -34,8 +37,11 @@ pub struct Unregistered {
 }
 
 impl Index {
-    /// Records `step` for machine `id`, or for `mac` when no machine has it; announces it.
-    /// Returns how many times in a row it has now happened.
+    /// Records `step` for machine `id`, or for `mac` when no machine has it, and announces
+    /// it. Returns how many times in a row it has now happened. A burst of the same step (a
+    /// client fetching its script over and over) is announced at most once a second; each
+    /// announcement carries the step as recorded (its count and last time), so a subscriber's
+    /// copy catches up with the repeats it was not told about.
     fn record_step(
         &mut self,
         engine: &Engine,
@@ -47,12 +53,8 @@ impl Index {
             .filter(|id| self.machines.contains_key(*id))
             .or_else(|| mac.and_then(|m| self.by_mac.get(&m)))
             .cloned();
-        let boot = match (&id, mac) {
-            (Some(id), _) => self
-                .timelines
-                .entry(id.clone())
-                .or_default()
-                .record(step.clone()),
+        let timeline = match (&id, mac) {
+            (Some(id), _) => self.timelines.entry(id.clone()).or_default(),
             (None, Some(mac)) => {
                 if !self.unregistered.contains_key(&mac)
                     && self.unregistered.len() >= MAX_UNREGISTERED
@@ -66,28 +68,25 @@ impl Index {
                         self.unregistered.remove(&m);
                     }
                 }
-                self.unregistered
-                    .entry(mac)
-                    .or_default()
-                    .record(step.clone())
+                self.unregistered.entry(mac).or_default()
             }
             (None, None) => return 0,
         };
-        let timeline = match (&id, mac) {
-            (Some(id), _) => self.timelines.get(id),
-            (None, Some(mac)) => self.unregistered.get(&mac),
-            (None, None) => None,
+        let before = timeline.current().and_then(Boot::last);
+        let boot = timeline.record(step);
+        let Some(last) = timeline.current().and_then(|b| b.steps.last()) else {
+            return 0;
         };
-        let count = timeline
-            .and_then(|t| t.current())
-            .and_then(|b| b.steps.last())
-            .map_or(1, |s| s.count);
-        engine.inner.bus.publish(EventKind::TimelineStep {
-            mac: if id.is_some() { None } else { mac },
-            id,
-            boot,
-            step,
-        });
+        let count = last.count;
+        let quiet = before.is_none_or(|b| last.latest() - b >= ANNOUNCE_REPEATS_EVERY);
+        if count == 1 || quiet {
+            engine.inner.bus.publish(EventKind::TimelineStep {
+                mac: if id.is_some() { None } else { mac },
+                id,
+                boot,
+                step: last.clone(),
+            });
+        }
         count
     }
 

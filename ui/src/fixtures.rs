@@ -429,6 +429,10 @@ pub fn session() -> Result<App, IdError> {
         machine: None,
     });
     app.set_leases(leases);
+    // the BMC's own DHCP: seen, never registered
+    let mut bmc = Timeline::default();
+    bmc.record(Step::new(ago(900), StepKind::Dhcp, "DHCPACK 10.77.0.180"));
+    app.unregistered.insert("0c:c4:7a:10:20:30".parse()?, bmc);
     // known_only keeps a new server out until someone enrols it
     app.ignored = vec![mayu::engine::IgnoredClient {
         mac: "0c:c4:7a:aa:bb:01".parse()?,

@@ -46,7 +46,7 @@ impl App {
                 };
                 if let (Some(id), Some(phase)) = (id, phase) {
                     if let Some(m) = self.machines.get_mut(id) {
-                        m.phases.set(phase, step.at);
+                        m.phases.set(phase, step.latest());
                         self.rows_dirty = true;
                     }
                 }

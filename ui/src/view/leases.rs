@@ -117,7 +117,18 @@ fn leases_table(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         .map(|l| {
             let machine = match &l.machine {
                 Some(id) => Cell::from(id.to_string()),
-                None => Cell::from(Span::styled("unknown", Style::new().fg(Color::Yellow))),
+                // seen by DHCP, never asked mayu for a script: what it did so far
+                None => match app.unregistered.get(&l.mac).and_then(|t| t.current()) {
+                    Some(b) => Cell::from(Span::styled(
+                        format!(
+                            "unregistered: boot {}, {}",
+                            b.number,
+                            b.steps.last().map_or("", |s| s.kind.as_str())
+                        ),
+                        Style::new().fg(Color::Yellow),
+                    )),
+                    None => Cell::from(Span::styled("unknown", Style::new().fg(Color::Yellow))),
+                },
             };
             let expires = match l.expires {
                 None => Span::styled("never", dim()),
