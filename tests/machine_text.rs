@@ -499,7 +499,7 @@ async fn hostile_text_is_refused_or_escaped_everywhere() {
         assert_no_control(&format!("mayuctl show {}", m.id), &text, true);
         let v: Value =
             serde_json::from_str(&ctl(&f, &["show", m.id.as_str(), "--json"]).await).unwrap();
-        // 16 fields, `assigned by`, `reinstall`, one line per override and per phase reached.
+        // 17 fields, `assigned by`, `reinstall`, one line per override and per phase reached.
         let phases = v["phases"]
             .as_object()
             .map(|p| {
@@ -520,7 +520,7 @@ async fn hostile_text_is_refused_or_escaped_everywhere() {
         let overrides = v["overrides"].as_object().map_or(0, |o| o.len());
         assert_eq!(
             text.lines().count(),
-            18 + overrides + phases,
+            19 + overrides + phases,
             "mayuctl show {}:\n{text}",
             m.id
         );
