@@ -286,6 +286,4 @@ fn an_ignored_server_is_enrolled_from_the_console_and_then_answered() {
         assert!(Instant::now() < deadline, "the console did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = pane.tmux(&["display-message", "-p", "-t", "e", "#{pane_dead_status}"]);
-    assert_eq!(status.trim(), "0", "the console's exit status");
 }
