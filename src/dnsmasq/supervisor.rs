@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -301,21 +302,21 @@ impl Supervisor {
             // dnsmasq in order, instead of both racing.
             .process_group(0)
             .kill_on_drop(true);
-        let parent = std::process::id();
-        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-        // functions (prctl, getppid, _exit).
+        let parent = rustix::process::getpid();
+        // SAFETY: `pre_exec` is unsafe by its signature (the closure runs between fork and
+        // exec); this one only makes two raw system calls through rustix (prctl, getppid),
+        // which neither allocate nor take locks, and builds its error without allocating.
         unsafe {
             cmd.pre_exec(move || {
                 // A killed mayu (even SIGKILL) takes dnsmasq with it. The signal follows the
                 // thread that forked, which is a runtime worker living as long as mayu; it
                 // holds because the rendered config keeps dnsmasq's user and group (a
                 // credential change would clear it).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // mayu may have died between fork and prctl.
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
+                rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+                // mayu may have died between fork and prctl: then the exec is refused and
+                // the child exits at once.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(rustix::io::Errno::SRCH.into());
                 }
                 Ok(())
             });
@@ -611,13 +612,13 @@ impl ChildRun<'_> {
     }
 
     fn hup(&mut self) {
-        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+        // Our own child's pid: it has not been reaped (we would have left the run loop), so
+        // the pid cannot name another process.
+        if let Some(pid) = self.pid.and_then(pid_of) {
             self.hup_sent = true;
-            // SAFETY: kill(2) on our own child's pid; it has not been reaped (we would have
-            // left the run loop), so the pid cannot name another process.
-            let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
-            if rc != 0 {
-                tracing::warn!(pid, error = %std::io::Error::last_os_error(), "cannot signal dnsmasq to re-read its hostsfile");
+            if let Err(e) = kill_process(pid, Signal::HUP) {
+                let pid = pid.as_raw_nonzero().get();
+                tracing::warn!(pid, error = %std::io::Error::from(e), "cannot signal dnsmasq to re-read its hostsfile");
             }
         }
     }
@@ -642,18 +643,22 @@ async fn forward_lines<R: AsyncRead + Unpin>(reader: R, tx: mpsc::Sender<String>
 
 /// TERM, then KILL after `timeout`; always reaps the child.
 async fn stop(child: &mut Child, timeout: Duration) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    // Our own unreaped child (tokio forgets the id once it has been reaped).
+    if let Some(pid) = child.id().and_then(pid_of) {
+        let _ = kill_process(pid, Signal::TERM);
         if tokio::time::timeout(timeout, child.wait()).await.is_ok() {
             return;
         }
+        let pid = pid.as_raw_nonzero().get();
         tracing::warn!(pid, "dnsmasq ignored TERM; killing it");
     }
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// A child's id as a signal target (None for 0 or one past `i32`).
+fn pid_of(id: u32) -> Option<Pid> {
+    i32::try_from(id).ok().and_then(Pid::from_raw)
 }
 
 /// A dnsmasq left running by a mayu that could not stop it (e.g. one started from another
@@ -662,10 +667,13 @@ async fn sweep_stale(files: &RuntimeFiles) {
     let Ok(text) = std::fs::read_to_string(&files.pid) else {
         return;
     };
-    let Ok(pid) = text.trim().parse::<i32>() else {
+    let Ok(raw) = text.trim().parse::<i32>() else {
         return;
     };
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+    let Some(pid) = Pid::from_raw(raw) else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{raw}/cmdline"))
         .map(|c| {
             let needle = format!("--conf-file={}", files.conf.display());
             c.split(|b| *b == 0).any(|arg| arg == needle.as_bytes())
@@ -674,22 +682,17 @@ async fn sweep_stale(files: &RuntimeFiles) {
     if !ours {
         return;
     }
-    tracing::warn!(pid, "stopping a dnsmasq left over from an earlier run");
-    // SAFETY: kill(2) on a pid whose command line names our config file.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
+    tracing::warn!(pid = raw, "stopping a dnsmasq left over from an earlier run");
+    // A pid whose command line names our config file.
+    let _ = kill_process(pid, Signal::TERM);
     // Not our child, so there is nothing to wait on but /proc.
     for _ in 0..40 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !Path::new(&format!("/proc/{raw}")).exists() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    let _ = kill_process(pid, Signal::KILL);
 }
 
 /// A precondition of starting dnsmasq that does not hold, as the operator should read it.
@@ -840,8 +843,7 @@ const NEEDED_CAPS: u64 = (1 << 10) | (1 << 12);
 fn privileged() -> bool {
     match std::fs::read_to_string("/proc/self/status") {
         Ok(status) => caps_allow(&status).unwrap_or(false),
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        Err(_) => (unsafe { libc::geteuid() }) == 0,
+        Err(_) => rustix::process::geteuid().is_root(),
     }
 }
 

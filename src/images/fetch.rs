@@ -242,10 +242,14 @@ fn alive(pid: i32) -> bool {
     if pid == i32::try_from(std::process::id()).unwrap_or(-1) {
         return true;
     }
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
     // Signal 0 checks existence only. EPERM means it exists but is someone else's.
-    // SAFETY: kill with signal 0 sends nothing.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 /// A temp folder that is removed unless it was renamed into place.
