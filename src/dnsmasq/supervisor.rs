@@ -682,7 +682,10 @@ async fn sweep_stale(files: &RuntimeFiles) {
     if !ours {
         return;
     }
-    tracing::warn!(pid = raw, "stopping a dnsmasq left over from an earlier run");
+    tracing::warn!(
+        pid = raw,
+        "stopping a dnsmasq left over from an earlier run"
+    );
     // A pid whose command line names our config file.
     let _ = kill_process(pid, Signal::TERM);
     // Not our child, so there is nothing to wait on but /proc.
