@@ -9,14 +9,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::repo;
+use support::tmux::{Tmux, PATIENCE};
 
 const MAC: &str = "52:54:00:e7:00:05";
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn run(argv: &[&str]) -> Output {
     Command::new(argv[0]).args(&argv[1..]).output().unwrap()
@@ -124,78 +123,6 @@ impl Drop for Net {
     }
 }
 
-/// A private tmux server with one pane; killed when dropped.
-struct Pane {
-    socket: String,
-}
-
-impl Pane {
-    fn start(command: &str, dir: &Path) -> Pane {
-        let p = Pane {
-            socket: format!("mayu-enrol-{}", std::process::id()),
-        };
-        p.tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e",
-            "-x",
-            "120",
-            "-y",
-            "36",
-            "-c",
-            &dir.display().to_string(),
-        ]);
-        p.tmux(&["set-option", "-t", "e", "remain-on-exit", "on"]);
-        p.tmux(&["respawn-pane", "-k", "-t", "e", command]);
-        p
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let o = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e"];
-        args.extend(keys);
-        self.tmux(&args);
-    }
-
-    /// Polls the screen until `cond` holds; fails with the screen after [`PATIENCE`].
-    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let s = self.tmux(&["capture-pane", "-p", "-t", "e"]);
-            if cond(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
-
 #[test]
 fn an_ignored_server_is_enrolled_from_the_console_and_then_answered() {
     if let Some(why) = missing() {
@@ -226,7 +153,7 @@ fn an_ignored_server_is_enrolled_from_the_console_and_then_answered() {
         net.server,
         env!("CARGO_BIN_EXE_mayu")
     );
-    let pane = Pane::start(&command, dir.path());
+    let pane = Tmux::start(&command, dir.path());
     pane.wait_for("dnsmasq serving on mt0", |s| {
         s.contains("dnsmasq full on mt0")
     });
@@ -278,11 +205,7 @@ fn an_ignored_server_is_enrolled_from_the_console_and_then_answered() {
     pane.wait_for("the quit question", |s| s.contains("1 machine is booting"));
     pane.keys(&["y"]);
     let deadline = Instant::now() + PATIENCE;
-    while pane
-        .tmux(&["display-message", "-p", "-t", "e", "#{pane_dead}"])
-        .trim()
-        != "1"
-    {
+    while pane.pane("#{pane_dead}") != "1" {
         assert!(Instant::now() < deadline, "the console did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -11,12 +11,12 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::tmux::{Tmux, PATIENCE, SESSION};
 use support::{free_port, repo};
 
 const OPERATOR: &str = "e2e-operator";
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The shipped config and templates in a temp folder (images used in place), on loopback ports, assignment
 /// by hand, no DHCP (no dnsmasq needed) and a fixed operator name.
@@ -45,98 +45,6 @@ fn lab(boot: u16, api: u16) -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-/// Numbers the tmux servers of the tests in this process.
-static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A private tmux server holding one pane; killed when dropped, whatever happened.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str, dir: &Path) -> Tmux {
-        let t = Tmux {
-            socket: format!(
-                "mayu-e2e-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            ),
-        };
-        t.ok(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "120",
-            "-y",
-            "36",
-            "-c",
-            &dir.display().to_string(),
-        ]);
-        // keep the pane after mayu exits, to see what it left on the terminal
-        t.ok(&["set-option", "-t", "e2e", "remain-on-exit", "on"]);
-        t.ok(&["respawn-pane", "-k", "-t", "e2e", command]);
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .expect("tmux runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.ok(&["capture-pane", "-p", "-t", "e2e"])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend(keys);
-        self.ok(&args);
-    }
-
-    fn pane(&self, format: &str) -> String {
-        self.ok(&["display-message", "-p", "-t", "e2e", format])
-            .trim()
-            .to_string()
-    }
-
-    /// Polls the screen until `cond` holds; fails with the screen after `PATIENCE`.
-    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let s = self.screen();
-            if cond(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
 }
 
 /// Starts `mayu` on the lab's config in a tmux pane. The shell around it writes mayu's exit
@@ -672,7 +580,7 @@ fn resize_relayouts_and_sigterm_restores_the_terminal() {
     tmux.wait_for("the console at 120x36", |s| {
         s.contains("No machines yet") && s.contains("1 Machines")
     });
-    tmux.ok(&["resize-window", "-t", "e2e", "-x", "80", "-y", "24"]);
+    tmux.ok(&["resize-window", "-t", SESSION, "-x", "80", "-y", "24"]);
     tmux.wait_for("the console at 80x24", |s| {
         s.contains("No machines yet") && !s.contains("1 Machines") && s.lines().count() <= 24
     });
@@ -720,7 +628,7 @@ fn closing_the_terminal_stops_mayu_in_order() {
         .unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 
-    tmux.ok(&["kill-session", "-t", "e2e"]);
+    tmux.ok(&["kill-session", "-t", SESSION]);
     let deadline = Instant::now() + PATIENCE;
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(

@@ -1,5 +1,6 @@
 //! What the console's end-to-end tests share: the repository, copies of its shipped folders,
-//! free loopback ports, the real binary's one-shot commands.
+//! free loopback ports, the real binary's one-shot commands, the console in a tmux pane
+//! ([`tmux::Tmux`]).
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -11,6 +12,7 @@ use std::process::{Command, Output};
 mod copy;
 #[allow(unused_imports)] // only some tests copy whole trees
 pub use copy::copy_dir;
+pub mod tmux;
 
 pub fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
