@@ -1,14 +1,18 @@
 //! A typed client for the operator API, used by `mayuctl` (cargo feature `client`): one method
 //! per route answering with the types the server sends (the engine's own, or
 //! [`crate::api::responses`]), requests with the bearer token, errors a person can act on
-//! (server unreachable, token missing or too weak, unknown machine with close ids), and a
-//! reader for the Server-Sent Events stream.
+//! (server unreachable, token missing or too weak, unknown machine with close ids), a reader
+//! for the Server-Sent Events stream (`eventsource-stream`), and `--ca-cert` trust: the
+//! server's own certificate pinned, or a CA verified as usual.
 
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
@@ -20,7 +24,7 @@ use crate::api::machines::MachinePatch;
 use crate::api::responses::{CreatedToken, ErrorBody, Profiles, Retired, Revoked, TokenInfo};
 use crate::inventory::HistoryEntry;
 use crate::lease::{Lease, ServiceState};
-use crate::machine::Machine;
+use crate::power::PowerStatus;
 use crate::tokens::Scope;
 
 /// Everything but unreserved characters is escaped in a path segment (MACs keep working, and
@@ -64,6 +68,12 @@ pub enum ClientError {
     BadServer(String),
     #[error("the TLS certificate of {url} is not trusted ({reason}); pass the server's certificate or its CA with --ca-cert PATH or MAYU_CA_CERT")]
     Tls { url: String, reason: String },
+    #[error("the TLS certificate of {url} is not trusted ({reason}): it is not the certificate in {} and no certificate there issued it for this address; pass the server's own certificate or its CA with --ca-cert", path.display())]
+    TlsNotPinned {
+        url: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("CA certificate {path}: {reason}")]
     CaCert { path: PathBuf, reason: String },
 }
@@ -89,6 +99,25 @@ impl SseMessage {
     /// The event's time and summary; empty when the data is not an event.
     pub fn line(&self) -> EventLine {
         serde_json::from_str(&self.data).unwrap_or_default()
+    }
+}
+
+/// A machine as the API shows it: the engine's record (reached through `Deref`) and what the
+/// server adds to it, its power as last checked (absent without power control, without a BMC,
+/// or before the first check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    #[serde(flatten)]
+    pub machine: crate::machine::Machine,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerStatus>,
+}
+
+impl Deref for Machine {
+    type Target = crate::machine::Machine;
+
+    fn deref(&self) -> &crate::machine::Machine {
+        &self.machine
     }
 }
 
@@ -146,6 +175,8 @@ impl<T: DeserializeOwned> Call<'_, T> {
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// the `--ca-cert` file, named in certificate errors.
+    ca_cert: Option<PathBuf>,
     http: reqwest::Client,
 }
 
@@ -160,9 +191,130 @@ fn reason(e: &reqwest::Error) -> String {
     msg
 }
 
+/// Trust for `--ca-cert FILE`. A server presenting exactly one of the file's certificates (the
+/// same DER bytes) is trusted by pinning: that is how a self-signed certificate is used, even
+/// one that says `CA:TRUE` as `openssl req -x509` makes by default, and whatever name it was
+/// made for. Any other certificate must chain to the file's certificates as roots under the
+/// usual webpki rules, the server's name included. The handshake signatures are checked either
+/// way, so only the holder of the pinned certificate's key gets through.
+#[derive(Debug)]
+struct PinnedOrIssued {
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// `None` when no certificate in the file can be a trust anchor: then only pinning trusts.
+    issued: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrIssued {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.issued {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::CertificateError::UnknownIssuer.into()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS client configuration for `--ca-cert`: the file's PEM certificates, pinned or as
+/// roots ([`PinnedOrIssued`]), with the ring provider (named, never the process default).
+fn ca_tls(path: &Path) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let ca = |reason: String| ClientError::CaCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+    let pinned: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ca(e.to_string()))?;
+    if pinned.is_empty() {
+        return Err(ca("no PEM certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(pinned.iter().cloned());
+    let issued = if roots.is_empty() {
+        None
+    } else {
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| ca(e.to_string()))?;
+        Some(v)
+    };
+    let verifier = PinnedOrIssued {
+        pinned,
+        issued,
+        provider: provider.clone(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ca(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // What reqwest asks for itself when it builds the configuration (HTTP/1.1 only).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 impl Client {
-    /// `ca_cert` is a PEM file of a CA (or the server's self-signed certificate) to trust on
-    /// top of the public roots, for an API served over TLS.
+    /// `ca_cert` is a PEM file for an API served over TLS: the server's own (self-signed)
+    /// certificate, trusted by pinning, or the CA that issued it. With it, only that file is
+    /// trusted, not the public roots.
     pub fn new(
         server: &str,
         token: Option<String>,
@@ -174,18 +326,7 @@ impl Client {
         }
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
         if let Some(path) = ca_cert {
-            let ca = |reason: String| ClientError::CaCert {
-                path: path.to_path_buf(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(reason(&e)))?;
-            if certs.is_empty() {
-                return Err(ca("no PEM certificate in the file".into()));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+            builder = builder.use_preconfigured_tls(ca_tls(path)?);
         }
         let http = builder.build().map_err(|e| ClientError::Protocol {
             url: base.clone(),
@@ -196,6 +337,7 @@ impl Client {
             token: token
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()),
+            ca_cert: ca_cert.map(Path::to_path_buf),
             http,
         })
     }
@@ -227,9 +369,16 @@ impl Client {
             let reason = reason(&e);
             // A certificate the client does not trust is not an unreachable server.
             if reason.to_lowercase().contains("certificate") {
-                ClientError::Tls {
-                    url: url.to_string(),
-                    reason,
+                match &self.ca_cert {
+                    Some(path) => ClientError::TlsNotPinned {
+                        url: url.to_string(),
+                        path: path.clone(),
+                        reason,
+                    },
+                    None => ClientError::Tls {
+                        url: url.to_string(),
+                        reason,
+                    },
                 }
             } else {
                 ClientError::Unreachable {
@@ -353,6 +502,11 @@ impl Client {
         self.json(Method::POST, "/api/v1/machines", Some(e)).await
     }
 
+    /// `GET /api/v1/health`: `{status, version}`.
+    pub fn health(&self) -> Call<'_, Value> {
+        self.call("/api/v1/health".into())
+    }
+
     pub fn services(&self) -> Call<'_, Vec<ServiceState>> {
         self.call("/api/v1/services".into())
     }
@@ -425,6 +579,29 @@ impl Client {
         })
     }
 
+    /// `GET /admin/mayu_config`: the server's configuration file as text.
+    pub async fn config_text(&self) -> Result<String, ClientError> {
+        let (url, rb) = self.request(Method::GET, "/admin/mayu_config");
+        let resp = self.send(&url, rb).await?;
+        resp.text().await.map_err(|e| ClientError::Protocol {
+            url,
+            reason: reason(&e),
+        })
+    }
+
+    /// `PUT /admin/host/{serial}/{route}` with a Mayu-style JSON body, as Mayu's own client
+    /// sends it (the server answers 202 with no body).
+    pub async fn mayu_put(
+        &self,
+        serial: &str,
+        route: &str,
+        body: &Value,
+    ) -> Result<(), ClientError> {
+        let path = format!("/admin/host/{}/{route}", Client::segment(serial));
+        let (url, rb) = self.request(Method::PUT, &path);
+        self.send(&url, rb.json(body)).await.map(drop)
+    }
+
     /// Opens the event stream, resuming after event `after` when given.
     pub async fn events(&self, after: Option<u64>) -> Result<EventStream, ClientError> {
         let (url, mut rb) = self.request(Method::GET, "/api/v1/events");
@@ -435,19 +612,34 @@ impl Client {
         let resp = self.send(&url, rb).await?;
         Ok(EventStream {
             url,
-            body: Box::pin(resp.bytes_stream()),
-            buf: Vec::new(),
+            events: Box::pin(resp.bytes_stream().eventsource()),
         })
     }
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
+type Events = Pin<
+    Box<
+        dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>>
+            + Send,
+    >,
+>;
 
-/// Reads Server-Sent Events messages off a response body.
+/// Reads Server-Sent Events messages off a response body, each byte decoded once (a character
+/// split between two reads arrives whole).
 pub struct EventStream {
     url: String,
-    body: ByteStream,
-    buf: Vec<u8>,
+    events: Events,
+}
+
+impl From<eventsource_stream::Event> for SseMessage {
+    fn from(e: eventsource_stream::Event) -> SseMessage {
+        SseMessage {
+            // The stream's last event id; a stream that has sent none has an empty one.
+            id: e.id.parse().ok(),
+            event: e.event,
+            data: e.data,
+        }
+    }
 }
 
 /// Parses one SSE message block (the lines before a blank line). `None` for comment-only
@@ -483,29 +675,19 @@ pub fn parse_block(block: &str) -> Option<SseMessage> {
 }
 
 impl EventStream {
-    /// The next message, or `None` when the server closed the stream.
+    /// The next message, or `None` when the server closed the stream. Comments (keep-alives)
+    /// and messages without data are skipped.
     pub async fn next(&mut self) -> Result<Option<SseMessage>, ClientError> {
-        loop {
-            // A message ends at a blank line; accept both \n\n and \r\n\r\n.
-            let text = String::from_utf8_lossy(&self.buf).replace("\r\n", "\n");
-            if let Some(end) = text.find("\n\n") {
-                let block = text[..end].to_string();
-                self.buf = text.as_bytes()[end + 2..].to_vec();
-                match parse_block(&block) {
-                    Some(m) => return Ok(Some(m)),
-                    None => continue,
-                }
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    return Err(ClientError::Protocol {
-                        url: self.url.clone(),
-                        reason: reason(&e),
-                    })
-                }
-                None => return Ok(None),
-            }
+        match self.events.next().await {
+            None => Ok(None),
+            Some(Ok(e)) => Ok(Some(e.into())),
+            Some(Err(e)) => Err(ClientError::Protocol {
+                url: self.url.clone(),
+                reason: match e {
+                    EventStreamError::Transport(e) => reason(&e),
+                    other => other.to_string(),
+                },
+            }),
         }
     }
 }

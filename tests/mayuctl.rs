@@ -18,12 +18,17 @@ enum Tok<'a> {
 }
 
 async fn ctl(f: &Fixture, tok: Tok<'_>, args: &[&str]) -> Output {
+    ctl_at(&f.url(""), f, tok, args).await
+}
+
+/// [`ctl`] against another server (`url`) sharing the fixture's engine.
+async fn ctl_at(url: &str, f: &Fixture, tok: Tok<'_>, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mayuctl"));
     cmd.env_remove("MAYU_SERVER")
         .env_remove("MAYU_TOKEN")
         .env_remove("MAYU_TOKEN_FILE")
         .arg("--server")
-        .arg(f.url(""));
+        .arg(url);
     if let Tok::Flag(t) = tok {
         cmd.arg("--token").arg(t);
     }
@@ -114,6 +119,108 @@ async fn list_and_show() {
     assert_eq!(v["serial"], "SN-A2");
     assert!(v.get("token").is_none());
     f.stop().await;
+}
+
+/// A stand-in for `ipmitool` that reports the chassis on. Written by a shell of its own, so no
+/// process of this test ever holds the file open for writing when it is run.
+fn fake_ipmitool(path: &std::path::Path) {
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\necho \"Chassis Power is on\"\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_show_the_power_the_bmc_reported() {
+    let f = start(false).await;
+    let r = || Tok::Flag(&f.reader);
+    ok(&ctl(
+        &f,
+        Tok::Flag(&f.admin),
+        &["set", "sn-a1", "ipmi-addr", "10.1.0.1"],
+    )
+    .await);
+
+    // The same engine behind a second API port with power control over the fake ipmitool.
+    let ipmitool = f.dir.path().join("fake-ipmitool");
+    fake_ipmitool(&ipmitool);
+    let mut settings = mayu::power::PowerSettings::new(f.dir.path().join("bmc-secrets.yaml"));
+    settings.ipmitool = ipmitool;
+    let secrets: mayu::power::Secrets = serde_json::from_value(serde_json::json!({
+        "default": {"user": "admin", "password": "secret"}
+    }))
+    .unwrap();
+    let power = mayu::power::Power::with_secrets(f.engine.clone(), settings, secrets);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = mayu::api::router(f.state.clone().with_power(power));
+    let server = tokio::spawn(mayu::api::serve(listener, router, f.cancel.clone()));
+
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let fields = ["list", "--fields", "id,ipmiaddr,power"];
+    // Nothing checked yet: no power to show.
+    let text = ok(&ctl_at(&url, &f, r(), &fields).await);
+    assert_eq!(
+        rows(&text),
+        vec![
+            vec!["ID", "IPMI", "POWER"],
+            vec!["52-54-00-00-00-03", "-", "-"],
+            vec!["sn-a1", "10.1.0.1", "-"],
+            vec!["sn-a2", "-", "-"],
+        ],
+        "{text}"
+    );
+
+    let text = ok(&ctl_at(&url, &f, Tok::Flag(&f.admin), &["power", "status", "sn-a1"]).await);
+    assert!(text.starts_with("sn-a1: power on (checked "), "{text}");
+
+    let text = ok(&ctl_at(&url, &f, r(), &fields).await);
+    assert_eq!(
+        rows(&text),
+        vec![
+            vec!["ID", "IPMI", "POWER"],
+            vec!["52-54-00-00-00-03", "-", "-"],
+            vec!["sn-a1", "10.1.0.1", "on"],
+            vec!["sn-a2", "-", "-"],
+        ],
+        "{text}"
+    );
+    // POWER is one of the default columns, the last.
+    let text = ok(&ctl_at(&url, &f, r(), &["list"]).await);
+    let table = rows(&text);
+    assert_eq!(table[0][table[0].len() - 2..], ["IPMI", "POWER"], "{text}");
+    let a1 = table.iter().find(|r| r[0] == "sn-a1").unwrap();
+    assert_eq!(a1[a1.len() - 2..], ["10.1.0.1", "on"], "{text}");
+
+    let text = ok(&ctl_at(&url, &f, r(), &["show", "sn-a1"]).await);
+    let line = text.lines().find(|l| l.starts_with("power:")).unwrap();
+    assert!(line.contains(" on (checked 20"), "{text}");
+    let text = ok(&ctl_at(&url, &f, r(), &["show", "sn-a2"]).await);
+    let line = text.lines().find(|l| l.starts_with("power:")).unwrap();
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["power:", "-"]);
+    let v: Value = serde_json::from_str(&ok(
+        &ctl_at(&url, &f, r(), &["show", "sn-a1", "--json"]).await
+    ))
+    .unwrap();
+    assert_eq!(v["power"]["state"], "on");
+
+    // The port without power control shows none.
+    let text = ok(&ctl(&f, r(), &fields).await);
+    assert!(rows(&text).iter().skip(1).all(|r| r[2] == "-"), "{text}");
+    f.stop().await;
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the second server stops with the first")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,16 +1,20 @@
-//! What `mayuctl` prints: tables and key/value pages built from the API's types, and JSON as
-//! the server sent it. Everything that came from the server goes through [`clean`]: machine
+//! What `mayuctl` prints: tables (comfy-table, fitted to the terminal's width only when stdout
+//! is one) and key/value pages built from the API's types, and JSON as the server sent it. Everything that came from the server goes through [`clean`]: machine
 //! text is data, so a newline in a serial cannot forge a table row and an escape sequence in a
 //! provider id cannot clear the operator's screen.
 
+use std::io::IsTerminal;
+
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use mayu::api::responses::{Profiles, TokenInfo};
+use mayu::client::Machine;
 use mayu::inventory::HistoryEntry;
 use mayu::lease::{Lease, ServiceState};
-use mayu::machine::{AssignedBy, Machine, Phase};
+use mayu::machine::{AssignedBy, Phase};
 use mayu::text::escape_control;
 
 /// The columns of `mayuctl list`: the `--fields` name and the header.
@@ -28,12 +32,13 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("stalled", "STALLED"),
     ("pinned", "PINNED"),
     ("ipmiaddr", "IPMI"),
+    ("power", "POWER"),
     ("providerid", "PROVIDER ID"),
     ("rack", "RACK"),
     ("lastboot", "LAST BOOT"),
     ("notes", "NOTES"),
 ];
-pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr";
+pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr,power";
 
 /// `text` with every control character as a visible escape (`\n`, `\x1b`, `\0`…).
 pub fn clean(text: &str) -> String {
@@ -128,6 +133,12 @@ pub fn field(m: &Machine, f: &str) -> String {
             .unwrap_or_default(),
         "pinned" => yes_no(m.pinned),
         "ipmiaddr" => text(&m.ipmi_addr),
+        // as the server last checked it; empty without a BMC or power control
+        "power" => m
+            .power
+            .as_ref()
+            .map(|p| p.state.to_string())
+            .unwrap_or_default(),
         "providerid" => text(&m.provider_id),
         "rack" => match &m.rack {
             Some(r) => match r.unit {
@@ -142,40 +153,75 @@ pub fn field(m: &Machine, f: &str) -> String {
     }
 }
 
-/// Columns separated by two spaces; the last column is not padded. Cells are cleaned here, so
-/// a row is always exactly one line whatever a caller passes in.
+/// The terminal's width when stdout is one (then long tables wrap to fit); `None` when stdout
+/// is a pipe or file, which get every row on one line however long.
+fn terminal_width() -> Option<u16> {
+    let out = std::io::stdout();
+    if !out.is_terminal() {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&out)
+        .ok()
+        .map(|w| w.ws_col)
+        .filter(|w| *w > 0)
+}
+
+/// Aligned columns two spaces apart, no borders, an empty cell shown as `-`, no trailing
+/// spaces; the header row first when `legend`. Cells are cleaned here, so a row is exactly
+/// one line whatever a caller passes in (unless a terminal too narrow for it wraps it).
 pub fn table(headers: &[&str], rows: &[Vec<String>], legend: bool) -> String {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| clean(c)).collect())
-        .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+    table_fitted(headers, rows, legend, terminal_width())
+}
+
+/// [`table`] for a terminal `width` columns wide (`None`: never wrapped).
+pub fn table_fitted(
+    headers: &[&str],
+    rows: &[Vec<String>],
+    legend: bool,
+    width: Option<u16>,
+) -> String {
+    let cell = |c: &str| {
+        if c.is_empty() {
+            "-".to_string()
+        } else {
+            clean(c)
         }
-    }
-    let line = |cells: Vec<&str>| {
-        let n = cells.len();
-        let mut out = String::new();
-        for (i, c) in cells.into_iter().enumerate() {
-            let c = if c.is_empty() { "-" } else { c };
-            if i + 1 == n {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_string()
     };
-    let mut out = Vec::new();
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
     if legend {
-        out.push(line(headers.to_vec()));
+        t.set_header(headers.iter().map(|h| cell(h)).collect::<Vec<_>>());
     }
-    for r in &rows {
-        out.push(line(r.iter().map(String::as_str).collect()));
+    for r in rows {
+        t.add_row(r.iter().map(|c| cell(c)).collect::<Vec<_>>());
     }
-    out.join("\n")
+    if t.is_empty() && !legend {
+        return String::new();
+    }
+    match width {
+        Some(w) => {
+            t.set_width(w)
+                .set_content_arrangement(ContentArrangement::Dynamic);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    let columns = t.column_count();
+    for (i, col) in t.column_iter_mut().enumerate() {
+        // Two spaces between columns; the last one has none after it.
+        let right = if i + 1 == columns { 0 } else { 2 };
+        col.set_padding((0, right));
+        col.set_cell_alignment(CellAlignment::Left);
+    }
+    // The first column (an id, a MAC, a name) is what a reader looks a row up by: never
+    // wrapped.
+    if width.is_some() && columns > 1 {
+        if let Some(first) = t.column_mut(0) {
+            first.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+    t.trim_fmt()
 }
 
 /// `mayuctl list`: the chosen columns (`fields` are known names of [`FIELDS`]).
@@ -191,11 +237,30 @@ pub fn machines(machines: &[Machine], fields: &[&str], legend: bool) -> String {
     table(&headers, &rows, legend)
 }
 
+/// `power:` in `mayuctl show`: the state, when it was checked and what went wrong.
+fn power_line(m: &Machine) -> String {
+    let Some(p) = &m.power else {
+        return String::new();
+    };
+    let mut s = format!("{} (checked {})", p.state, time(p.checked_at));
+    if let Some(e) = &p.error {
+        s.push_str(&format!(": {e}"));
+    }
+    s
+}
+
 /// `mayuctl show`: every column, then who assigned it, overrides and the phase times.
 pub fn machine(m: &Machine) -> String {
     let mut rows: Vec<(String, String)> = FIELDS
         .iter()
-        .map(|(f, h)| (h.to_lowercase(), field(m, f)))
+        .map(|(f, h)| {
+            let v = if *f == "power" {
+                power_line(m)
+            } else {
+                field(m, f)
+            };
+            (h.to_lowercase(), v)
+        })
         .collect();
     let assigned_by = match &m.assigned_by {
         Some(AssignedBy::Rule) => "rule".to_string(),
