@@ -459,6 +459,15 @@ pub struct Machine {
     pub facts: Facts,
     #[serde(default)]
     pub notes: String,
+    /// free labels such as `role=worker` (Mayu's `FleetMetadata`), for templates and filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<String>,
+    /// the etcd discovery token this machine's cluster joins (Mayu's `EtcdClusterToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_token: Option<String>,
+    /// software versions the booted machine reported with boot-complete (`os`, `docker`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, String>,
     /// secret the machine presents to fetch its configs and report boot-complete; derived from
     /// the inventory's key and the id (`inventory::machine_key`), never written to the file.
     /// A token found in an old file is read here once and kept only as its hash.
@@ -510,6 +519,9 @@ impl Machine {
             rack: None,
             facts: Facts::default(),
             notes: String::new(),
+            metadata: Vec::new(),
+            etcd_token: None,
+            versions: BTreeMap::new(),
             token,
             legacy_token_sha256: None,
             stall: None,

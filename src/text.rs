@@ -258,6 +258,21 @@ pub fn check_edit(mut e: crate::engine::Edit) -> Result<crate::engine::Edit, Fie
     for k in e.overrides.keys() {
         check_override_key(k)?;
     }
+    if let Some(md) = &e.metadata {
+        for label in md {
+            check_line(label).map_err(FieldError::at("metadata"))?;
+        }
+    }
+    if let Some(t) = &e.etcd_token {
+        check_line(t).map_err(FieldError::at("etcd_token"))?;
+    }
+    for (k, v) in &e.versions {
+        if k.is_empty() {
+            return Err(FieldError::at("versions")(TextError::Empty));
+        }
+        check_line(k).map_err(FieldError::at("versions"))?;
+        check_line(v).map_err(FieldError::at("versions"))?;
+    }
     Ok(e)
 }
 

@@ -1,11 +1,14 @@
-//! Mayu's old admin routes, kept for existing scripts: `GET /admin/hosts` and
-//! `PUT /admin/host/{serial}/{boot_complete,set_provider_id,set_ipmi_addr,set_state,override}`.
+//! Mayu's admin routes, kept for existing scripts and installed machines: `GET /admin/hosts`,
+//! `GET /admin/mayu_config` and every `PUT /admin/host/{serial}/...` Mayu had
+//! (`boot_complete`, `set_provider_id`, `set_ipmi_addr`, `set_etcd_cluster_token`, `set_cabinet`,
+//! `set_metadata`, `set_state`, `set_installed`, `mark_fresh`, `override`).
 //!
 //! They keep Mayu's status codes (202 on success, 400 for an unknown host or bad JSON) and its
 //! Go-style field names, matched case-insensitively as Go's JSON decoder does; fields a route
-//! does not use are ignored as Mayu ignored them. Errors still carry `{error, detail}`, and the
-//! same tokens apply as on `/api/v1`.
-
+//! does not use are ignored as Mayu ignored them. Errors still carry `{error, detail}`.
+//! The same tokens apply as on `/api/v1`; without a token a request is accepted only from an
+//! address in `compat.mayu.allow_from` (Mayu's clients send none), and its change is audited
+//! with that address as the author.
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -13,13 +16,94 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
 use super::auth::{AdminAccess, ReadAccess};
 use super::machines::ApiPath;
 use super::{blocking, ApiError, ApiState, BODY_LIMIT};
 use crate::engine::Edit;
-use crate::machine::{Machine, State as MachineState};
+use crate::machine::{Machine, Rack, State as MachineState};
 use crate::text;
 use crate::Engine;
+
+/// The peer's address, as the listener recorded it.
+fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Whether this request may go without a token: no `Authorization` header, and the peer is
+/// in `compat.mayu.allow_from`. The address is then the author.
+fn tokenless(parts: &Parts, st: &ApiState) -> Result<Option<String>, ApiError> {
+    if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        return Ok(None);
+    }
+    let allowed = st.engine.config().compat.mayu.as_ref();
+    match (allowed, peer(parts)) {
+        (Some(c), Some(ip)) if c.allows(ip) => Ok(Some(ip.to_string())),
+        _ => Err(ApiError::Unauthorized(
+            "this route needs a token: send `Authorization: Bearer <token>`, or list this \
+             client's address in compat.mayu.allow_from"
+                .into(),
+        )),
+    }
+}
+
+/// A Mayu-style change: an admin token, or an allowed address.
+pub struct MayuWriter(String);
+
+/// A Mayu-style read: any token, or an allowed address.
+pub struct MayuReader;
+
+impl FromRequestParts<ApiState> for MayuWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
+        match tokenless(parts, st)? {
+            Some(address) => Ok(MayuWriter(address)),
+            None => Ok(MayuWriter(
+                AdminAccess::from_request_parts(parts, st).await?.author(),
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for MayuReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
+        if tokenless(parts, st)?.is_none() {
+            ReadAccess::from_request_parts(parts, st).await?;
+        }
+        Ok(MayuReader)
+    }
+}
+
+/// Mayu's names for the versions `boot_complete` reports, and ours.
+const VERSIONS: [(&str, &str); 8] = [
+    ("CoreOSVersion", "os"),
+    ("MayuVersion", "mayu"),
+    ("DockerVersion", "docker"),
+    ("EtcdVersion", "etcd"),
+    ("FleetVersion", "fleet"),
+    ("RktVersion", "rkt"),
+    ("K8sVersion", "k8s"),
+    ("YochuVersion", "yochu"),
+];
+
+/// Mayu's cabinet numbers, when our rack is one.
+fn cabinet(rack: Option<&Rack>) -> (Option<u64>, Option<u32>) {
+    match rack {
+        Some(r) => (r.rack.parse().ok(), r.unit),
+        None => (None, None),
+    }
+}
 
 /// Mayu's host record, as far as mayu's model has the same facts.
 fn host_json(m: &Machine) -> Value {
@@ -59,33 +143,51 @@ fn host_json(m: &Machine) -> Value {
     if !m.overrides.is_empty() {
         o.insert("Overrides".into(), json!(m.overrides));
     }
+    let (cab, unit) = cabinet(m.rack.as_ref());
+    if let Some(c) = cab {
+        o.insert("Cabinet".into(), json!(c));
+    }
+    if let Some(u) = unit {
+        o.insert("MachineOnCabinet".into(), json!(u));
+    }
+    if !m.metadata.is_empty() {
+        o.insert("FleetMetadata".into(), json!(m.metadata));
+    }
+    if let Some(t) = &m.etcd_token {
+        o.insert("EtcdClusterToken".into(), json!(t));
+    }
+    for (theirs, ours) in VERSIONS {
+        if let Some(v) = m.versions.get(ours) {
+            o.insert(theirs.into(), json!(v));
+        }
+    }
     o.insert("State".into(), json!(state));
     Value::Object(o)
 }
 
-pub async fn hosts(_: ReadAccess, State(st): State<ApiState>) -> Json<Vec<Value>> {
+pub async fn hosts(_: MayuReader, State(st): State<ApiState>) -> Json<Vec<Value>> {
     Json(st.engine.list().iter().map(host_json).collect())
 }
 
-/// Mayu looked hosts up by serial; ours are found by id, MAC or serial.
+/// `GET /admin/mayu_config`: the configuration file as it was loaded (Mayu sent its YAML).
+/// Secrets never live in it (tokens and BMC passwords are files of their own).
+pub async fn config(_: MayuReader, State(st): State<ApiState>) -> Result<String, ApiError> {
+    let file = st.engine.config().file.clone();
+    blocking(move || {
+        std::fs::read_to_string(&file)
+            .map_err(|e| ApiError::Internal(format!("reading the configuration: {e}")))
+    })
+    .await
+}
+
+/// Mayu looked hosts up by serial; ours are found by id, MAC, serial or UUID.
 fn host(engine: &Engine, serial: &str) -> Result<Machine, ApiError> {
-    let lower = serial.to_lowercase();
-    engine
-        .find(serial)
-        .or_else(|| engine.find(&lower))
-        .or_else(|| {
-            engine.list().into_iter().find(|m| {
-                m.serial
-                    .as_deref()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(serial))
-            })
-        })
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "host `{}` doesn't exist",
-                text::escape_control(serial)
-            ))
-        })
+    engine.find_host(serial).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "host `{}` doesn't exist",
+            text::escape_control(serial)
+        ))
+    })
 }
 
 /// The body as a JSON object (an empty body is an empty object).
@@ -167,10 +269,10 @@ fn invalid(field: &'static str, route: &'static str) -> impl FnOnce(text::TextEr
 async fn apply_edit(
     st: ApiState,
     serial: String,
-    who: &AdminAccess,
+    who: &MayuWriter,
     edit: Edit,
 ) -> Result<StatusCode, ApiError> {
-    let author = who.author();
+    let author = who.0.clone();
     apply(st, serial, move |engine, m| {
         engine
             .edit(m.id.as_str(), &author, edit)
@@ -185,17 +287,31 @@ fn engine_err(engine: &Engine) -> impl Fn(crate::engine::EngineError) -> ApiErro
 }
 
 pub async fn boot_complete(
-    who: AdminAccess,
+    who: MayuWriter,
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    // Mayu read the OS version from the body; we only need it to be JSON if present.
-    payload(body, "boot_complete")?;
-    let author = who.author();
+    // Mayu's `mayuctl boot-complete --update-versions` sends the host's software versions.
+    let o = payload(body, "boot_complete")?;
+    let mut versions = std::collections::BTreeMap::new();
+    for (theirs, ours) in VERSIONS {
+        match field(&o, theirs) {
+            Some(Value::String(v)) if !v.is_empty() => {
+                text::check_line(v).map_err(invalid(theirs, "boot_complete"))?;
+                versions.insert(ours.to_string(), v.clone());
+            }
+            Some(Value::String(_)) | Some(Value::Null) | None => {}
+            Some(_) => return Err(ApiError::BadRequest(format!(
+                "unable to parse json data in boot_complete request: `{theirs}` must be a string"
+            ))),
+        }
+    }
+    let author = who.0;
     apply(st, serial, move |engine, m| {
         engine
-            .boot_complete(m.id.as_str(), &author)
+            .begin_boot_complete_with(m.id.as_str(), &author, versions)
+            .and_then(|w| w.wait())
             .map(drop)
             .map_err(engine_err(engine))
     })
@@ -203,7 +319,7 @@ pub async fn boot_complete(
 }
 
 pub async fn set_provider_id(
-    who: AdminAccess,
+    who: MayuWriter,
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
@@ -219,7 +335,7 @@ pub async fn set_provider_id(
 }
 
 pub async fn set_ipmi_addr(
-    who: AdminAccess,
+    who: MayuWriter,
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
@@ -236,7 +352,7 @@ pub async fn set_ipmi_addr(
 }
 
 pub async fn set_state(
-    who: AdminAccess,
+    who: MayuWriter,
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
@@ -262,7 +378,7 @@ pub async fn set_state(
 }
 
 pub async fn set_override(
-    who: AdminAccess,
+    who: MayuWriter,
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
@@ -292,4 +408,136 @@ pub async fn set_override(
         ..Edit::default()
     };
     apply_edit(st, serial, &who, edit).await
+}
+
+pub async fn set_etcd_cluster_token(
+    who: MayuWriter,
+    State(st): State<ApiState>,
+    ApiPath(serial): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    const ROUTE: &str = "set_etcd_cluster_token";
+    let o = payload(body, ROUTE)?;
+    // Mayu stored whatever came, an empty token included (it clears it).
+    let token = match field(&o, "EtcdClusterToken") {
+        None | Some(Value::Null) => String::new(),
+        Some(_) => string_field(&o, "EtcdClusterToken", ROUTE)?,
+    };
+    text::check_line(&token).map_err(invalid("EtcdClusterToken", ROUTE))?;
+    let edit = Edit {
+        etcd_token: Some(token),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
+}
+
+pub async fn set_cabinet(
+    who: MayuWriter,
+    State(st): State<ApiState>,
+    ApiPath(serial): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    const ROUTE: &str = "set_cabinet";
+    let o = payload(body, ROUTE)?;
+    let number = |name: &str| match field(&o, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unable to parse json data in {ROUTE} request: `{name}` must be a whole number"
+            ))
+        }),
+    };
+    // Go's omitempty drops a zero, so cabinet 0 arrives as no field: the rack is cleared.
+    let cabinet = number("Cabinet")?.unwrap_or(0);
+    let unit = number("MachineOnCabinet")?
+        .map(|u| {
+            u32::try_from(u).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "unable to parse json data in {ROUTE} request: `MachineOnCabinet` is too large"
+                ))
+            })
+        })
+        .transpose()?;
+    let author = who.0;
+    apply(st, serial, move |engine, m| {
+        // Mayu's request sets the cabinet only; the machine keeps its unit unless one is sent.
+        let unit = unit.or(m.rack.as_ref().and_then(|r| r.unit));
+        let edit = Edit {
+            rack: Some(Rack {
+                rack: cabinet.to_string(),
+                unit,
+            }),
+            ..Edit::default()
+        };
+        engine
+            .edit(m.id.as_str(), &author, edit)
+            .map(drop)
+            .map_err(engine_err(engine))
+    })
+    .await
+}
+
+pub async fn set_metadata(
+    who: MayuWriter,
+    State(st): State<ApiState>,
+    ApiPath(serial): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    const ROUTE: &str = "set_metadata";
+    let o = payload(body, ROUTE)?;
+    let labels = match field(&o, "FleetMetadata") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.trim().to_string()),
+                _ => Err(ApiError::BadRequest(format!(
+                    "unable to parse json data in {ROUTE} request: `FleetMetadata` must be a list of strings"
+                ))),
+            })
+            .filter(|l| !matches!(l, Ok(s) if s.is_empty()))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "unable to parse json data in {ROUTE} request: `FleetMetadata` must be a list of strings"
+            )))
+        }
+    };
+    let edit = Edit {
+        metadata: Some(labels),
+        ..Edit::default()
+    };
+    apply_edit(st, serial, &who, edit).await
+}
+
+/// `mark_fresh`: Mayu's "install this machine again from scratch on its next boot".
+pub async fn mark_fresh(
+    who: MayuWriter,
+    State(st): State<ApiState>,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let author = who.0;
+    apply(st, serial, move |engine, m| {
+        engine
+            .request_reinstall(m.id.as_str(), &author)
+            .map(drop)
+            .map_err(engine_err(engine))
+    })
+    .await
+}
+
+/// `set_installed`: the installer finished writing the disk.
+pub async fn set_installed(
+    who: MayuWriter,
+    State(st): State<ApiState>,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let author = who.0;
+    apply(st, serial, move |engine, m| {
+        engine
+            .installed_to_disk(m.id.as_str(), &author)
+            .map(drop)
+            .map_err(engine_err(engine))
+    })
+    .await
 }

@@ -189,6 +189,12 @@ pub struct MachinePatch {
     pub rack: Option<Rack>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// replaces the machine's metadata labels (`role=worker`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<String>>,
+    /// the etcd discovery token; `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_token: Option<String>,
     /// template env overrides to set; a `null` value removes the key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, Option<Value>>,
@@ -203,6 +209,9 @@ impl MachinePatch {
             provider_id: self.provider_id.clone(),
             rack: self.rack.clone(),
             notes: self.notes.clone(),
+            metadata: self.metadata.clone(),
+            etcd_token: self.etcd_token.clone(),
+            versions: BTreeMap::new(),
             overrides: self.overrides.clone(),
         };
         let empty = e.hostname.is_none()
@@ -211,6 +220,8 @@ impl MachinePatch {
             && e.provider_id.is_none()
             && e.rack.is_none()
             && e.notes.is_none()
+            && e.metadata.is_none()
+            && e.etcd_token.is_none()
             && e.overrides.is_empty();
         (!empty).then_some(e)
     }

@@ -14,7 +14,7 @@
 //! | `POST /api/v1/machines` | admin | enrol a MAC: `{"mac", "profile"?, "hostname"?, "rack"?, "force"?}` → 201 |
 //! | `GET /api/v1/ignored` | read | DHCP clients ignored as unknown (`known_only`), for enrolment |
 //! | `GET /api/v1/machines/{id or MAC}` | read | one machine (never its token) |
-//! | `PATCH /api/v1/machines/{id}` | admin | `profile` (+`force`), `pin`, `state`, `hostname`, `ipmi_addr`, `provider_id`, `rack`, `notes`, `overrides` |
+//! | `PATCH /api/v1/machines/{id}` | admin | `profile` (+`force`), `pin`, `state`, `hostname`, `ipmi_addr`, `provider_id`, `rack`, `notes`, `metadata`, `etcd_token`, `overrides` |
 //! | `POST /api/v1/machines/{id}/reinstall`, `/boot-complete` | admin | |
 //! | `POST /api/v1/machines/{id}/power` | admin | `{"action": "on|off|cycle|status|reinstall"}` over the BMC |
 //! | `DELETE /api/v1/machines/{id}` | admin | retire |
@@ -25,7 +25,7 @@
 //! | `GET /api/v1/profiles`, `/leases`, `/services`, `/templates` | read | status views |
 //! | `GET /api/v1/events` | read | Server-Sent Events; resume with `Last-Event-ID` or `?after=` |
 //! | `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{name}` | admin | token management |
-//! | `GET /admin/hosts`, `PUT /admin/host/{serial}/...` | read / admin | Mayu compatibility |
+//! | `GET /admin/hosts`, `/admin/mayu_config`, `PUT /admin/host/{serial}/...` | read / admin, or an address in `compat.mayu.allow_from` | Mayu compatibility ([`compat`]) |
 //!
 //! Errors are `{"error": code, "detail": reason}` with a 4xx/5xx status; a refused request
 //! changes nothing.
@@ -183,7 +183,7 @@ where
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 /// Ready when the inventory loaded and the template set (if attached) is good.
@@ -285,7 +285,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/host/{serial}/set_ipmi_addr", put(compat::set_ipmi_addr))
         .route("/host/{serial}/set_state", put(compat::set_state))
-        .route("/host/{serial}/override", put(compat::set_override));
+        .route("/host/{serial}/override", put(compat::set_override))
+        .route(
+            "/host/{serial}/set_etcd_cluster_token",
+            put(compat::set_etcd_cluster_token),
+        )
+        .route("/host/{serial}/set_cabinet", put(compat::set_cabinet))
+        .route("/host/{serial}/set_metadata", put(compat::set_metadata))
+        .route("/host/{serial}/set_installed", put(compat::set_installed))
+        .route("/host/{serial}/mark_fresh", put(compat::mark_fresh))
+        .route("/mayu_config", get(compat::config));
     let metrics = state.metrics.clone();
     let router = Router::new()
         .nest("/api/v1", v1)

@@ -123,7 +123,22 @@ pub async fn versioned_asset(
             "asset paths are /assets/<image>/<version>/<file>; `..`, hidden names and separators are refused",
         ));
     }
-    let dir = s.engine.config().images.join(&image).join(&version);
+    verified(&s, &image, &version).await?;
+    serve(
+        s,
+        ip,
+        method,
+        format!("{image}/{version}"),
+        file,
+        q,
+        headers,
+    )
+    .await
+}
+
+/// A fetched image version may be served only once verified.
+async fn verified(s: &BootState, image: &str, version: &str) -> Result<(), BootError> {
+    let dir = s.engine.config().images.join(image).join(version);
     let state = tokio::task::spawn_blocking(move || {
         dir.is_dir().then(|| crate::images::version_state(&dir))
     })
@@ -138,11 +153,34 @@ pub async fn versioned_asset(
             "forbidden",
             format!("{image}/{version} is not verified: {why}"),
         )),
-        Some(crate::images::VersionState::Verified { .. }) => {
-            let dir = format!("{image}/{version}");
-            serve(s, ip, method, dir, file, q, headers).await
-        }
+        Some(crate::images::VersionState::Verified { .. }) => Ok(()),
     }
+}
+
+/// Serves `file` from an asset folder as [`crate::images::asset_dir`] names it (`image` or
+/// `image/version`), for `machine`: the legacy `/images/...` routes.
+pub(super) async fn serve_for(
+    s: BootState,
+    ip: Option<IpAddr>,
+    method: Method,
+    asset_dir: String,
+    file: String,
+    machine: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, BootError> {
+    if let Some((image, version)) = asset_dir.split_once('/') {
+        verified(&s, image, version).await?;
+    }
+    serve(
+        s,
+        ip,
+        method,
+        asset_dir,
+        file,
+        AssetQuery { id: machine },
+        headers,
+    )
+    .await
 }
 
 /// What [`open_asset`] found: the open file and what the headers are made of.

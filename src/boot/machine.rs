@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{blocking, BootError, BootState};
+use super::{blocking, BootError, BootState, ClientIp};
 use crate::engine::{Edit, EngineError, Written};
 use crate::machine::{Facts, Machine, Phase};
 use crate::templates::{Kind, RenderError};
@@ -22,11 +22,30 @@ pub struct Auth {
     token: Option<String>,
     /// IPMI address found by discovery (facts only).
     ipmi: Option<String>,
+    /// Mayu's way of naming the machine (`/ignition?uuid=&serial=`), honoured only from
+    /// `compat.mayu.allow_from`.
+    uuid: Option<String>,
+    serial: Option<String>,
 }
 
-/// The machine, if the id exists and the token is its own; otherwise 403 revealing nothing.
-fn authorise(s: &BootState, q: &Auth) -> Result<Machine, BootError> {
+/// The machine, if the id exists and the token is its own (or, with Mayu compatibility, the
+/// request names it Mayu's way from an allowed address); otherwise 403 revealing nothing.
+fn authorise(s: &BootState, q: &Auth, ip: Option<std::net::IpAddr>) -> Result<Machine, BootError> {
     let (Some(id), Some(token)) = (q.id.as_deref(), q.token.as_deref()) else {
+        if q.token.is_none() && (q.uuid.is_some() || q.serial.is_some()) {
+            super::legacy::allowed(s, ip)?;
+            let id = super::legacy::named(s, q.uuid.as_deref(), q.serial.as_deref())
+                .ok_or_else(|| {
+                    BootError::not_found(
+                        "no machine has this serial or UUID; it registers when it boots through /ipxe",
+                    )
+                })?;
+            return id
+                .parse()
+                .ok()
+                .and_then(|id| s.engine.get(&id))
+                .ok_or_else(BootError::forbidden);
+        }
         return Err(BootError::forbidden());
     };
     let id = id.parse().map_err(|_| BootError::forbidden())?;
@@ -36,9 +55,9 @@ fn authorise(s: &BootState, q: &Auth) -> Result<Machine, BootError> {
     }
 }
 
-async fn config(s: BootState, q: Auth, kind: Kind) -> Config {
+async fn config(s: BootState, q: Auth, kind: Kind, ip: Option<std::net::IpAddr>) -> Config {
     let started = Instant::now();
-    let m = authorise(&s, &q)?;
+    let m = authorise(&s, &q, ip)?;
     let body = s
         .templates
         .render(s.boot_addr, &m, kind)
@@ -75,14 +94,26 @@ async fn config(s: BootState, q: Auth, kind: Kind) -> Config {
 type Config = Result<Response, BootError>;
 
 /// `GET /ignition`, `/cloud-config`, `/metadata`: one [`config`] each.
-pub async fn ignition(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
-    config(s, q, Kind::Ignition).await
+pub async fn ignition(
+    State(s): State<BootState>,
+    ClientIp(ip): ClientIp,
+    Query(q): Query<Auth>,
+) -> Config {
+    config(s, q, Kind::Ignition, ip).await
 }
-pub async fn cloud_config(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
-    config(s, q, Kind::CloudConfig).await
+pub async fn cloud_config(
+    State(s): State<BootState>,
+    ClientIp(ip): ClientIp,
+    Query(q): Query<Auth>,
+) -> Config {
+    config(s, q, Kind::CloudConfig, ip).await
 }
-pub async fn metadata(State(s): State<BootState>, Query(q): Query<Auth>) -> Config {
-    config(s, q, Kind::Metadata).await
+pub async fn metadata(
+    State(s): State<BootState>,
+    ClientIp(ip): ClientIp,
+    Query(q): Query<Auth>,
+) -> Config {
+    config(s, q, Kind::Metadata, ip).await
 }
 
 pub async fn boot_complete(
@@ -99,7 +130,7 @@ async fn reported(
     q: &Auth,
     begin: fn(&Engine, &str, &str) -> Result<Written, EngineError>,
 ) -> Result<Machine, BootError> {
-    let m = authorise(s, q)?;
+    let m = authorise(s, q, None)?;
     let actor = m.id.to_string();
     Ok(begin(&s.engine, m.id.as_str(), &actor)?.durable().await?)
 }
@@ -122,7 +153,7 @@ pub async fn facts(
     Query(q): Query<Auth>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, BootError> {
-    let m = authorise(&s, &q)?;
+    let m = authorise(&s, &q, None)?;
     let facts: Facts =
         serde_json::from_slice(&body).map_err(|e| BootError::bad_request(format!("facts: {e}")))?;
     // Machine text is data: every string one line of bounded length, the BMC address an IP
@@ -172,6 +203,6 @@ pub async fn assignment(
     State(s): State<BootState>,
     Query(q): Query<Auth>,
 ) -> Result<impl IntoResponse, BootError> {
-    let m = authorise(&s, &q)?;
+    let m = authorise(&s, &q, None)?;
     Ok(Json(assignment_of(&s, &m)))
 }

@@ -5,6 +5,7 @@
 mod assets;
 mod error;
 mod ipxe;
+mod legacy;
 mod machine;
 mod programs;
 
@@ -33,7 +34,14 @@ pub struct BootState {
 }
 
 pub fn router(state: BootState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.engine.config().compat.mayu.is_some() {
+        router = router
+            .route("/ipxebootscript", get(legacy::ipxe_boot_script))
+            .route("/images/{file}", get(legacy::image))
+            .route("/images/{serial}/{file}", get(legacy::machine_image));
+    }
+    router
         .route("/boot.ipxe", get(ipxe::chain))
         .route("/ipxe", get(ipxe::machine_script))
         .route("/ignition", get(machine::ignition))

@@ -11,7 +11,10 @@ use serde_saphyr::{Location, Spanned};
 
 use super::errors::{ConfigError, ConfigErrors};
 use super::schema::{parse_duration, RawConfig, RawDhcp, RawNetwork, RawProfile, RawTemplates};
-use super::{Config, DhcpConfig, DhcpMode, NetworkConfig, Profile, ProfileTemplates};
+use super::{
+    CompatConfig, Config, DhcpConfig, DhcpMode, MayuCompat, NetworkConfig, Profile,
+    ProfileTemplates,
+};
 
 /// `p` as the config file at `config_path` means it: relative paths are relative to the
 /// file's folder. The one resolver for every path an operator writes.
@@ -105,6 +108,7 @@ pub(super) fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigErrors>
             );
         }
     }
+    let compat = compat(raw.compat, &mut found);
     if !found.errors.is_empty() {
         return Err(ConfigErrors(found.errors));
     }
@@ -141,7 +145,38 @@ pub(super) fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigErrors>
             p.secrets = resolve(&base, &p.secrets);
             p
         }),
+        compat,
     })
+}
+
+/// `compat.mayu.allow_from`: each entry a CIDR (or a bare address, one host).
+fn compat(raw: super::schema::RawCompat, found: &mut Findings) -> CompatConfig {
+    CompatConfig {
+        mayu: raw.mayu.map(|m| MayuCompat {
+            allow_from: m
+                .allow_from
+                .iter()
+                .filter_map(|c| {
+                    let text = c.value.trim();
+                    let net = text.parse::<ipnet::IpNet>().or_else(|_| {
+                        text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)
+                    });
+                    match net {
+                        Ok(n) => Some(n.trunc()),
+                        Err(_) => {
+                            found.at(
+                                &c.referenced,
+                                format!(
+                                    "compat.mayu.allow_from: `{text}` is not a CIDR such as 10.77.0.0/24 or an address"
+                                ),
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// A range as `(first, last)`, if it has exactly two addresses.

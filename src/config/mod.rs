@@ -125,6 +125,31 @@ pub struct Config {
     pub operator: Option<String>,
     /// power control over IPMI; `secrets` is absolute.
     pub power: Option<crate::power::PowerSettings>,
+    pub compat: CompatConfig,
+}
+
+/// Drop-in compatibility with other provisioning servers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompatConfig {
+    /// Mayu's boot-port routes (`/ipxebootscript`, `/images/...`, `/ignition?serial=`) and
+    /// token-less `/admin` requests from `allow_from`; `None` when not configured.
+    pub mayu: Option<MayuCompat>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MayuCompat {
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
+impl MayuCompat {
+    /// Whether a request from `ip` may use Mayu's routes without a token.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.allow_from.iter().any(|n| n.contains(&ip))
+    }
 }
 
 impl Config {

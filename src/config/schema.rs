@@ -352,6 +352,25 @@ pub(super) struct RawConfig {
     /// power control over IPMI (see [`crate::power::PowerSettings`]).
     #[serde(default)]
     pub power: Option<crate::power::PowerSettings>,
+    /// drop-in compatibility with other provisioning servers.
+    #[serde(default)]
+    pub compat: RawCompat,
+}
+
+/// `compat: { mayu: { allow_from: [CIDR...] } }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompat {
+    #[serde(default)]
+    pub mayu: Option<RawMayuCompat>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMayuCompat {
+    /// addresses whose Mayu-style requests need no token (installed machines, old scripts).
+    #[serde(default)]
+    pub allow_from: Vec<Spanned<String>>,
 }
 
 fn d_inventory() -> PathBuf {

@@ -78,6 +78,12 @@ pub struct Edit {
     pub provider_id: Option<String>,
     pub rack: Option<Rack>,
     pub notes: Option<String>,
+    /// replaces the machine's metadata labels.
+    pub metadata: Option<Vec<String>>,
+    /// sets (or with an empty string clears) the etcd discovery token.
+    pub etcd_token: Option<String>,
+    /// merges reported software versions (an empty value removes one).
+    pub versions: BTreeMap<String, String>,
     /// set (Some) or remove (None) template env overrides.
     pub overrides: BTreeMap<String, Option<serde_json::Value>>,
 }
@@ -387,6 +393,34 @@ impl Engine {
     /// Finds a machine by id or by any of its MACs.
     pub fn find(&self, key: &str) -> Option<Machine> {
         self.index().resolve(key).cloned()
+    }
+
+    /// A machine as Mayu's clients name it: by id, MAC or serial (any case), else by UUID.
+    pub fn find_host(&self, key: &str) -> Option<Machine> {
+        if key.is_empty() {
+            return None;
+        }
+        self.find(key)
+            .or_else(|| self.find(&key.to_lowercase()))
+            .or_else(|| {
+                let idx = self.index();
+                let found = idx
+                    .machines
+                    .values()
+                    .find(|m| {
+                        m.serial
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case(key))
+                    })
+                    .or_else(|| {
+                        idx.machines.values().find(|m| {
+                            m.uuid
+                                .as_deref()
+                                .is_some_and(|u| u.eq_ignore_ascii_case(key))
+                        })
+                    });
+                found.cloned()
+            })
     }
 
     pub fn by_mac(&self, mac: &Mac) -> Option<Machine> {
@@ -774,6 +808,22 @@ impl Engine {
 
     /// [`Engine::boot_complete`] without waiting for the disk.
     pub fn begin_boot_complete(&self, key: &str, actor: &str) -> Result<Written, EngineError> {
+        self.begin_boot_complete_with(key, actor, BTreeMap::new())
+    }
+
+    /// [`Engine::begin_boot_complete`], recording the software versions the machine reported
+    /// (Mayu's `boot-complete --update-versions`) in the same change.
+    pub fn begin_boot_complete_with(
+        &self,
+        key: &str,
+        actor: &str,
+        versions: BTreeMap<String, String>,
+    ) -> Result<Written, EngineError> {
+        let versions = crate::text::check_edit(Edit {
+            versions,
+            ..Edit::default()
+        })?
+        .versions;
         let now = OffsetDateTime::now_utc();
         let config = &self.inner.config;
         let mut from_disk = false;
@@ -786,7 +836,12 @@ impl Engine {
                 m.phases.set(Phase::DiskBoot, now);
             }
             m.phases.set(Phase::BootComplete, now);
-            Ok("boot complete".into())
+            if versions.is_empty() {
+                return Ok("boot complete".into());
+            }
+            let reported: Vec<String> = versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            m.versions.extend(versions.clone());
+            Ok(format!("boot complete ({})", reported.join(", ")))
         })?;
         let m = &written.machine;
         // Through `boot_step`, so a machine that was already running (no change to commit)
@@ -999,6 +1054,28 @@ impl Engine {
             if let Some(n) = edit.notes {
                 what.push("notes".into());
                 m.notes = n;
+            }
+            if let Some(md) = edit.metadata {
+                what.push(format!("metadata {}", md.join(",")));
+                m.metadata = md;
+            }
+            if let Some(t) = edit.etcd_token {
+                if t.is_empty() {
+                    what.push("etcd token removed".into());
+                    m.etcd_token = None;
+                } else {
+                    // a secret of the cluster: named, never written into the audit message.
+                    what.push("etcd token".into());
+                    m.etcd_token = Some(t);
+                }
+            }
+            for (k, v) in edit.versions {
+                if v.is_empty() {
+                    m.versions.remove(&k);
+                } else {
+                    what.push(format!("{k} {v}"));
+                    m.versions.insert(k, v);
+                }
             }
             // The pin becomes part of the asset URL and a folder name: a version name only.
             if let Some(Some(v)) = edit.overrides.get(crate::images::VERSION_OVERRIDE) {

@@ -29,6 +29,15 @@ pub struct Cli {
     /// PEM certificate to trust for an https server (e.g. its self-signed certificate).
     #[arg(long, env = "MAYU_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// Mayu's mayuctl: the server's host name (with --port and --no-tls; instead of --server).
+    #[arg(long, global = true, hide = true, conflicts_with = "server")]
+    pub host: Option<String>,
+    /// Mayu's mayuctl: the server's API port (default 4080).
+    #[arg(long, global = true, hide = true, conflicts_with = "server")]
+    pub port: Option<u16>,
+    /// Mayu's mayuctl: plain http instead of https.
+    #[arg(long, global = true, hide = true)]
+    pub no_tls: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,16 +103,21 @@ pub enum Command {
     Unassign { id: String },
     /// Hand a held machine back to the assignment rules.
     Release { id: String },
-    /// Set a field: hostname, state, ipmi-addr, provider-id, rack (RACK or RACK/UNIT), notes.
+    /// Set a field: hostname, state, ipmi-addr, provider-id, rack (RACK or RACK/UNIT), notes,
+    /// metadata (comma-separated labels), etcd-token; Mayu's names work too (cabinet,
+    /// providerid, ipmiaddr, etcdtoken). VALUE may start with `-`.
     Set {
         id: String,
         field: String,
+        #[arg(allow_hyphen_values = true)]
         value: String,
     },
-    /// Set (or with --unset remove) a template env override; VALUE is JSON or a plain string.
+    /// Set (or with --unset remove) a template env override; VALUE is JSON or a plain string
+    /// and may start with `-` (`mayuctl override ID docker_args --log-level=warn`).
     Override {
         id: String,
         key: String,
+        #[arg(allow_hyphen_values = true)]
         value: Option<String>,
         #[arg(long)]
         unset: bool,
@@ -122,8 +136,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Mark a machine as booted (state running).
-    BootComplete { id: String },
+    /// Mark a machine as booted (state running). On the machine itself, without ID: its serial
+    /// comes from SERIAL in /etc/mayu-env and, with --update-versions, the software versions
+    /// from /etc/os-release and /etc/mayu-env are recorded too (as Mayu's mayuctl did).
+    BootComplete {
+        /// the machine (id, MAC or serial); default: SERIAL from the env file
+        id: Option<String>,
+        /// Record the OS and software versions this machine runs.
+        #[arg(long)]
+        update_versions: bool,
+        /// Where SERIAL and the *_VERSION values are read from.
+        #[arg(long, default_value = "/etc/mayu-env")]
+        env_file: PathBuf,
+        /// Where the OS VERSION is read from.
+        #[arg(long, default_value = "/etc/os-release")]
+        os_release: PathBuf,
+    },
+    /// A machine's record in Mayu's `status` layout (one `Name: | value` line per field).
+    Status { id: String },
+    /// mayuctl's version, and the server's when it answers.
+    Version,
+    /// The server's configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Remove a machine from the inventory (its history stays in git).
     Retire { id: String },
     /// A machine's audit trail, newest first.
@@ -224,6 +259,15 @@ pub fn man(out_dir: Option<&std::path::Path>) -> std::io::Result<()> {
         Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
         None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the configuration the server runs with (or write it to --config-file).
+    Get {
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

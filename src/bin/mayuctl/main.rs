@@ -3,6 +3,7 @@
 //! [`mayu::client`]. Exit codes: 0 ok, 1 failure, 2 usage.
 
 mod args;
+mod legacy;
 mod output;
 mod power;
 
@@ -18,7 +19,7 @@ use mayu::client::{Call, Client, ClientError, MachineFilter};
 use mayu::machine::{Rack, State};
 use mayu::tokens::Scope;
 
-use args::{Cli, Command, TokenCommand};
+use args::{Cli, Command, ConfigCommand, TokenCommand};
 use output::clean;
 
 /// A mistake in how mayuctl was called, found after argument parsing (exit code 2).
@@ -101,12 +102,25 @@ fn set_patch(field: &str, value: &str) -> Result<MachinePatch, Usage> {
         "ipmi-addr" | "ipmiaddr" | "ipmi" => patch.ipmi_addr = Some(value.into()),
         "provider-id" | "providerid" => patch.provider_id = Some(value.into()),
         "notes" => patch.notes = Some(value.into()),
-        "rack" => patch.rack = Some(parse_rack(value)?),
+        // Mayu's cabinet is our rack (RACK/UNIT works here too).
+        "rack" | "cabinet" => patch.rack = Some(parse_rack(value)?),
         "profile" => patch.profile = Some(Some(value.into())),
+        // Mayu's comma-separated fleet metadata.
+        "metadata" => {
+            patch.metadata = Some(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        }
+        "etcd-token" | "etcdtoken" => patch.etcd_token = Some(value.into()),
         _ => {
             return Err(Usage(format!(
                 "unknown field `{field}`; settable: hostname, state, ipmi-addr, \
-                 provider-id, rack, notes, profile"
+                 provider-id, rack (cabinet), notes, profile, metadata, etcd-token"
             )))
         }
     }
@@ -125,7 +139,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let client = Client::new(&cli.server, token(&cli)?, cli.ca_cert.as_deref())?;
+    if let Command::Version = cli.command {
+        println!("mayuctl version {}", env!("CARGO_PKG_VERSION"));
+    }
+    let server = legacy::server(cli.host.as_deref(), cli.port, cli.no_tls)
+        .unwrap_or_else(|| cli.server.clone());
+    let client = Client::new(&server, token(&cli)?, cli.ca_cert.as_deref())?;
     match cli.command {
         Command::List {
             fields,
@@ -242,9 +261,67 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             second,
             json,
         } => power::run(&client, &first, &second, json).await?,
-        Command::BootComplete { id } => {
+        Command::BootComplete {
+            id: Some(id),
+            update_versions: false,
+            ..
+        } => {
             let m = client.boot_complete(&id).await?;
             println!("{} is {}", clean(m.id.as_str()), m.state);
+        }
+        Command::BootComplete {
+            id,
+            update_versions,
+            env_file,
+            os_release,
+        } => {
+            let serial = match id {
+                // With an ID, the versions still come from this machine's files.
+                Some(id) => {
+                    let mut env =
+                        legacy::env_file(&std::fs::read_to_string(&env_file).unwrap_or_default());
+                    let os = legacy::env_file(
+                        &std::fs::read_to_string(&os_release)
+                            .with_context(|| format!("cannot read {}", os_release.display()))?,
+                    );
+                    if let Some(v) = os.get("VERSION") {
+                        env.entry("VERSION".into()).or_insert_with(|| v.clone());
+                    }
+                    client
+                        .mayu_put(
+                            &id,
+                            "boot_complete",
+                            &legacy::boot_complete_body(&env, true),
+                        )
+                        .await?;
+                    id
+                }
+                None => {
+                    legacy::boot_complete_here(&client, &env_file, &os_release, update_versions)
+                        .await?
+                }
+            };
+            println!("{} reported boot complete", clean(&serial));
+        }
+        Command::Status { id } => {
+            let m = client.machine(&id).send().await?;
+            println!("{}", legacy::status(&m));
+        }
+        Command::Version => match client.health().send().await {
+            Ok(h) => println!(
+                "server {} version {}",
+                clean(client.server()),
+                clean(h["version"].as_str().unwrap_or("unknown"))
+            ),
+            Err(e) => eprintln!("mayuctl: the server did not answer: {e}"),
+        },
+        Command::Config(ConfigCommand::Get { config_file }) => {
+            let text = client.config_text().await?;
+            match config_file {
+                Some(p) => std::fs::write(&p, &text)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => print!("{text}"),
+            }
         }
         Command::Retire { id } => {
             let r = client.retire(&id).await?;
