@@ -7,7 +7,6 @@
 //! at a time) holds a task and a file descriptor forever, and enough of them on the
 //! unauthenticated boot port leave no descriptors for the operator API.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +24,9 @@ use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -277,49 +279,49 @@ impl HttpStats {
     pub fn sse_dropped(&self) {
         self.0.sse_dropped.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// Appends the Prometheus text of every counter to `out`.
-    pub fn render(&self, out: &mut String) {
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+/// The connection and event-stream series of `/metrics`, read from the atomics at scrape time.
+impl Collector for HttpStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         type Pick = fn(&ListenerStats) -> &AtomicU64;
         // One row a series: a table reads better than rustfmt's four lines a row.
         #[rustfmt::skip]
-        let series: [(&str, &str, &str, Pick); 7] = [
-            ("mayu_http_connections_open", "gauge", "Connections open now, by listener.", |s| &s.open),
-            ("mayu_http_connection_limit", "gauge", "Most connections a listener keeps open at once.", |s| &s.limit),
-            ("mayu_http_connections_accepted_total", "counter", "Connections accepted, by listener.", |s| &s.accepted),
-            ("mayu_http_connection_limit_reached_total", "counter", "Times a listener stopped accepting because its connection limit was reached.", |s| &s.limit_reached),
-            ("mayu_http_header_timeouts_total", "counter", "Connections closed for not sending request headers (or a TLS handshake) in time, idle keep-alive connections included.", |s| &s.header_timeouts),
-            ("mayu_http_connections_stalled_total", "counter", "Connections dropped after moving no byte for twice the idle timeout.", |s| &s.stalled),
-            ("mayu_http_connections_dropped_total", "counter", "Connections closed by the server, such as event-stream clients that fell behind.", |s| &s.dropped),
+        let series: [(&str, MetricType, &str, Pick); 7] = [
+            ("mayu_http_connections_open", MetricType::Gauge, "Connections open now, by listener.", |s| &s.open),
+            ("mayu_http_connection_limit", MetricType::Gauge, "Most connections a listener keeps open at once.", |s| &s.limit),
+            ("mayu_http_connections_accepted_total", MetricType::Counter, "Connections accepted, by listener.", |s| &s.accepted),
+            ("mayu_http_connection_limit_reached_total", MetricType::Counter, "Times a listener stopped accepting because its connection limit was reached.", |s| &s.limit_reached),
+            ("mayu_http_header_timeouts_total", MetricType::Counter, "Connections closed for not sending request headers (or a TLS handshake) in time, idle keep-alive connections included.", |s| &s.header_timeouts),
+            ("mayu_http_connections_stalled_total", MetricType::Counter, "Connections dropped after moving no byte for twice the idle timeout.", |s| &s.stalled),
+            ("mayu_http_connections_dropped_total", MetricType::Counter, "Connections closed by the server, such as event-stream clients that fell behind.", |s| &s.dropped),
         ];
         for (name, kind, help, pick) in series {
-            head(out, name, kind, help);
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for port in [Port::Api, Port::Boot] {
                 let v = pick(self.of(port)).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{listener=\"{}\"}} {v}", port.as_str());
+                let labels = [("listener", port.as_str())];
+                crate::metrics::encode_sample(family.encode_family(&labels)?, v)?;
             }
         }
-        head(
-            out,
-            "mayu_sse_subscribers",
-            "gauge",
-            "Clients connected to the event stream now.",
-        );
-        let _ = writeln!(out, "mayu_sse_subscribers {}", self.sse_subscribers());
-        head(
-            out,
-            "mayu_sse_dropped_total",
-            "counter",
-            "Event-stream clients disconnected for falling behind.",
-        );
-        let _ = writeln!(
-            out,
-            "mayu_sse_dropped_total {}",
-            self.0.sse_dropped.load(Ordering::Relaxed)
-        );
+        let single: [(&str, MetricType, &str, u64); 2] = [
+            (
+                "mayu_sse_subscribers",
+                MetricType::Gauge,
+                "Clients connected to the event stream now.",
+                self.sse_subscribers(),
+            ),
+            (
+                "mayu_sse_dropped_total",
+                MetricType::Counter,
+                "Event-stream clients disconnected for falling behind.",
+                self.0.sse_dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, v) in single {
+            crate::metrics::encode_sample(encoder.encode_descriptor(name, help, None, kind)?, v)?;
+        }
+        Ok(())
     }
 }
 
@@ -783,11 +785,16 @@ mod tests {
     fn stats_render_every_series_for_both_listeners() {
         let s = HttpStats::default();
         let g = s.sse_subscriber();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(s.clone()));
         let mut out = String::new();
-        s.render(&mut out);
-        assert!(out.contains("mayu_http_connections_open{listener=\"boot\"} 0"));
-        assert!(out.contains("mayu_http_connection_limit{listener=\"api\"} 0"));
+        prometheus_client::encoding::text::encode_registry(&mut out, &registry).unwrap();
+        assert!(out.contains("mayu_http_connections_open{listener=\"boot\"} 0\n"));
+        assert!(out.contains("mayu_http_connection_limit{listener=\"api\"} 0\n"));
+        assert!(out.contains("# TYPE mayu_http_header_timeouts_total counter\n"));
+        assert!(out.contains("mayu_http_header_timeouts_total{listener=\"api\"} 0\n"));
         assert!(out.contains("mayu_sse_subscribers 1\n"));
+        assert!(out.contains("mayu_sse_dropped_total 0\n"));
         drop(g);
         assert_eq!(s.sse_subscribers(), 0);
     }

@@ -1,77 +1,253 @@
-//! Prometheus metrics: counters fed from the event bus (boot steps by phase and profile, asset
-//! bytes, dnsmasq restarts, template reload failures), request latency histograms recorded by
-//! an axum middleware per matched route, and machines by state read from the engine at scrape
-//! time. The text format is written here; it is small enough not to need a metrics crate.
+//! Prometheus metrics, kept and written by the `prometheus-client` crate: counters fed from the event bus (boot steps by phase and profile, asset bytes,
+//! dnsmasq restarts, template reloads, stalls, power), request latency histograms recorded by
+//! an axum middleware per matched route, connection counters kept by the listeners, and
+//! machines by state, stalls, profile fill and audit health read from the engine at scrape
+//! time.
+//!
+//! Nothing here takes a process-wide lock on the request path: each series is an atomic (a
+//! histogram a lock of its own), found through its family's read-mostly map by a label set
+//! built on the stack from `&'static str`s and the matched route's shared string.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, EventKind};
-use crate::machine::State as MachineState;
+use crate::machine::{MachineId, State as MachineState};
+use crate::power::PowerState;
 use crate::Engine;
+
+/// What `/metrics` answers with: the classic Prometheus text format, version 0.0.4, which
+/// `promtool check metrics` lints and every scraper accepts. The crate's encoder writes
+/// OpenMetrics, which differs from it only for counters (the family named without `_total`,
+/// the samples with it) and the closing `# EOF`; [`MayuCounter`] writes counters the classic
+/// way, under the names dashboards already use, and the `# EOF` is left out.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds in seconds: from sub-millisecond script renders to multi-second asset streams.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    /// per bucket (not cumulative; summed when written).
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Power states the `mayu_machines_power` gauge always shows, in its order.
+const POWER_STATES: [PowerState; 4] = [
+    PowerState::On,
+    PowerState::Off,
+    PowerState::Unreachable,
+    PowerState::Error,
+];
+
+/// Writes `v` as a label value, escaped as the text format requires (the crate writes `&str`
+/// values as they are, so anything that comes from config or requests goes through here).
+fn escaped(enc: &mut LabelValueEncoder, v: &str) -> fmt::Result {
+    let mut rest = v;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        let (plain, from) = rest.split_at(i);
+        enc.write_str(plain)?;
+        let mut chars = from.chars();
+        enc.write_str(match chars.next() {
+            Some('\\') => "\\\\",
+            Some('"') => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = chars.as_str();
+    }
+    enc.write_str(rest)
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.counts[i] += 1;
-        }
-        self.sum += secs;
-        self.count += 1;
+/// A profile name as a label value (`none` for a machine without one).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Profile(Option<String>);
+
+impl EncodeLabelValue for Profile {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> fmt::Result {
+        escaped(enc, self.0.as_deref().unwrap_or("none"))
     }
 }
 
-/// (listener, method, route)
-type RouteKey = (String, String, String);
+/// The matched route template (never the raw path: ids in paths would make one series per
+/// machine); cloning it shares axum's string, so building a label set allocates nothing.
+#[derive(Debug, Clone)]
+struct Route(Option<MatchedPath>);
 
-#[derive(Debug, Default)]
-struct Counters {
-    /// (phase, profile) → steps
-    boot_steps: BTreeMap<(String, String), u64>,
-    /// phase → bytes streamed
-    asset_bytes: BTreeMap<String, u64>,
-    dnsmasq_restarts: u64,
-    template_reloads_ok: u64,
-    template_reload_failures: u64,
-    latency: BTreeMap<RouteKey, Histogram>,
-    /// (listener, method, route, status) → responses
-    responses: BTreeMap<(String, String, String, u16), u64>,
-    /// events the feed missed because it fell behind the bus.
-    events_missed: u64,
-    /// (phase, profile) → stalls begun
-    stalls: BTreeMap<(String, String), u64>,
-    /// machine → its last power state (from `power` events; forgotten when retired)
-    power: BTreeMap<crate::machine::MachineId, crate::power::PowerState>,
-    /// (action, resulting state) → operator power actions
-    power_actions: BTreeMap<(String, String), u64>,
+impl Route {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", |p| p.as_str())
+    }
 }
 
-/// The metrics registry; cheap to clone, all clones share one set of counters.
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl Hash for Route {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> fmt::Result {
+        escaped(enc, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseProfile {
+    phase: &'static str,
+    profile: Profile,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionState {
+    action: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    listener: &'static str,
+    method: &'static str,
+    route: Route,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    listener: &'static str,
+    method: &'static str,
+    route: Route,
+    status: u16,
+}
+
+/// The method as a label without allocating: the standard ones by name, any other `other`
+/// (no route answers them, and a client must not be able to mint series).
+fn method_label(m: &Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// A counter whose family and samples share one name ending in `_total`, as in the classic
+/// text format and as dashboards know them. The crate's own counter appends `_total` to the
+/// samples only, and promtool (which reads the classic format) then finds samples without
+/// help or type; this one declares itself a counter and writes its sample under the
+/// registered name.
+#[derive(Debug, Clone, Default)]
+pub struct MayuCounter(Counter);
+
+impl MayuCounter {
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+
+    /// Raises the counter to `n` if it is below (a running total reported by someone else).
+    pub fn raise_to(&self, n: u64) {
+        self.0.inner().fetch_max(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl TypedMetric for MayuCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for MayuCounter {
+    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
+        encode_sample(encoder, self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// Writes one counter or gauge sample under its family's name, with no suffix: the way every
+/// series of `/metrics` is written (see [`MayuCounter`]).
+pub(crate) fn encode_sample(mut encoder: MetricEncoder, v: u64) -> fmt::Result {
+    encoder.encode_gauge(&v)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+struct Inner {
+    /// every series below (clones share their values) and the listeners' counters.
+    registry: Registry,
+    boot_steps: Family<PhaseProfile, MayuCounter>,
+    asset_bytes: Family<PhaseLabel, MayuCounter>,
+    dnsmasq_restarts: MayuCounter,
+    template_reloads_ok: MayuCounter,
+    template_reload_failures: MayuCounter,
+    stalls: Family<PhaseProfile, MayuCounter>,
+    /// one pre-made child a state of `mayu_machines_power`, in [`POWER_STATES`] order.
+    power_gauges: [Gauge; 4],
+    power_actions: Family<ActionState, MayuCounter>,
+    events_missed: MayuCounter,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    responses: Family<ResponseLabels, MayuCounter>,
+    /// machine → its last power state, so a change moves it between gauges. Only the bus
+    /// feed touches it (never a request or a scrape).
+    power: Mutex<HashMap<MachineId, PowerState>>,
+}
+
+/// The metrics registry; cheap to clone, all clones share one set of series.
 #[derive(Clone)]
 pub struct Metrics {
-    inner: Arc<Mutex<Counters>>,
+    inner: Arc<Inner>,
     /// the sequence number of the last bus event counted, so tests can wait for the feed.
     seen: Arc<watch::Sender<u64>>,
     /// connection and event-stream counters, kept by the listeners themselves.
@@ -84,28 +260,149 @@ impl Default for Metrics {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Registers `metric` under `name` with `help`; the crate ends every help text with a full
+/// stop, so ours are written without one.
+fn register(reg: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    reg.register(name, help.strip_suffix('.').unwrap_or(help), metric);
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let (tx, _) = watch::channel(0);
+        let http = crate::listen::HttpStats::default();
+        let mut registry = Registry::default();
+        let boot_steps = Family::<PhaseProfile, MayuCounter>::default();
+        register(
+            &mut registry,
+            "mayu_boot_steps_total",
+            "Boot steps served, by phase and the machine's profile.",
+            boot_steps.clone(),
+        );
+        let asset_bytes = Family::<PhaseLabel, MayuCounter>::default();
+        register(
+            &mut registry,
+            "mayu_asset_bytes_total",
+            "Bytes of kernels, initrds and configs streamed to machines, by phase.",
+            asset_bytes.clone(),
+        );
+        let dnsmasq_restarts = MayuCounter::default();
+        register(
+            &mut registry,
+            "mayu_dnsmasq_restarts_total",
+            "Times the dnsmasq child was restarted.",
+            dnsmasq_restarts.clone(),
+        );
+        let template_reload_failures = MayuCounter::default();
+        register(
+            &mut registry,
+            "mayu_template_reload_failures_total",
+            "Template reloads refused (the last good set kept serving).",
+            template_reload_failures.clone(),
+        );
+        let template_reloads_ok = MayuCounter::default();
+        register(
+            &mut registry,
+            "mayu_template_reloads_total",
+            "Template reloads that succeeded.",
+            template_reloads_ok.clone(),
+        );
+        let stalls = Family::<PhaseProfile, MayuCounter>::default();
+        register(
+            &mut registry,
+            "mayu_machine_stalls_total",
+            "Machines that stayed in one boot phase longer than their profile's stall_after, by that phase and profile.",
+            stalls.clone(),
+        );
+        let machines_power = Family::<StateLabel, Gauge>::default();
+        let power_gauges = POWER_STATES.map(|s| {
+            machines_power
+                .get_or_create(&StateLabel { state: s.as_str() })
+                .clone()
+        });
+        register(
+            &mut registry,
+            "mayu_machines_power",
+            "Machines with a BMC by the power state it last reported (on, off, unreachable, error).",
+            machines_power,
+        );
+        let power_actions = Family::<ActionState, MayuCounter>::default();
+        register(
+            &mut registry,
+            "mayu_power_actions_total",
+            "Power actions operators asked for, by action and the state the BMC then reported.",
+            power_actions.clone(),
+        );
+        let events_missed = MayuCounter::default();
+        register(
+            &mut registry,
+            "mayu_events_missed_total",
+            "Bus events the metrics feed missed because it fell behind.",
+            events_missed.clone(),
+        );
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        register(
+            &mut registry,
+            "mayu_http_request_duration_seconds",
+            "Time to answer a request, by listener, method and matched route.",
+            latency.clone(),
+        );
+        let responses = Family::<ResponseLabels, MayuCounter>::default();
+        register(
+            &mut registry,
+            "mayu_http_responses_total",
+            "Responses sent, by listener, method, matched route and status.",
+            responses.clone(),
+        );
+        registry.register_collector(Box::new(http.clone()));
         Metrics {
-            inner: Arc::new(Mutex::new(Counters::default())),
+            inner: Arc::new(Inner {
+                registry,
+                boot_steps,
+                asset_bytes,
+                dnsmasq_restarts,
+                template_reloads_ok,
+                template_reload_failures,
+                stalls,
+                power_gauges,
+                power_actions,
+                events_missed,
+                latency,
+                responses,
+                power: Mutex::new(HashMap::new()),
+            }),
             seen: Arc::new(tx),
-            http: crate::listen::HttpStats::default(),
+            http,
         }
     }
 
-    fn counters(&self) -> MutexGuard<'_, Counters> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn power_gauge(&self, state: PowerState) -> &Gauge {
+        let i = POWER_STATES.iter().position(|s| *s == state).unwrap_or(0);
+        &self.inner.power_gauges[i]
+    }
+
+    /// Moves machine `id` to power state `now` (or out of the gauges when None).
+    fn set_power(&self, id: &MachineId, now: Option<PowerState>) {
+        let mut map = self.inner.power.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match now {
+            Some(s) => map.insert(id.clone(), s),
+            None => map.remove(id),
+        };
+        drop(map);
+        if before == now {
+            return;
+        }
+        if let Some(s) = before {
+            self.power_gauge(s).dec();
+        }
+        if let Some(s) = now {
+            self.power_gauge(s).inc();
+        }
     }
 
     /// Counts one bus event (boot steps carry their machine's profile).
     pub fn record(&self, ev: &Event) {
+        let m = &self.inner;
         match &ev.kind {
             EventKind::BootStep {
                 phase,
@@ -113,49 +410,50 @@ impl Metrics {
                 profile,
                 ..
             } => {
-                let profile = profile.clone().unwrap_or_else(|| "none".into());
-                let mut c = self.counters();
-                *c.boot_steps
-                    .entry((phase.key().to_string(), profile))
-                    .or_default() += 1;
+                m.boot_steps
+                    .get_or_create(&PhaseProfile {
+                        phase: phase.key(),
+                        profile: Profile(profile.clone()),
+                    })
+                    .inc();
                 if let Some(b) = bytes {
-                    *c.asset_bytes.entry(phase.key().to_string()).or_default() += b;
+                    m.asset_bytes
+                        .get_or_create(&PhaseLabel { phase: phase.key() })
+                        .inc_by(*b);
                 }
             }
             EventKind::Stalled { stall, profile, .. } => {
-                let profile = profile.clone().unwrap_or_else(|| "none".into());
-                *self
-                    .counters()
-                    .stalls
-                    .entry((stall.phase.key().to_string(), profile))
-                    .or_default() += 1;
+                m.stalls
+                    .get_or_create(&PhaseProfile {
+                        phase: stall.phase.key(),
+                        profile: Profile(profile.clone()),
+                    })
+                    .inc();
             }
             EventKind::Service { name, restarts, .. } if name == "dnsmasq" => {
                 // The supervisor reports its running total; keep the highest so a counter
                 // never goes backwards.
-                let mut c = self.counters();
-                c.dnsmasq_restarts = c.dnsmasq_restarts.max(u64::from(*restarts));
+                m.dnsmasq_restarts.raise_to(u64::from(*restarts));
             }
             EventKind::Power {
                 id, power, action, ..
             } => {
-                let mut c = self.counters();
-                c.power.insert(id.clone(), power.state);
+                self.set_power(id, Some(power.state));
                 if let Some(a) = action {
-                    *c.power_actions
-                        .entry((a.as_str().to_string(), power.state.as_str().to_string()))
-                        .or_default() += 1;
+                    m.power_actions
+                        .get_or_create(&ActionState {
+                            action: a.as_str(),
+                            state: power.state.as_str(),
+                        })
+                        .inc();
                 }
             }
-            EventKind::MachineRetired { id, .. } => {
-                self.counters().power.remove(id);
-            }
+            EventKind::MachineRetired { id, .. } => self.set_power(id, None),
             EventKind::TemplatesReloaded { ok, .. } => {
-                let mut c = self.counters();
                 if *ok {
-                    c.template_reloads_ok += 1;
+                    m.template_reloads_ok.inc();
                 } else {
-                    c.template_reload_failures += 1;
+                    m.template_reload_failures.inc();
                 }
             }
             _ => {}
@@ -175,7 +473,7 @@ impl Metrics {
                     r = rx.recv() => match r {
                         Ok(ev) => metrics.record(&ev),
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            metrics.counters().events_missed += n;
+                            metrics.inner.events_missed.inc_by(n);
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
@@ -190,292 +488,198 @@ impl Metrics {
         let _ = rx.wait_for(|s| *s >= seq).await;
     }
 
-    /// Records one answered request.
+    /// Records one answered request. `route` is the matched route (None: no route matched).
     pub fn observe_request(
         &self,
-        listener: &str,
-        method: &str,
-        route: &str,
+        listener: &'static str,
+        method: &Method,
+        route: Option<MatchedPath>,
         status: u16,
         took: Duration,
     ) {
-        let mut c = self.counters();
-        c.latency
-            .entry((listener.to_string(), method.to_string(), route.to_string()))
-            .or_default()
+        let labels = RouteLabels {
+            listener,
+            method: method_label(method),
+            route: Route(route),
+        };
+        self.inner
+            .latency
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        *c.responses
-            .entry((
-                listener.to_string(),
-                method.to_string(),
-                route.to_string(),
+        let RouteLabels {
+            listener,
+            method,
+            route,
+        } = labels;
+        self.inner
+            .responses
+            .get_or_create(&ResponseLabels {
+                listener,
+                method,
+                route,
                 status,
-            ))
-            .or_default() += 1;
+            })
+            .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The text exposition of every metric (serve it as [`CONTENT_TYPE`]).
     pub fn render(&self, engine: &Engine) -> String {
         let mut out = String::new();
-        let c = self.counters();
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-
-        head(
-            &mut out,
-            "mayu_boot_steps_total",
-            "counter",
-            "Boot steps served, by phase and the machine's profile.",
-        );
-        for ((phase, profile), n) in &c.boot_steps {
-            let _ = writeln!(
-                out,
-                "mayu_boot_steps_total{{phase=\"{}\",profile=\"{}\"}} {n}",
-                escape(phase),
-                escape(profile)
-            );
+        let mut at_scrape = Registry::default();
+        at_scrape.register_collector(Box::new(EngineCollector {
+            engine: engine.clone(),
+        }));
+        // Writing into a String cannot fail; an error here would be a bug in an encoder.
+        let written =
+            prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry)
+                .and_then(|()| {
+                    prometheus_client::encoding::text::encode_registry(&mut out, &at_scrape)
+                });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot encode the metrics");
         }
+        out
+    }
+}
 
-        head(
-            &mut out,
-            "mayu_asset_bytes_total",
-            "counter",
-            "Bytes of kernels, initrds and configs streamed to machines, by phase.",
-        );
-        for (phase, n) in &c.asset_bytes {
-            let _ = writeln!(
-                out,
-                "mayu_asset_bytes_total{{phase=\"{}\"}} {n}",
-                escape(phase)
-            );
-        }
+/// Writes a series without labels.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: u64,
+) -> fmt::Result {
+    encode_sample(encoder.encode_descriptor(name, help, None, kind)?, v)
+}
 
-        head(
-            &mut out,
-            "mayu_dnsmasq_restarts_total",
-            "counter",
-            "Times the dnsmasq child was restarted.",
-        );
-        let _ = writeln!(out, "mayu_dnsmasq_restarts_total {}", c.dnsmasq_restarts);
+/// Writes a family with one label, `key`, whose values are known only now.
+fn family<'a>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    key: &str,
+    series: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (value, v) in series {
+        let labels = [(key, EscapedStr(value))];
+        encode_sample(family.encode_family(&labels)?, v)?;
+    }
+    Ok(())
+}
 
-        head(
-            &mut out,
-            "mayu_template_reload_failures_total",
-            "counter",
-            "Template reloads refused (the last good set kept serving).",
-        );
-        let _ = writeln!(
-            out,
-            "mayu_template_reload_failures_total {}",
-            c.template_reload_failures
-        );
-        head(
-            &mut out,
-            "mayu_template_reloads_total",
-            "counter",
-            "Template reloads that succeeded.",
-        );
-        let _ = writeln!(out, "mayu_template_reloads_total {}", c.template_reloads_ok);
+/// A borrowed label value, escaped.
+struct EscapedStr<'a>(&'a str);
 
-        head(
-            &mut out,
-            "mayu_machine_stalls_total",
-            "counter",
-            "Machines that stayed in one boot phase longer than their profile's stall_after, by that phase and profile.",
-        );
-        for ((phase, profile), n) in &c.stalls {
-            let _ = writeln!(
-                out,
-                "mayu_machine_stalls_total{{phase=\"{}\",profile=\"{}\"}} {n}",
-                escape(phase),
-                escape(profile)
-            );
-        }
+impl EncodeLabelValue for EscapedStr<'_> {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> fmt::Result {
+        escaped(enc, self.0)
+    }
+}
 
-        head(
-            &mut out,
-            "mayu_machines_power",
-            "gauge",
-            "Machines with a BMC by the power state it last reported (on, off, unreachable, error).",
-        );
-        {
-            use crate::power::PowerState;
-            for state in [
-                PowerState::On,
-                PowerState::Off,
-                PowerState::Unreachable,
-                PowerState::Error,
-            ] {
-                let n = c.power.values().filter(|s| **s == state).count();
-                let _ = writeln!(out, "mayu_machines_power{{state=\"{state}\"}} {n}");
-            }
-        }
-        head(
-            &mut out,
-            "mayu_power_actions_total",
-            "counter",
-            "Power actions operators asked for, by action and the state the BMC then reported.",
-        );
-        for ((action, state), n) in &c.power_actions {
-            let _ = writeln!(
-                out,
-                "mayu_power_actions_total{{action=\"{}\",state=\"{}\"}} {n}",
-                escape(action),
-                escape(state)
-            );
-        }
+/// What the engine knows at scrape time: machines by state, stalls, profile fill, audit.
+struct EngineCollector {
+    engine: Engine,
+}
 
-        head(
-            &mut out,
-            "mayu_events_missed_total",
-            "counter",
-            "Bus events the metrics feed missed because it fell behind.",
-        );
-        let _ = writeln!(out, "mayu_events_missed_total {}", c.events_missed);
+impl fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EngineCollector")
+    }
+}
 
-        self.http.render(&mut out);
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
-        head(
-            &mut out,
-            "mayu_http_request_duration_seconds",
-            "histogram",
-            "Time to answer a request, by listener, method and matched route.",
-        );
-        for ((listener, method, route), h) in &c.latency {
-            let labels = format!(
-                "listener=\"{}\",method=\"{}\",route=\"{}\"",
-                escape(listener),
-                escape(method),
-                escape(route)
-            );
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += h.counts[i];
-                let _ = writeln!(
-                    out,
-                    "mayu_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "mayu_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "mayu_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "mayu_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
-        }
-
-        head(
-            &mut out,
-            "mayu_http_responses_total",
-            "counter",
-            "Responses sent, by listener, method, matched route and status.",
-        );
-        for ((listener, method, route, status), n) in &c.responses {
-            let _ = writeln!(
-                out,
-                "mayu_http_responses_total{{listener=\"{}\",method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                escape(listener),
-                escape(method),
-                escape(route)
-            );
-        }
-        drop(c);
-
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let engine = &self.engine;
         if let Some(audit) = engine.audit_health() {
             let h = audit.borrow().clone();
-            head(
-                &mut out,
+            single(
+                &mut encoder,
                 "mayu_audit_pending",
-                "gauge",
                 "Changes journalled but not yet committed to the git audit.",
-            );
-            let _ = writeln!(out, "mayu_audit_pending {}", h.pending);
-            head(
-                &mut out,
+                MetricType::Gauge,
+                count(h.pending),
+            )?;
+            single(
+                &mut encoder,
                 "mayu_audit_commit_failures_total",
-                "counter",
                 "Git audit commits that failed (each is retried; no change is dropped).",
-            );
-            let _ = writeln!(out, "mayu_audit_commit_failures_total {}", h.failures);
-            head(
-                &mut out,
+                MetricType::Counter,
+                h.failures,
+            )?;
+            single(
+                &mut encoder,
                 "mayu_audit_committed_total",
-                "counter",
                 "Changes committed to the git audit since start.",
-            );
-            let _ = writeln!(out, "mayu_audit_committed_total {}", h.committed);
+                MetricType::Counter,
+                h.committed,
+            )?;
         }
 
         let machines = engine.list();
-        head(
-            &mut out,
-            "mayu_machines",
-            "gauge",
-            "Machines in the inventory, by state.",
-        );
-        for st in MachineState::ALL {
-            let n = machines.iter().filter(|m| m.state == st).count();
-            let _ = writeln!(out, "mayu_machines{{state=\"{}\"}} {n}", st.as_str());
-        }
+        family(
+            &mut encoder,
+            (
+                "mayu_machines",
+                "Machines in the inventory, by state.",
+                MetricType::Gauge,
+            ),
+            "state",
+            MachineState::ALL.map(|st| {
+                let n = machines.iter().filter(|m| m.state == st).count();
+                (st.as_str(), count(n))
+            }),
+        )?;
 
         let profiles = engine.profiles();
-        head(
-            &mut out,
-            "mayu_machines_stalled",
-            "gauge",
-            "Machines stalled now (in one boot phase longer than their profile's stall_after), by profile.",
-        );
         let stalled = engine.stalled_by_profile();
-        let names = profiles.iter().map(|p| Some(p.name.clone())).chain([None]);
-        for name in names {
-            let n = stalled.get(&name).copied().unwrap_or(0);
-            let label = name.as_deref().unwrap_or("none");
-            let _ = writeln!(
-                out,
-                "mayu_machines_stalled{{profile=\"{}\"}} {n}",
-                escape(label)
-            );
-        }
-        head(
-            &mut out,
-            "mayu_profile_assigned",
-            "gauge",
-            "Machines assigned to each profile.",
-        );
-        for p in &profiles {
-            let _ = writeln!(
-                out,
-                "mayu_profile_assigned{{profile=\"{}\"}} {}",
-                escape(&p.name),
-                p.assigned
-            );
-        }
-        head(
-            &mut out,
-            "mayu_profile_quantity",
-            "gauge",
-            "Machines each profile takes (profiles without a limit are left out).",
-        );
-        for p in &profiles {
-            if let Some(q) = p.quantity {
-                let _ = writeln!(
-                    out,
-                    "mayu_profile_quantity{{profile=\"{}\"}} {q}",
-                    escape(&p.name)
-                );
-            }
-        }
-        out
+        let names = profiles
+            .iter()
+            .map(|p| Some(p.name.clone()))
+            .chain([None])
+            .collect::<Vec<_>>();
+        family(
+            &mut encoder,
+            (
+                "mayu_machines_stalled",
+                "Machines stalled now (in one boot phase longer than their profile's stall_after), by profile.",
+                MetricType::Gauge,
+            ),
+            "profile",
+            names.iter().map(|name| {
+                let n = stalled.get(name).copied().unwrap_or(0);
+                (name.as_deref().unwrap_or("none"), count(n))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            (
+                "mayu_profile_assigned",
+                "Machines assigned to each profile.",
+                MetricType::Gauge,
+            ),
+            "profile",
+            profiles
+                .iter()
+                .map(|p| (p.name.as_str(), u64::from(p.assigned))),
+        )?;
+        family(
+            &mut encoder,
+            (
+                "mayu_profile_quantity",
+                "Machines each profile takes (profiles without a limit are left out).",
+                MetricType::Gauge,
+            ),
+            "profile",
+            profiles
+                .iter()
+                .filter_map(|p| Some((p.name.as_str(), u64::from(p.quantity?)))),
+        )?;
+        Ok(())
     }
 }
 
@@ -486,20 +690,15 @@ struct Tracked {
 }
 
 async fn track(State(t): State<Tracked>, req: Request, next: Next) -> Response {
-    // The matched route template, never the raw path: ids in paths would make one series per
-    // machine.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    // Both are cheap clones (the route is axum's shared string); nothing is formatted.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     t.metrics.observe_request(
         t.listener,
         &method,
-        &route,
+        route,
         resp.status().as_u16(),
         start.elapsed(),
     );
@@ -519,4 +718,62 @@ where
         },
         track,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        let mut reg = Registry::default();
+        let fam = Family::<PhaseProfile, MayuCounter>::default();
+        fam.get_or_create(&PhaseProfile {
+            phase: "ipxe",
+            profile: Profile(Some("a\\b\"c\nd".into())),
+        })
+        .inc();
+        reg.register("t_total", "T", fam);
+        prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
+        assert!(
+            out.contains("t_total{phase=\"ipxe\",profile=\"a\\\\b\\\"c\\nd\"} 1\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn counters_keep_their_names_help_and_type() {
+        let m = Metrics::new();
+        m.inner.dnsmasq_restarts.raise_to(2);
+        m.inner.dnsmasq_restarts.raise_to(1);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &m.inner.registry).unwrap();
+        assert!(
+            out.contains(
+                "# HELP mayu_dnsmasq_restarts_total Times the dnsmasq child was restarted.\n\
+                 # TYPE mayu_dnsmasq_restarts_total counter\n\
+                 mayu_dnsmasq_restarts_total 2\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("mayu_machines_power{state=\"unreachable\"} 0\n"));
+        assert!(out.contains("mayu_http_connections_open{listener=\"boot\"} 0\n"));
+        assert!(!out.contains(".."), "{out}");
+        assert!(!out.contains("_total_total"), "{out}");
+    }
+
+    #[test]
+    fn a_machine_moves_between_power_gauges_and_leaves_when_retired() {
+        let m = Metrics::new();
+        let id = MachineId::derive(Some("sn-1"), None, None).unwrap();
+        let now = |s: PowerState| m.power_gauge(s).get();
+        m.set_power(&id, Some(PowerState::On));
+        m.set_power(&id, Some(PowerState::On));
+        assert_eq!((now(PowerState::On), now(PowerState::Off)), (1, 0));
+        m.set_power(&id, Some(PowerState::Off));
+        assert_eq!((now(PowerState::On), now(PowerState::Off)), (0, 1));
+        m.set_power(&id, None);
+        assert_eq!((now(PowerState::On), now(PowerState::Off)), (0, 0));
+    }
 }

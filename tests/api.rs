@@ -629,7 +629,8 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
         "mayu_machines{state=\"running\"} 0",
         "# TYPE mayu_http_request_duration_seconds histogram",
         "mayu_http_request_duration_seconds_count{listener=\"api\",method=\"GET\",route=\"/api/v1/machines/{id}\"} 2",
-        "mayu_http_request_duration_seconds_bucket{listener=\"api\",method=\"GET\",route=\"/api/v1/machines/{id}\",le=\"+Inf\"} 2",
+        // prometheus-client writes `le` first; label order has no meaning to Prometheus.
+        "mayu_http_request_duration_seconds_bucket{le=\"+Inf\",listener=\"api\",method=\"GET\",route=\"/api/v1/machines/{id}\"} 2",
         "mayu_http_responses_total{listener=\"api\",method=\"GET\",route=\"/api/v1/machines/{id}\",status=\"200\"} 2",
         "mayu_profile_assigned{profile=\"worker\"} 1",
     ] {
