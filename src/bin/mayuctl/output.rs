@@ -536,6 +536,65 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
     }
 
+    fn cells(rows: &[&[&str]]) -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn tables_are_aligned_columns_two_spaces_apart() {
+        let rows = cells(&[
+            &["sn-a1", "10.77.0.101", "waiting"],
+            &["52-54-00-00-00-03", "", "installing"],
+            &["x", "line\nbreak", "é→∞"],
+        ]);
+        let text = table_fitted(&["ID", "IP", "STATE"], &rows, true, None);
+        assert_eq!(
+            text,
+            "ID                 IP           STATE\n\
+             sn-a1              10.77.0.101  waiting\n\
+             52-54-00-00-00-03  -            installing\n\
+             x                  line\\nbreak  é→∞"
+        );
+        let text = table_fitted(&["ID", "IP", "STATE"], &rows[..1], false, None);
+        assert_eq!(text, "sn-a1  10.77.0.101  waiting");
+        assert_eq!(table_fitted(&["ID"], &[], true, None), "ID");
+        assert_eq!(table_fitted(&["ID"], &[], false, None), "");
+        // The timeline's indented offsets keep their indent.
+        let rows = cells(&[&["  +0s", "dhcp", "offer"], &["  +12s", "http", ""]]);
+        assert_eq!(
+            table_fitted(&["", "", ""], &rows, false, None),
+            "  +0s   dhcp  offer\n  +12s  http  -"
+        );
+    }
+
+    #[test]
+    fn only_a_terminal_wraps_long_rows() {
+        let long = "a fairly long note about this machine's fan noise".to_string();
+        let rows = vec![vec![
+            "sn-a1".to_string(),
+            "waiting".to_string(),
+            long.clone(),
+        ]];
+        let piped = table_fitted(&["ID", "STATE", "NOTES"], &rows, true, None);
+        assert_eq!(piped.lines().count(), 2, "{piped}");
+        assert!(piped.lines().nth(1).unwrap().ends_with(&long), "{piped}");
+        let narrow = table_fitted(&["ID", "STATE", "NOTES"], &rows, true, Some(40));
+        assert!(narrow.lines().count() > 2, "{narrow}");
+        assert!(narrow.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+        // The first column is never broken.
+        assert!(
+            narrow.lines().nth(1).unwrap().starts_with("sn-a1  "),
+            "{narrow}"
+        );
+        // Wide enough: the same as a pipe.
+        assert_eq!(
+            table_fitted(&["ID", "STATE", "NOTES"], &rows, true, Some(200)),
+            piped
+        );
+    }
+
     #[test]
     fn phases_keep_their_api_names() {
         assert_eq!(phase_name(Phase::DiskBoot), "disk boot");
