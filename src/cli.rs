@@ -255,11 +255,17 @@ fn render_named(
         .map_err(|e| e.to_string())
 }
 
-/// `mayu import-mayu DIR`: imports what it can and reports what it skipped, with why.
-pub fn import_mayu(config_path: &Path, dir: &Path) -> Result<ImportReport, CommandError> {
+/// `mayu import-mayu DIR`: imports what it can and reports what it skipped, with why. With
+/// `dry_run` nothing is written: the report's `planned` holds what would be.
+pub fn import_mayu(
+    config_path: &Path,
+    dir: &Path,
+    dry_run: bool,
+) -> Result<ImportReport, CommandError> {
     let config = Config::load(config_path).map_err(CommandError::Config)?;
     let engine = Engine::open(config).map_err(CommandError::Engine)?;
-    let report = crate::import::import_dir(&engine, dir).map_err(CommandError::Import)?;
+    let report =
+        crate::import::import_dir_with(&engine, dir, dry_run).map_err(CommandError::Import)?;
     engine.flush().map_err(CommandError::Audit)?;
     Ok(report)
 }

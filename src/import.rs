@@ -26,6 +26,8 @@ pub enum ImportError {
 #[derive(Debug, Default)]
 pub struct ImportReport {
     pub imported: Vec<MachineId>,
+    /// with `dry_run`: each machine as it would be written.
+    pub planned: Vec<crate::machine::Machine>,
     /// files that were not imported, and why.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -43,6 +45,16 @@ const KNOWN: &[&str] = &[
     "Cabinet",
     "MachineOnCabinet",
     "LastBoot",
+    "FleetMetadata",
+    "EtcdClusterToken",
+    "CoreOSVersion",
+    "MayuVersion",
+    "DockerVersion",
+    "EtcdVersion",
+    "FleetVersion",
+    "RktVersion",
+    "K8sVersion",
+    "YochuVersion",
 ];
 
 /// A count Mayu wrote (`uint`, omitted or 0 when unset).
@@ -128,6 +140,28 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
         m.phases.set(crate::machine::Phase::BootComplete, t);
     }
     m.provider_id = text(obj.get("ProviderId"));
+    if let Some(list) = obj.get("FleetMetadata").and_then(Value::as_array) {
+        m.metadata = list
+            .iter()
+            .filter_map(|v| text(Some(v)))
+            .filter(|l| !l.is_empty())
+            .collect();
+    }
+    m.etcd_token = text(obj.get("EtcdClusterToken")).filter(|t| !t.is_empty());
+    for (theirs, ours) in [
+        ("CoreOSVersion", "os"),
+        ("MayuVersion", "mayu"),
+        ("DockerVersion", "docker"),
+        ("EtcdVersion", "etcd"),
+        ("FleetVersion", "fleet"),
+        ("RktVersion", "rkt"),
+        ("K8sVersion", "k8s"),
+        ("YochuVersion", "yochu"),
+    ] {
+        if let Some(v) = text(obj.get(theirs)).filter(|v| !v.is_empty()) {
+            m.versions.insert(ours.into(), v);
+        }
+    }
     if let Some(o) = obj.get("Overrides").and_then(Value::as_object) {
         m.overrides = o.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
@@ -234,6 +268,7 @@ pub fn import_dir_with(
         let id = m.id.clone();
         if dry_run {
             report.imported.push(id);
+            report.planned.push(m);
             continue;
         }
         let booted = m.phases.boot_complete;

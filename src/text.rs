@@ -283,6 +283,7 @@ pub fn check_machine(m: &crate::machine::Machine) -> Result<(), FieldError> {
         ("uuid", &m.uuid),
         ("arch", &m.arch),
         ("provider_id", &m.provider_id),
+        ("etcd_token", &m.etcd_token),
     ] {
         if let Some(v) = v {
             check_line(v).map_err(FieldError::at(name))?;
@@ -303,6 +304,13 @@ pub fn check_machine(m: &crate::machine::Machine) -> Result<(), FieldError> {
     check_notes(&m.notes).map_err(FieldError::at("notes"))?;
     for k in m.overrides.keys() {
         check_override_key(k)?;
+    }
+    for label in &m.metadata {
+        check_line(label).map_err(FieldError::at("metadata"))?;
+    }
+    for (k, v) in &m.versions {
+        check_line(k).map_err(FieldError::at("versions"))?;
+        check_line(v).map_err(FieldError::at("versions"))?;
     }
     check_facts(&m.facts)
 }

@@ -84,11 +84,9 @@ fn imports_a_mayu_cluster_folder() {
         (mayu::timeline::StepKind::BootComplete, last)
     );
     assert!(!s1.notes.contains("Cabinet"), "{}", s1.notes);
-    assert!(
-        s1.notes.contains("\"EtcdClusterToken\":\"abc\""),
-        "{}",
-        s1.notes
-    );
+    // Mayu's etcd token is a field of its own now, not a note.
+    assert_eq!(s1.etcd_token.as_deref(), Some("abc"));
+    assert!(!s1.notes.contains("EtcdClusterToken"), "{}", s1.notes);
     assert!(s1.notes.contains("\"Enabled\":true"), "{}", s1.notes);
     let s2 = engine.find("00:16:3e:00:00:02").unwrap();
     assert_eq!(s2.profile, None);

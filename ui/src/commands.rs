@@ -79,23 +79,86 @@ pub fn render(config: &Path, machine: &str, template: &str) -> ExitCode {
     }
 }
 
-/// `mayu import-mayu DIR`: one line per machine imported or skipped, then the counts. Fails
-/// only when nothing could be imported.
-pub fn import(config: &Path, dir: &Path) -> ExitCode {
-    let report: ImportReport = match cli::import_mayu(config, dir) {
+/// One machine as a dry run shows it: id and every field the import sets.
+fn planned(m: &mayu::machine::Machine) -> String {
+    let mut parts = vec![m.id.to_string()];
+    let mut add = |k: &str, v: String| {
+        if !v.is_empty() {
+            parts.push(format!("{k}={v}"));
+        }
+    };
+    add("serial", m.serial.clone().unwrap_or_default());
+    add(
+        "macs",
+        m.macs
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    add("ip", m.ip.map(|i| i.to_string()).unwrap_or_default());
+    add("hostname", m.hostname.clone().unwrap_or_default());
+    add("profile", m.profile.clone().unwrap_or_default());
+    add("state", m.state.to_string());
+    add(
+        "rack",
+        m.rack
+            .as_ref()
+            .map(|r| match r.unit {
+                Some(u) => format!("{}/{u}", r.rack),
+                None => r.rack.clone(),
+            })
+            .unwrap_or_default(),
+    );
+    add("ipmi", m.ipmi_addr.clone().unwrap_or_default());
+    add("provider_id", m.provider_id.clone().unwrap_or_default());
+    add("metadata", m.metadata.join(","));
+    add(
+        "last_boot",
+        m.phases
+            .boot_complete
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default(),
+    );
+    mayu::text::escape_control(&parts.join(" ")).into_owned()
+}
+
+/// `mayu import-mayu DIR [--dry-run]`: one line per machine imported (or, dry, what each would
+/// be) or skipped, then the counts. Fails only when nothing could be imported.
+pub fn import(config: &Path, dir: &Path, dry_run: bool) -> ExitCode {
+    let report: ImportReport = match cli::import_mayu(config, dir, dry_run) {
         Ok(r) => r,
         Err(e) => return failed(&e),
     };
-    for id in &report.imported {
-        println!("imported {id}");
+    if dry_run {
+        for m in &report.planned {
+            println!("would import {}", planned(m));
+        }
+    } else {
+        for id in &report.imported {
+            println!("imported {id}");
+        }
     }
     for (path, why) in &report.skipped {
         eprintln!("skipped {}: {why}", path.display());
     }
     println!(
-        "{} imported, {} skipped",
+        "{} {}, {} skipped{}",
         report.imported.len(),
-        report.skipped.len()
+        if dry_run {
+            "would be imported"
+        } else {
+            "imported"
+        },
+        report.skipped.len(),
+        if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
     );
     if !report.skipped.is_empty() && report.imported.is_empty() {
         ExitCode::FAILURE

@@ -39,6 +39,9 @@ enum Command {
     ImportMayu {
         /// the Mayu cluster folder
         dir: PathBuf,
+        /// print what would be imported, field by field, and write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// print exactly what a machine would be served
     Render {
@@ -73,7 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => commands::check(&cli.config),
-        Some(Command::ImportMayu { dir }) => commands::import(&cli.config, &dir),
+        Some(Command::ImportMayu { dir, dry_run }) => commands::import(&cli.config, &dir, dry_run),
         Some(Command::Images { command }) => commands::images::run(&cli.config, command),
         Some(Command::Render {
             machine,

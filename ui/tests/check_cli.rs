@@ -121,10 +121,44 @@ fn import_then_render_a_machine() {
     std::fs::write(cluster.join("cluster.json"), "{}").unwrap();
     std::fs::write(
         cluster.join("abc1/conf.json"),
-        r#"{"Serial":"ABC1","MacAddresses":["00:16:3e:aa:bb:01"],"Profile":"worker","Hostname":"node-1"}"#,
+        r#"{"Serial":"ABC1","MacAddresses":["00:16:3e:aa:bb:01"],"Profile":"worker","Hostname":"node-1","Cabinet":4,"MachineOnCabinet":17,"FleetMetadata":["role=worker"],"EtcdClusterToken":"tok-1","CoreOSVersion":"3815.2.5"}"#,
     )
     .unwrap();
     let cfg = dir.path().join("config.yaml");
+
+    // A dry run says what each machine would be, and writes nothing.
+    let out = mayu()
+        .args(["import-mayu", "--dry-run", "--config"])
+        .arg(&cfg)
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    for want in [
+        "would import abc1",
+        "serial=ABC1",
+        "macs=00:16:3e:aa:bb:01",
+        "hostname=node-1",
+        "profile=worker",
+        "rack=4/17",
+        "metadata=role=worker",
+        "1 would be imported, 0 skipped (dry run: nothing written)",
+    ] {
+        assert!(stdout.contains(want), "no `{want}` in {stdout}");
+    }
+    let inventory = dir.path().join("inventory");
+    let files = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(files(&inventory), 0, "a dry run writes no machine");
+    assert!(!inventory.join("abc1.json").exists());
+
     let out = mayu()
         .args(["import-mayu", "--config"])
         .arg(&cfg)
@@ -133,6 +167,11 @@ fn import_then_render_a_machine() {
         .unwrap();
     succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported abc1"));
+    let file = std::fs::read_to_string(inventory.join("abc1.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(m["metadata"], serde_json::json!(["role=worker"]));
+    assert_eq!(m["etcd_token"], "tok-1");
+    assert_eq!(m["versions"]["os"], "3815.2.5");
 
     let out = mayu()
         .args(["render", "--config"])
