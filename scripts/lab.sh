@@ -16,7 +16,8 @@
 #
 # Everything lives in the network namespace `mayu-lab` (MAYU_LAB_NS to change): a bridge br0 with
 # 10.77.0.1/24 and a ULA, one tap per machine, no uplink, no NAT, no route out. State, logs and
-# pids go to <repo>/lab/. Processes are stopped by the pids recorded at start, never by name.
+# pids go to <repo>/lab/ (MAYU_LAB_DIR to change). Processes are stopped by the pids recorded at
+# start, never by name.
 #
 # Every machine has a real BMC: OpenIPMI's ipmi_sim answers IPMI-over-LAN at 10.77.0.(20+N),
 # UDP 623, inside the namespace (machine vmi at 10.77.0.19), user `admin`, the password in
@@ -26,7 +27,7 @@
 set -Eeuo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LAB="$REPO/lab"
+LAB="${MAYU_LAB_DIR:-$REPO/lab}"
 NS="${MAYU_LAB_NS:-mayu-lab}"
 CONFIG="$REPO/scripts/lab-config.yaml"
 # What mayu runs with: lab-config.yaml with its paths made absolute, plus power control over the
