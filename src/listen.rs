@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use axum_server::accept::Accept as _;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
@@ -27,12 +29,10 @@ use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -383,8 +383,8 @@ pub struct Serve {
     pub port: Port,
     pub limits: Limits,
     pub stats: HttpStats,
-    /// serve HTTPS with this config (HTTP/1.1 only).
-    pub tls: Option<Arc<ServerConfig>>,
+    /// serve HTTPS with this config (HTTP/1.1 only; see [`crate::api::tls::load`]).
+    pub tls: Option<RustlsConfig>,
 }
 
 /// Serves `router` on `listener` with the bounds in `how` until `cancel` fires; then stops
@@ -408,11 +408,15 @@ pub async fn serve(
         .of(port)
         .limit
         .store(u64::try_from(max).unwrap_or(u64::MAX), Ordering::Relaxed);
+    // The handshake is bounded like a request's headers: a client that connects and says
+    // nothing (or half a ClientHello) is closed and counted as a header timeout.
+    let tls =
+        tls.map(|config| RustlsAcceptor::new(config).handshake_timeout(limits.header_timeout));
     let conn = Arc::new(PerConnection {
         port,
         limits,
         stats,
-        tls: tls.map(TlsAcceptor::from),
+        tls,
         service: TowerToHyperService::new(router),
         cancel: cancel.clone(),
     });
@@ -479,7 +483,7 @@ struct PerConnection {
     port: Port,
     limits: Limits,
     stats: HttpStats,
-    tls: Option<TlsAcceptor>,
+    tls: Option<RustlsAcceptor>,
     service: TowerToHyperService<Router>,
     cancel: CancellationToken,
 }
@@ -509,16 +513,16 @@ impl PerConnection {
             Some(acceptor) => {
                 let handshake = tokio::select! {
                     _ = self.cancel.cancelled() => return,
-                    r = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(io)) => r,
+                    r = acceptor.accept(io, ()) => r,
                 };
                 match handshake {
-                    Ok(Ok(stream)) => self.http(stream, peer, activity).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    }
-                    Err(_) => {
+                    Ok((stream, ())) => self.http(stream, peer, activity).await,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, "TLS handshake timed out");
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     }
                 }
             }

@@ -1,11 +1,16 @@
 //! Optional TLS for the API port (rustls with the ring provider): loading the certificate and
-//! key named in `http.tls`, and serving the router over TLS (the accept loop, its limits and
-//! graceful shutdown are [`crate::listen`]'s, shared with the plain listeners).
+//! key named in `http.tls` into an `axum-server` [`RustlsConfig`], and serving the router over
+//! TLS. Each connection's handshake is `axum-server`'s [`RustlsAcceptor`] (bounded by the
+//! header timeout); the accept loop around it, with its connection cap, idle and body limits
+//! and graceful shutdown, is [`crate::listen`]'s, shared with the plain listeners.
+//!
+//! [`RustlsAcceptor`]: axum_server::tls_rustls::RustlsAcceptor
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -35,8 +40,9 @@ pub fn configured_paths(config: &Config) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Reads a PEM certificate chain and private key into a server config (HTTP/1.1 only, as the
-/// plain listener).
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// plain listener). Read here rather than by `RustlsConfig::from_pem_file`, so that an error
+/// names the file at fault and the ring provider is chosen explicitly.
+pub fn load(cert: &Path, key: &Path) -> Result<RustlsConfig, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError::Cert {
             path: cert.to_path_buf(),
@@ -72,17 +78,17 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
             .with_single_cert(chain, key_der)
             .map_err(|e| bad(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(RustlsConfig::from_config(Arc::new(config)))
 }
 
 /// Serves `router` over TLS on `listener` with the API port's default connection limits and
 /// timeouts (see [`crate::listen`]) until `cancel` fires, then lets open requests finish. Each
-/// handshake runs on its own task under the header timeout, so a slow or silent client never
-/// delays the next accept.
+/// handshake runs on its connection's own task under the header timeout, so a slow or silent
+/// client never delays the next accept.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Arc<ServerConfig>,
+    tls: RustlsConfig,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let how = crate::listen::Serve {
