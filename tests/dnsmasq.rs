@@ -672,6 +672,24 @@ async fn proxy_mode_answers_pxe_clients_without_addresses() {
         "{detail}"
     );
     assert!(r.engine.leases().is_empty(), "a proxy hands out no leases");
+
+    // The PXE exchange is the MAC's timeline, before any registration (issue 14: proxy mode
+    // attaches what it answers, though it hands out no address).
+    let mac: Mac = CLIENT_MAC.parse().expect("mac");
+    let unregistered = r.engine.unregistered();
+    let seen = unregistered
+        .iter()
+        .find(|u| u.mac == mac)
+        .unwrap_or_else(|| panic!("the proxied client is not in the timelines: {unregistered:?}"));
+    let steps: Vec<_> = seen
+        .timeline
+        .boots
+        .iter()
+        .flat_map(|b| b.steps.iter())
+        .filter(|s| s.kind == mayu::timeline::StepKind::Dhcp)
+        .collect();
+    assert!(steps.len() >= 2, "both proxy answers are steps: {seen:?}");
+    assert!(steps.iter().all(|s| s.detail.contains("PXE")), "{steps:?}");
     r.stop().await;
 }
 
