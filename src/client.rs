@@ -507,11 +507,6 @@ impl Client {
         self.call("/api/v1/health".into())
     }
 
-    /// `GET /api/v1/health`: `{status, version}`.
-    pub fn health(&self) -> Call<'_, Value> {
-        self.call("/api/v1/health".into())
-    }
-
     pub fn services(&self) -> Call<'_, Vec<ServiceState>> {
         self.call("/api/v1/services".into())
     }
@@ -582,29 +577,6 @@ impl Client {
             url,
             reason: reason(&e),
         })
-    }
-
-    /// `GET /admin/mayu_config`: the server's configuration file as text.
-    pub async fn config_text(&self) -> Result<String, ClientError> {
-        let (url, rb) = self.request(Method::GET, "/admin/mayu_config");
-        let resp = self.send(&url, rb).await?;
-        resp.text().await.map_err(|e| ClientError::Protocol {
-            url,
-            reason: reason(&e),
-        })
-    }
-
-    /// `PUT /admin/host/{serial}/{route}` with a Mayu-style JSON body, as Mayu's own client
-    /// sends it (the server answers 202 with no body).
-    pub async fn mayu_put(
-        &self,
-        serial: &str,
-        route: &str,
-        body: &Value,
-    ) -> Result<(), ClientError> {
-        let path = format!("/admin/host/{}/{route}", Client::segment(serial));
-        let (url, rb) = self.request(Method::PUT, &path);
-        self.send(&url, rb.json(body)).await.map(drop)
     }
 
     /// `GET /admin/mayu_config`: the server's configuration file as text.
