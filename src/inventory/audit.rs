@@ -202,8 +202,11 @@ impl GitAudit {
             Ok(r) => r,
             Err(_) => {
                 let repo = Repository::init(dir)?;
-                std::fs::write(dir.join(".gitignore"), ".*.tmp.*\n.mayu.lock\n")
-                    .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+                // Through the one atomic writer: never half-written, and synced before the
+                // first commit takes it in.
+                let ignore = dir.join(".gitignore");
+                crate::atomic::write(&ignore, b".*.tmp.*\n.mayu.lock\n", 0o644)
+                    .map_err(|e| git2::Error::from_str(&format!("{}: {e}", ignore.display())))?;
                 initial_commit(&repo, author)?;
                 repo
             }
