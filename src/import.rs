@@ -32,6 +32,19 @@ pub struct ImportReport {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// Mayu's names for the software versions a host reports, and the keys of
+/// [`crate::machine::Machine::versions`] they are kept under.
+pub const MAYU_VERSIONS: [(&str, &str); 8] = [
+    ("CoreOSVersion", "os"),
+    ("MayuVersion", "mayu"),
+    ("DockerVersion", "docker"),
+    ("EtcdVersion", "etcd"),
+    ("FleetVersion", "fleet"),
+    ("RktVersion", "rkt"),
+    ("K8sVersion", "k8s"),
+    ("YochuVersion", "yochu"),
+];
+
 const KNOWN: &[&str] = &[
     "Serial",
     "MacAddresses",
@@ -148,16 +161,7 @@ pub fn convert(engine: &Engine, obj: &Map<String, Value>) -> Result<Machine, Str
             .collect();
     }
     m.etcd_token = text(obj.get("EtcdClusterToken")).filter(|t| !t.is_empty());
-    for (theirs, ours) in [
-        ("CoreOSVersion", "os"),
-        ("MayuVersion", "mayu"),
-        ("DockerVersion", "docker"),
-        ("EtcdVersion", "etcd"),
-        ("FleetVersion", "fleet"),
-        ("RktVersion", "rkt"),
-        ("K8sVersion", "k8s"),
-        ("YochuVersion", "yochu"),
-    ] {
+    for (theirs, ours) in MAYU_VERSIONS {
         if let Some(v) = text(obj.get(theirs)).filter(|v| !v.is_empty()) {
             m.versions.insert(ours.into(), v);
         }

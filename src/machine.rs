@@ -528,6 +528,14 @@ impl Machine {
         }
     }
 
+    /// When it last reported boot-complete, as RFC 3339.
+    pub fn last_boot(&self) -> Option<String> {
+        self.phases.boot_complete.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+    }
+
     /// Whether `presented` is this machine's token (or the token an older mayu gave it), in
     /// time that does not depend on where they differ.
     pub fn accepts_token(&self, presented: &str) -> bool {

@@ -79,7 +79,10 @@ async fn mayus_verbs_work_on_the_real_binary() {
     // An unknown key is a usage error naming what can be set.
     let (code, _, err) = run(op(&["set", &id, "colour", "blue"])).await;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("etcd-token") && err.contains("cabinet"), "{err}");
+    assert!(
+        err.contains("etcd-token") && err.contains("cabinet"),
+        "{err}"
+    );
 
     // `status`: Mayu's layout.
     let (code, out, err) = run(op(&["status", "SN-CTL1"])).await;
@@ -106,7 +109,10 @@ async fn mayus_verbs_work_on_the_real_binary() {
     assert_eq!(code, 0);
     let v = env!("CARGO_PKG_VERSION");
     assert!(out.contains(&format!("mayuctl version {v}")), "{out}");
-    assert!(out.contains(&format!("version {v}")) && out.contains("server"), "{out}");
+    assert!(
+        out.contains(&format!("version {v}")) && out.contains("server"),
+        "{out}"
+    );
 
     // `config get`: to stdout, and into a file.
     let (code, out, _) = run(op(&["config", "get"])).await;
@@ -114,7 +120,13 @@ async fn mayus_verbs_work_on_the_real_binary() {
     let shipped = std::fs::read_to_string(lab.path().join("config.yaml")).unwrap();
     assert_eq!(out, shipped);
     let file = lab.path().join("fetched.yaml");
-    let (code, _, _) = run(op(&["config", "get", "--config-file", file.to_str().unwrap()])).await;
+    let (code, _, _) = run(op(&[
+        "config",
+        "get",
+        "--config-file",
+        file.to_str().unwrap(),
+    ]))
+    .await;
     assert_eq!(code, 0);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), shipped);
 

@@ -23,6 +23,7 @@ use super::auth::{AdminAccess, ReadAccess};
 use super::machines::ApiPath;
 use super::{blocking, ApiError, ApiState, BODY_LIMIT};
 use crate::engine::Edit;
+use crate::import::MAYU_VERSIONS;
 use crate::machine::{Machine, Rack, State as MachineState};
 use crate::text;
 use crate::Engine;
@@ -85,18 +86,6 @@ impl FromRequestParts<ApiState> for MayuReader {
     }
 }
 
-/// Mayu's names for the versions `boot_complete` reports, and ours.
-const VERSIONS: [(&str, &str); 8] = [
-    ("CoreOSVersion", "os"),
-    ("MayuVersion", "mayu"),
-    ("DockerVersion", "docker"),
-    ("EtcdVersion", "etcd"),
-    ("FleetVersion", "fleet"),
-    ("RktVersion", "rkt"),
-    ("K8sVersion", "k8s"),
-    ("YochuVersion", "yochu"),
-];
-
 /// Mayu's cabinet numbers, when our rack is one.
 fn cabinet(rack: Option<&Rack>) -> (Option<u64>, Option<u32>) {
     match rack {
@@ -134,10 +123,7 @@ fn host_json(m: &Machine) -> Value {
     if let Some(p) = &m.profile {
         o.insert("Profile".into(), json!(p));
     }
-    if let Some(t) = m.phases.boot_complete.and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    }) {
+    if let Some(t) = m.last_boot() {
         o.insert("LastBoot".into(), json!(t));
     }
     if !m.overrides.is_empty() {
@@ -156,7 +142,7 @@ fn host_json(m: &Machine) -> Value {
     if let Some(t) = &m.etcd_token {
         o.insert("EtcdClusterToken".into(), json!(t));
     }
-    for (theirs, ours) in VERSIONS {
+    for (theirs, ours) in MAYU_VERSIONS {
         if let Some(v) = m.versions.get(ours) {
             o.insert(theirs.into(), json!(v));
         }
@@ -209,12 +195,8 @@ fn payload(
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ApiError::BadRequest(format!(
-            "unable to parse json data in {route} request: expected an object"
-        ))),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "unable to parse json data in {route} request: {e}"
-        ))),
+        Ok(_) => Err(undecodable(route, "expected an object")),
+        Err(e) => Err(undecodable(route, e)),
     }
 }
 
@@ -230,60 +212,68 @@ fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 fn string_field(o: &Map<String, Value>, name: &str, route: &str) -> Result<String, ApiError> {
     match field(o, name) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "unable to parse json data in {route} request: `{name}` must be a string"
-        ))),
+        Some(_) => Err(undecodable(route, format!("`{name}` must be a string"))),
         None => Err(ApiError::BadRequest(format!(
             "{route} needs `{name}` in the JSON body"
         ))),
     }
 }
 
-async fn apply<F>(st: ApiState, serial: String, f: F) -> Result<StatusCode, ApiError>
+/// Runs `call` (an engine change: machine id, author) on the host `serial` names, off the
+/// async workers; 202 as Mayu answered.
+async fn apply<F>(
+    st: ApiState,
+    serial: String,
+    author: String,
+    call: F,
+) -> Result<StatusCode, ApiError>
 where
-    F: FnOnce(&Engine, &Machine) -> Result<(), ApiError> + Send + 'static,
+    F: FnOnce(&Engine, &Machine, &str) -> Result<Machine, crate::engine::EngineError>
+        + Send
+        + 'static,
 {
     let engine = st.engine.clone();
     blocking(move || {
         let m = host(&engine, &serial)?;
-        f(&engine, &m)
+        call(&engine, &m, &author)
+            .map(drop)
+            .map_err(|e| ApiError::from_engine(e, &engine))
     })
     .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
+/// A body Mayu's decoder would have refused (a 400 in its words).
+fn undecodable(route: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unable to parse json data in {route} request: {why}"
+    ))
+}
+
 /// A field that breaks [`crate::text`]'s rules, in Mayu's words (a 400, as its decoder gave).
 fn invalid(field: &'static str, route: &'static str) -> impl FnOnce(text::TextError) -> ApiError {
     move |error| {
-        ApiError::BadRequest(format!(
-            "unable to parse json data in {route} request: {}",
+        undecodable(
+            route,
             text::FieldError {
                 field: field.into(),
                 error,
-            }
-        ))
+            },
+        )
     }
 }
 
-/// Applies `edit` to the host as the token's author.
+/// Applies `edit` to the host as the request's author.
 async fn apply_edit(
     st: ApiState,
     serial: String,
-    who: &MayuWriter,
+    who: MayuWriter,
     edit: Edit,
 ) -> Result<StatusCode, ApiError> {
-    let author = who.0.clone();
-    apply(st, serial, move |engine, m| {
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
+    apply(st, serial, who.0, move |engine, m, author| {
+        engine.edit(m.id.as_str(), author, edit)
     })
     .await
-}
-
-fn engine_err(engine: &Engine) -> impl Fn(crate::engine::EngineError) -> ApiError + '_ {
-    move |e| ApiError::from_engine(e, engine)
 }
 
 pub async fn boot_complete(
@@ -295,25 +285,25 @@ pub async fn boot_complete(
     // Mayu's `mayuctl boot-complete --update-versions` sends the host's software versions.
     let o = payload(body, "boot_complete")?;
     let mut versions = std::collections::BTreeMap::new();
-    for (theirs, ours) in VERSIONS {
+    for (theirs, ours) in MAYU_VERSIONS {
         match field(&o, theirs) {
             Some(Value::String(v)) if !v.is_empty() => {
                 text::check_line(v).map_err(invalid(theirs, "boot_complete"))?;
                 versions.insert(ours.to_string(), v.clone());
             }
             Some(Value::String(_)) | Some(Value::Null) | None => {}
-            Some(_) => return Err(ApiError::BadRequest(format!(
-                "unable to parse json data in boot_complete request: `{theirs}` must be a string"
-            ))),
+            Some(_) => {
+                return Err(undecodable(
+                    "boot_complete",
+                    format!("`{theirs}` must be a string"),
+                ))
+            }
         }
     }
-    let author = who.0;
-    apply(st, serial, move |engine, m| {
+    apply(st, serial, who.0, move |engine, m, author| {
         engine
-            .begin_boot_complete_with(m.id.as_str(), &author, versions)
-            .and_then(|w| w.wait())
-            .map(drop)
-            .map_err(engine_err(engine))
+            .begin_boot_complete_with(m.id.as_str(), author, versions)?
+            .wait()
     })
     .await
 }
@@ -331,7 +321,7 @@ pub async fn set_provider_id(
         provider_id: Some(id),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 pub async fn set_ipmi_addr(
@@ -348,7 +338,7 @@ pub async fn set_ipmi_addr(
         ipmi_addr: Some(addr),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 pub async fn set_state(
@@ -363,18 +353,14 @@ pub async fn set_state(
     let state = if raw.eq_ignore_ascii_case("unknown") {
         MachineState::Waiting
     } else {
-        raw.parse::<MachineState>().map_err(|e| {
-            ApiError::BadRequest(format!(
-                "unable to parse json data in set_state request: {}",
-                text::escape_control(&e)
-            ))
-        })?
+        raw.parse::<MachineState>()
+            .map_err(|e| undecodable("set_state", text::escape_control(&e)))?
     };
     let edit = Edit {
         state: Some(state),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 pub async fn set_override(
@@ -389,25 +375,16 @@ pub async fn set_override(
         Some(Value::Object(_)) | None | Some(Value::Null) => {
             return Err(ApiError::BadRequest("nothing to override".into()))
         }
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "unable to parse json data in override request: `Overrides` must be an object"
-                    .into(),
-            ))
-        }
+        Some(_) => return Err(undecodable("override", "`Overrides` must be an object")),
     };
     for k in overrides.keys() {
-        text::check_override_key(k).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "unable to parse json data in override request: {e}"
-            ))
-        })?;
+        text::check_override_key(k).map_err(|e| undecodable("override", e))?;
     }
     let edit = Edit {
         overrides: overrides.into_iter().map(|(k, v)| (k, Some(v))).collect(),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 pub async fn set_etcd_cluster_token(
@@ -428,7 +405,7 @@ pub async fn set_etcd_cluster_token(
         etcd_token: Some(token),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 pub async fn set_cabinet(
@@ -441,25 +418,19 @@ pub async fn set_cabinet(
     let o = payload(body, ROUTE)?;
     let number = |name: &str| match field(&o, name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unable to parse json data in {ROUTE} request: `{name}` must be a whole number"
-            ))
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| undecodable(ROUTE, format!("`{name}` must be a whole number"))),
     };
     // Go's omitempty drops a zero, so cabinet 0 arrives as no field: the rack is cleared.
     let cabinet = number("Cabinet")?.unwrap_or(0);
     let unit = number("MachineOnCabinet")?
         .map(|u| {
-            u32::try_from(u).map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "unable to parse json data in {ROUTE} request: `MachineOnCabinet` is too large"
-                ))
-            })
+            u32::try_from(u).map_err(|_| undecodable(ROUTE, "`MachineOnCabinet` is too large"))
         })
         .transpose()?;
-    let author = who.0;
-    apply(st, serial, move |engine, m| {
+    apply(st, serial, who.0, move |engine, m, author| {
         // Mayu's request sets the cabinet only; the machine keeps its unit unless one is sent.
         let unit = unit.or(m.rack.as_ref().and_then(|r| r.unit));
         let edit = Edit {
@@ -469,10 +440,7 @@ pub async fn set_cabinet(
             }),
             ..Edit::default()
         };
-        engine
-            .edit(m.id.as_str(), &author, edit)
-            .map(drop)
-            .map_err(engine_err(engine))
+        engine.edit(m.id.as_str(), author, edit)
     })
     .await
 }
@@ -491,23 +459,25 @@ pub async fn set_metadata(
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.trim().to_string()),
-                _ => Err(ApiError::BadRequest(format!(
-                    "unable to parse json data in {ROUTE} request: `FleetMetadata` must be a list of strings"
-                ))),
+                _ => Err(undecodable(
+                    ROUTE,
+                    "`FleetMetadata` must be a list of strings",
+                )),
             })
             .filter(|l| !matches!(l, Ok(s) if s.is_empty()))
             .collect::<Result<_, _>>()?,
         Some(_) => {
-            return Err(ApiError::BadRequest(format!(
-                "unable to parse json data in {ROUTE} request: `FleetMetadata` must be a list of strings"
-            )))
+            return Err(undecodable(
+                ROUTE,
+                "`FleetMetadata` must be a list of strings",
+            ))
         }
     };
     let edit = Edit {
         metadata: Some(labels),
         ..Edit::default()
     };
-    apply_edit(st, serial, &who, edit).await
+    apply_edit(st, serial, who, edit).await
 }
 
 /// `mark_fresh`: Mayu's "install this machine again from scratch on its next boot".
@@ -516,12 +486,8 @@ pub async fn mark_fresh(
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let author = who.0;
-    apply(st, serial, move |engine, m| {
-        engine
-            .request_reinstall(m.id.as_str(), &author)
-            .map(drop)
-            .map_err(engine_err(engine))
+    apply(st, serial, who.0, |engine, m, author| {
+        engine.request_reinstall(m.id.as_str(), author)
     })
     .await
 }
@@ -532,12 +498,8 @@ pub async fn set_installed(
     State(st): State<ApiState>,
     ApiPath(serial): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let author = who.0;
-    apply(st, serial, move |engine, m| {
-        engine
-            .installed_to_disk(m.id.as_str(), &author)
-            .map(drop)
-            .map_err(engine_err(engine))
+    apply(st, serial, who.0, |engine, m, author| {
+        engine.installed_to_disk(m.id.as_str(), author)
     })
     .await
 }

@@ -113,16 +113,7 @@ fn planned(m: &mayu::machine::Machine) -> String {
     add("ipmi", m.ipmi_addr.clone().unwrap_or_default());
     add("provider_id", m.provider_id.clone().unwrap_or_default());
     add("metadata", m.metadata.join(","));
-    add(
-        "last_boot",
-        m.phases
-            .boot_complete
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default(),
-    );
+    add("last_boot", m.last_boot().unwrap_or_default());
     mayu::text::escape_control(&parts.join(" ")).into_owned()
 }
 

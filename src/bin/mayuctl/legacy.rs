@@ -142,16 +142,7 @@ pub fn status(m: &Machine) -> String {
         ("Docker:", v("docker")),
         ("Etcd:", v("etcd")),
         ("K8s:", v("k8s")),
-        (
-            "LastBoot:",
-            m.phases
-                .boot_complete
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default(),
-        ),
+        ("LastBoot:", m.last_boot().unwrap_or_default()),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
