@@ -29,6 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -160,45 +161,29 @@ pub fn default_caps(fd_limit: u64) -> (usize, usize) {
     )
 }
 
-/// The soft open-file limit in force (1024, the usual default, when it cannot be read).
+/// The soft open-file limit in force (`u64::MAX` when unlimited).
 pub fn fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct it is given.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    if rc == 0 {
-        r.rlim_cur
-    } else {
-        1024
-    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// Raises the soft open-file limit to the hard limit, so the connection caps have room, and
 /// returns (before, after).
 pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let before = r.rlim_cur;
-    if r.rlim_cur >= r.rlim_max {
+    let r = getrlimit(Resource::Nofile);
+    // None is RLIM_INFINITY.
+    let before = r.current.unwrap_or(u64::MAX);
+    let max = r.maximum.unwrap_or(u64::MAX);
+    if before >= max {
         return Ok((before, before));
     }
-    let raised = libc::rlimit {
-        rlim_cur: r.rlim_max,
-        rlim_max: r.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((before, r.rlim_max))
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: r.maximum,
+            maximum: r.maximum,
+        },
+    )?;
+    Ok((before, max))
 }
 
 /// Connection counters for one listener.
