@@ -27,13 +27,12 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use bmc::{Bmc, BmcSpec};
+use bmc::{write_secrets, Bmc, BmcSpec};
 use mayu::engine::Edit;
 use mayu::machine::{Machine, Phase, Rack};
 use mayu::power::{Power, PowerAction, PowerError, PowerSettings, PowerState, Secrets};
@@ -84,11 +83,6 @@ fn free_tcp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn write_secrets(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn with_bmc(engine: &mayu::Engine, n: u32, addr: Option<&str>, rack: Option<&str>) -> Machine {
@@ -549,13 +543,7 @@ fn a_qemu_machine_powered_by_its_bmc() {
     );
     let sim = Bmc::start(lab.path(), spec.clone(), Some(&ns.0)).unwrap_or_else(|e| panic!("{e}"));
     let secrets = lab.path().join("bmc-secrets.yaml");
-    write_secrets(
-        &secrets,
-        &format!(
-            "default: {{ user: admin, password: \"{}\" }}\n",
-            spec.password
-        ),
-    );
+    write_secrets(&secrets, &spec.default_secrets());
     let mut settings = PowerSettings::new(secrets);
     settings.timeout = Duration::from_secs(5);
     let engine = lab.engine();
@@ -716,69 +704,17 @@ mod reinstall {
     use support::qemu::{self, str_of, Guest, Lab, Needs};
 
     const TEST: &str = "reinstall_now_over_ipmi";
-    const SERIAL: &str = "MAYU-IPMI-1";
-    const MAC: &str = "52:54:00:77:03:01";
     const BMC_ADDR: &str = "10.77.0.20";
     /// Bounds that only stop a hung run: one install takes about a minute on an idle core.
     const INSTALL_TIMEOUT: Duration = Duration::from_secs(420);
     const MACHINE: Guest = Guest {
         name: "machine",
-        serial: SERIAL,
-        mac: MAC,
+        serial: "MAYU-IPMI-1",
+        mac: "52:54:00:77:03:01",
         tap: "tap0",
     };
 
-    fn config_text(secrets: &Path) -> String {
-        qemu::config_head()
-            + &format!(
-                r#"profiles:
-  - name: install
-    image: installer
-    kernel_args: "console=ttyS0 panic=1"
-    boot_from_disk: true
-    templates: {{ ipxe: discovery.ipxe, metadata: install.env }}
-    env: {{ install_disk: /dev/vda }}
-power:
-  secrets: {}
-  timeout: 10s
-  poll: 0s
-"#,
-                secrets.display()
-            )
-    }
-
-    /// The seq of the first event after `after` about the machine that `pred` accepts.
-    async fn wait_event(
-        lab: &Lab,
-        api: &qemu::Api,
-        what: &str,
-        after: u64,
-        pred: impl Fn(&Value) -> bool,
-    ) -> u64 {
-        let id = MACHINE.id();
-        let ev = api
-            .event(lab, what, INSTALL_TIMEOUT, |e| {
-                e["seq"].as_u64().is_some_and(|s| s > after)
-                    && (str_of(e, "id") == id
-                        || e.pointer("/machine/id").and_then(Value::as_str) == Some(id.as_str()))
-                    && pred(e)
-            })
-            .await;
-        ev["seq"].as_u64().unwrap()
-    }
-
-    async fn installs(lab: &Lab, api: &qemu::Api, after: u64) -> u64 {
-        let installed = wait_event(lab, api, "installed to disk", after, |e| {
-            str_of(e, "change").contains("installed to disk")
-        })
-        .await;
-        wait_event(lab, api, "boot complete from disk", installed, |e| {
-            str_of(e, "type") == "boot_step" && str_of(e, "phase") == "boot_complete"
-        })
-        .await
-    }
-
-    async fn scenario(lab: &Lab, _mayu: &Path, sim: &Bmc, api: &qemu::Api) {
+    async fn scenario(lab: &Lab, sim: &Bmc, api: &qemu::Api) {
         let id = MACHINE.id();
         let token = std::fs::read_to_string(lab.file("tokens.json.admin")).unwrap();
         let token = token.trim();
@@ -787,7 +723,7 @@ power:
         // disk and powers itself off.
         sim.ipmitool(Some(&lab.ns), &["chassis", "power", "on"])
             .unwrap();
-        let first = installs(lab, api, 0).await;
+        let first = api.installed(lab, &MACHINE, 0, INSTALL_TIMEOUT).await;
         assert!(
             sim.wait_vm(Duration::from_secs(120), |p| p.is_none()),
             "the installed system did not power off"
@@ -819,17 +755,31 @@ power:
         assert!(sim.wait_vm(Duration::from_secs(10), |p| p.is_some()));
 
         // Power-on 2 by mayu: the installer again (the flag), install, disk, boot-complete.
-        let requested = wait_event(lab, api, "reinstall requested", first, |e| {
-            str_of(e, "change").contains("reinstall")
-        })
-        .await;
-        let served = wait_event(lab, api, "the installer served again", requested, |e| {
-            str_of(e, "type") == "boot_step"
-                && str_of(e, "phase") == "kernel"
-                && str_of(e, "detail").contains("installer/vmlinuz")
-        })
-        .await;
-        installs(lab, api, served).await;
+        let requested = api
+            .machine_event(
+                lab,
+                &MACHINE,
+                "reinstall requested",
+                first,
+                INSTALL_TIMEOUT,
+                |e| str_of(e, "change").contains("reinstall"),
+            )
+            .await;
+        let served = api
+            .machine_event(
+                lab,
+                &MACHINE,
+                "the installer served again",
+                requested,
+                INSTALL_TIMEOUT,
+                |e| {
+                    str_of(e, "type") == "boot_step"
+                        && str_of(e, "phase") == "kernel"
+                        && str_of(e, "detail").contains("installer/vmlinuz")
+                },
+            )
+            .await;
+        api.installed(lab, &MACHINE, served, INSTALL_TIMEOUT).await;
         let m = api.must_get(&format!("/api/v1/machines/{id}")).await;
         assert_eq!(str_of(&m, "state"), "running", "{m:#}");
         assert_eq!(m["reinstall"], Value::Bool(false), "{m:#}");
@@ -860,49 +810,24 @@ power:
             &needs,
             || {
                 let lab = Lab::create(TEST, format!("mayu-qr-{}", std::process::id()), &["tap0"])?;
-                qemu::ip(&[
-                    "-n",
-                    &lab.ns,
-                    "addr",
-                    "add",
-                    &format!("{BMC_ADDR}/24"),
-                    "dev",
-                    "br0",
-                ])?;
+                lab.address(BMC_ADDR)?;
                 Ok(lab)
             },
             |lab, mayu| {
                 Box::pin(async move {
-                    let disk = std::fs::File::create(lab.file("disk.raw")).unwrap();
-                    disk.set_len(64 << 20).unwrap();
-                    drop(disk);
                     std::fs::create_dir_all(lab.file("tftproot")).unwrap();
                     let mut spec = BmcSpec::new("bmc", BMC_ADDR, 623, 9000);
-                    let mut args = MACHINE.qemu(lab, &qemu::accel(), 256, "qemu-ipmi", "");
-                    args.remove(0); // the script execs qemu-system-x86_64 itself
-                    args.extend([
-                        "-drive".into(),
-                        format!(
-                            "file={},format=raw,if=none,id=d0",
-                            lab.file("disk.raw").display()
-                        ),
-                        "-device".into(),
-                        "virtio-blk-pci,drive=d0,bootindex=2".into(),
-                    ]);
-                    args.extend(MACHINE.seabios(lab).unwrap());
-                    spec.vm = Some(args);
-                    let secrets = lab.file("bmc-secrets.yaml");
-                    write_secrets(
-                        &secrets,
-                        &format!(
-                            "default: {{ user: admin, password: \"{}\" }}\n",
-                            spec.password
-                        ),
+                    spec.vm = Some(
+                        MACHINE
+                            .installable(lab, &qemu::accel(), 256, "qemu-ipmi", 64)
+                            .unwrap(),
                     );
+                    let secrets = lab.file("bmc-secrets.yaml");
+                    write_secrets(&secrets, &spec.default_secrets());
                     let sim = Bmc::start(&lab.file("bmc"), spec, Some(&lab.ns))
                         .unwrap_or_else(|e| panic!("{e}"));
-                    let api = qemu::start_mayu(lab, mayu, &config_text(&secrets)).await;
-                    scenario(lab, mayu, &sim, &api).await;
+                    let api = qemu::start_mayu(lab, mayu, &qemu::install_config(&secrets)).await;
+                    scenario(lab, &sim, &api).await;
                 })
             },
         );

@@ -12,7 +12,7 @@
 //! `chassis bootdev pxe` is refused here ("invalid data field"); lab machines boot from the
 //! network first anyway.
 //!
-//! Used by `tests/qemu_ipmi.rs`; `scripts/lab.sh` writes the same configuration in shell.
+//! Used by `tests/qemu_ipmi.rs` and `ui/tests/qemu_power.rs`; `scripts/lab.sh` writes the same configuration in shell.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -74,6 +74,22 @@ impl BmcSpec {
             "-device".into(),
             "isa-ipmi-kcs,bmc=bmc0".into(),
         ]
+    }
+}
+
+/// Writes a power secrets file (mayu refuses any mode but 0600).
+pub fn write_secrets(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+impl BmcSpec {
+    /// A secrets file's text with this BMC's credentials as everyone's default.
+    pub fn default_secrets(&self) -> String {
+        format!(
+            "default: {{ user: {USER}, password: \"{}\" }}\n",
+            self.password
+        )
     }
 }
 

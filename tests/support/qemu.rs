@@ -37,6 +37,14 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const EVENT_GRACE: Duration = Duration::from_secs(10);
 /// Software emulation, whatever the host offers.
 pub const TCG: [&str; 4] = ["-accel", "tcg", "-cpu", "max"];
+/// Serial console lines of a lab machine that will not get any further.
+pub const STUCK: [&str; 5] = [
+    "No bootable device",
+    "failed: Input/output error",
+    "MAYU-INSTALLER-FAILED",
+    "MAYU-SYSTEM-FAILED",
+    "Kernel panic",
+];
 /// What every lab needs, as (tool, Debian package).
 const TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
@@ -46,8 +54,13 @@ const TOOLS: [(&str, &str); 5] = [
     ("git", "git"),
 ];
 
+/// The repository (the console crate's tests include this file too: `ui/`'s parent).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if here.join("scripts").is_dir() {
+        return here;
+    }
+    here.parent().map_or(here.clone(), Path::to_path_buf)
 }
 
 fn in_ci() -> bool {
@@ -109,11 +122,15 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
     run(Command::new("ip").args(args))
 }
 
-/// The `mayu` binary lives in the `ui` crate, so `CARGO_BIN_EXE_mayu` is not available here:
-/// `MAYU_BIN` when set, otherwise `cargo build -p mayu-console --bin mayu` and
-/// `<target>/debug/mayu` next to the test's own executable.
+/// The `mayu` binary lives in the `ui` crate, so `CARGO_BIN_EXE_mayu` is available only to the
+/// console crate's tests: `MAYU_BIN` when set, else that, otherwise
+/// `cargo build -p mayu-console --bin mayu` and `<target>/debug/mayu` next to the test's own
+/// executable.
 fn mayu_binary() -> Result<PathBuf, String> {
     if let Ok(bin) = std::env::var("MAYU_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_mayu") {
         return Ok(PathBuf::from(bin));
     }
     run(Command::new(env!("CARGO"))
@@ -217,6 +234,28 @@ assignment: auto
     )
 }
 
+/// [`config_head`] with profile `install` (the lab installer writes the machine's disk, which
+/// it boots from then on) and power control over IPMI with the credentials in `secrets` (no
+/// poller: the tests ask).
+pub fn install_config(secrets: &Path) -> String {
+    config_head()
+        + &format!(
+            r#"profiles:
+  - name: install
+    image: installer
+    kernel_args: "console=ttyS0 panic=1"
+    boot_from_disk: true
+    templates: {{ ipxe: discovery.ipxe, metadata: install.env }}
+    env: {{ install_disk: /dev/vda }}
+power:
+  secrets: {}
+  timeout: 10s
+  poll: 0s
+"#,
+            secrets.display()
+        )
+}
+
 /// Everything a lab test made: its namespaces, its temp folder, the processes it started.
 /// Dropping it stops those processes (by pid: TERM, then KILL; the last started first), kills
 /// anything still inside its namespaces, and removes them and the temp folder.
@@ -278,6 +317,20 @@ impl Lab {
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
         Ok(ns)
+    }
+
+    /// One more address on the lab bridge (`addr`/24), e.g. a BMC's.
+    pub fn address(&self, addr: &str) -> Result<(), String> {
+        ip(&[
+            "-n",
+            &self.ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "br0",
+        ])
+        .map(|_| ())
     }
 
     /// A veth from the bridge (`bridge_end`) to `eth0` in namespace `ns`, with `addr`.
@@ -547,16 +600,28 @@ pub struct Api {
     events: Arc<Mutex<Vec<Value>>>,
 }
 
-/// Writes `config` to the lab's `config.yaml`, starts mayu headless in the server namespace,
-/// waits for its boot port and admin token, follows its events and waits until dnsmasq runs
-/// (it answers only then).
+/// Writes `config` to the lab's `config.yaml`, starts mayu headless in the server namespace
+/// and [`connect`]s.
 pub async fn start_mayu(lab: &Lab, mayu: &Path, config: &str) -> Api {
-    let path = lab.file("config.yaml");
-    fs::write(&path, config).expect("write config");
+    let path = write_config(lab, config);
     let cfg = path.to_string_lossy().into_owned();
     let bin = mayu.to_string_lossy().into_owned();
     lab.spawn("mayu", &[&bin, "--headless", "--config", &cfg])
         .expect("start mayu");
+    connect(lab).await
+}
+
+/// Writes `config` as the lab's `config.yaml`; its path.
+pub fn write_config(lab: &Lab, config: &str) -> PathBuf {
+    let path = lab.file("config.yaml");
+    fs::write(&path, config).expect("write config");
+    path
+}
+
+/// The API of a mayu started on the lab's config (by [`start_mayu`], or a console the test
+/// runs): waits for its boot port and admin token, follows its events and waits until dnsmasq
+/// runs (it answers only then).
+pub async fn connect(lab: &Lab) -> Api {
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -679,6 +744,39 @@ impl Api {
         .unwrap_or_else(|e| panic!("{e}\nevents:\n{}", self.summaries()))
     }
 
+    /// The number of the first collected event after `after` about machine `g` that `pred`
+    /// accepts, waiting for it up to `timeout`.
+    pub async fn machine_event(
+        &self,
+        lab: &Lab,
+        g: &Guest,
+        what: &str,
+        after: u64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> u64 {
+        let ev = self
+            .event(lab, what, timeout, |e| {
+                e["seq"].as_u64().is_some_and(|s| s > after) && g.about(e) && pred(e)
+            })
+            .await;
+        ev["seq"].as_u64().unwrap_or(after)
+    }
+
+    /// Waits (up to `timeout` for each) until machine `g` has, after event `after`, installed
+    /// itself to disk and then reported boot-complete from it; the number of that report.
+    pub async fn installed(&self, lab: &Lab, g: &Guest, after: u64, timeout: Duration) -> u64 {
+        let installed = self
+            .machine_event(lab, g, "installed to disk", after, timeout, |e| {
+                str_of(e, "change").contains("installed to disk")
+            })
+            .await;
+        self.machine_event(lab, g, "boot complete from disk", installed, timeout, |e| {
+            str_of(e, "type") == "boot_step" && str_of(e, "phase") == "boot_complete"
+        })
+        .await
+    }
+
     /// One line per collected event: its number and summary.
     pub fn summaries(&self) -> String {
         summaries(self.events().iter())
@@ -781,6 +879,33 @@ impl Guest {
             "-fw_cfg".into(),
             format!("name=etc/sercon-port,file={}", sercon.display()),
         ])
+    }
+
+    /// A machine for the lab installer: [`Guest::qemu`] (without the program name) under
+    /// SeaBIOS, network first and behind it a blank `disk_mib` MiB disk (`{name}.disk.raw`) in
+    /// SeaBIOS's drive table (BIOS drive 0x80, which iPXE's `sanboot` needs). No `-no-reboot`:
+    /// the installer reboots, and the firmware network-boots again.
+    pub fn installable(
+        &self,
+        lab: &Lab,
+        accel: &[&str],
+        mib: u64,
+        product: &str,
+        disk_mib: u64,
+    ) -> Result<Vec<String>, String> {
+        let disk = lab.file(&format!("{}.disk.raw", self.name));
+        let f = fs::File::create(&disk).map_err(|e| format!("create {}: {e}", disk.display()))?;
+        f.set_len(disk_mib << 20).map_err(|e| e.to_string())?;
+        let mut args = self.qemu(lab, accel, mib, product, "");
+        args.remove(0);
+        args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=d0", disk.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=d0,bootindex=2".into(),
+        ]);
+        args.extend(self.seabios(lab)?);
+        Ok(args)
     }
 
     /// OVMF with a fresh copy of its variable store (OVMF prints to serial by itself).
