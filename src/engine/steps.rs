@@ -109,8 +109,10 @@ impl Index {
 
 impl Engine {
     /// A DHCP message dnsmasq logged for `mac`. `firmware`: from a PXE or HTTP boot client
-    /// (its vendor class), which may start a new boot. An ACK to a known machine is also its
-    /// DHCP phase.
+    /// (its vendor class), which may start a new boot, except an ACK: it answers the REQUEST
+    /// just before it, in the same boot, and as the last of dnsmasq's burst it can reach mayu
+    /// after iPXE has already fetched its kernel. An ACK to a known machine is also its DHCP
+    /// phase.
     pub fn dhcp_step(&self, mac: Mac, message: &str, detail: String, firmware: bool) {
         let now = OffsetDateTime::now_utc();
         let mut idx = self.index();
@@ -119,7 +121,7 @@ impl Engine {
             StepKind::Dhcp,
             format!("{message} {detail}").trim_end(),
         )
-        .firmware(firmware);
+        .firmware(firmware && message != "DHCPACK");
         idx.record_step(self, None, Some(mac), step);
         if message == "DHCPACK" {
             if let Some(id) = idx.by_mac.get(&mac).cloned() {
