@@ -1,8 +1,8 @@
-//! Prometheus metrics, kept and written by the `prometheus-client` crate: counters fed from the event bus (boot steps by phase and profile, asset bytes,
-//! dnsmasq restarts, template reloads, stalls, power), request latency histograms recorded by
-//! an axum middleware per matched route, connection counters kept by the listeners, and
-//! machines by state, stalls, profile fill and audit health read from the engine at scrape
-//! time.
+//! Prometheus metrics, kept and written by the `prometheus-client` crate: counters fed from
+//! the event bus (boot steps by phase and profile, asset bytes, dnsmasq restarts, template
+//! reloads, stalls, power), request latency histograms recorded by an axum middleware per
+//! matched route, connection counters kept by the listeners, and machines by state, stalls,
+//! profile fill and audit health read from the engine at scrape time.
 //!
 //! Nothing here takes a process-wide lock on the request path: each series is an atomic (a
 //! histogram a lock of its own), found through its family's read-mostly map by a label set
@@ -52,7 +52,7 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Power states the `mayu_machines_power` gauge always shows, in its order.
+/// Power states the `mayu_machines_power` gauge always shows (one pre-made child each).
 const POWER_STATES: [PowerState; 4] = [
     PowerState::On,
     PowerState::Off,
@@ -260,8 +260,8 @@ impl Default for Metrics {
     }
 }
 
-/// Registers `metric` under `name` with `help`; the crate ends every help text with a full
-/// stop, so ours are written without one.
+/// Registers `metric` under `name` with `help`; the crate appends a full stop to every help
+/// text, so ours lose theirs first and read as before.
 fn register(reg: &mut Registry, name: &str, help: &str, metric: impl Metric) {
     reg.register(name, help.strip_suffix('.').unwrap_or(help), metric);
 }
@@ -497,9 +497,20 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
+        self.observe(listener, method_label(method), route, status, took);
+    }
+
+    fn observe(
+        &self,
+        listener: &'static str,
+        method: &'static str,
+        route: Option<MatchedPath>,
+        status: u16,
+        took: Duration,
+    ) {
         let labels = RouteLabels {
             listener,
-            method: method_label(method),
+            method,
             route: Route(route),
         };
         self.inner
@@ -690,14 +701,15 @@ struct Tracked {
 }
 
 async fn track(State(t): State<Tracked>, req: Request, next: Next) -> Response {
-    // Both are cheap clones (the route is axum's shared string); nothing is formatted.
+    // Nothing is allocated or formatted: the route is axum's shared string, the method a
+    // static name.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
-    t.metrics.observe_request(
+    t.metrics.observe(
         t.listener,
-        &method,
+        method,
         route,
         resp.status().as_u16(),
         start.elapsed(),
