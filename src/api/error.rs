@@ -104,6 +104,14 @@ impl ApiError {
             EngineError::ProfileFull { .. } => ApiError::Conflict(e.to_string()),
             EngineError::Id(_) => ApiError::BadRequest(e.to_string()),
             EngineError::Inventory(InventoryError::NoAudit) => ApiError::Unavailable(e.to_string()),
+            // A shared inventory: someone else was first, or the store is out of reach. The
+            // reason is the client's to see; nothing was changed.
+            EngineError::Inventory(InventoryError::Conflict(_)) => {
+                ApiError::Conflict(format!("{e}; nothing was changed, try again"))
+            }
+            EngineError::Inventory(InventoryError::Unavailable(_)) => {
+                ApiError::Unavailable(format!("{e}; nothing was changed"))
+            }
             EngineError::Unreadable { .. } | EngineError::AlreadyKnown { .. } => {
                 ApiError::Conflict(e.to_string())
             }

@@ -58,6 +58,11 @@ impl From<crate::engine::EngineError> for BootError {
                     "this machine's inventory record is unreadable; an operator must repair it",
                 )
             }
+            E::Inventory(crate::inventory::InventoryError::Conflict(ref why)) => BootError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("changed elsewhere first ({why}); ask again"),
+            ),
             E::Inventory(ref inv) => {
                 tracing::error!(error = %e, "inventory write failed");
                 let status = if inv.storage_full() {

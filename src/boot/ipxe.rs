@@ -9,7 +9,8 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::{BootError, BootState};
-use crate::engine::Registration;
+use crate::engine::{EngineError, Registration};
+use crate::inventory::InventoryError;
 use crate::machine::{IdError, Machine, Phase, State as MState};
 use crate::templates::context::boot_base;
 use crate::templates::Kind;
@@ -92,12 +93,56 @@ pub async fn machine_script(
     // Memory only, on this worker: a known machine that changed nothing costs no disk and no
     // thread hop; a change is answered once it is durable.
     let serving_profile = true;
-    let written = s.engine.begin_register(reg, Phase::Ipxe, serving_profile)?;
-    let rev = written.rev;
-    let m = written.durable().await?;
+    let mut tries = 0u32;
+    let (m, rev) = loop {
+        let written = s
+            .engine
+            .begin_register(reg.clone(), Phase::Ipxe, serving_profile)?;
+        let (rev, id) = (written.rev, written.machine.id.clone());
+        match written.durable().await {
+            Ok(m) => break (m, rev),
+            // A shared inventory: another server changed this machine or took the seat first.
+            // The machine is back as the store holds it; decide again on that.
+            Err(EngineError::Inventory(InventoryError::Conflict(why)))
+                if tries < CONFLICT_RETRIES =>
+            {
+                tries += 1;
+                tracing::debug!(%id, %why, tries, "registration decided again after a conflict");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            // The shared inventory is unreachable: a machine this server knows is served as
+            // it stands; a new one waits in the hold loop until the store answers again.
+            Err(EngineError::Inventory(InventoryError::Unavailable(why))) => {
+                tracing::warn!(%id, %why, "inventory unreachable: serving from memory");
+                match s.engine.get(&id) {
+                    Some(m) => break (m, 0),
+                    None => {
+                        let base = boot_base(s.engine.config(), s.boot_addr);
+                        return Ok(script(hold_script(
+                            &id,
+                            &base,
+                            "the inventory is unreachable",
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let (body, detail) = script_for(&s, &m, rev)?;
     s.engine.announce_step(&m, Phase::Ipxe, detail);
     Ok(script(body))
+}
+
+/// How often a registration is decided again after a shared inventory's conflict.
+const CONFLICT_RETRIES: u32 = 8;
+
+/// Waits and asks again: a held machine, or one the inventory cannot take now.
+fn hold_script(id: &crate::machine::MachineId, base: &str, why: &str) -> String {
+    format!(
+        "#!ipxe\necho mayu: {id} is {why}\nsleep {HOLD_POLL_SECS}\nchain --replace --autofree {url}\n",
+        url = machine_url(base)
+    )
 }
 
 /// Chooses and renders what this machine boots now.
@@ -105,11 +150,7 @@ fn script_for(s: &BootState, m: &Machine, rev: u64) -> Result<(String, String), 
     let config = s.engine.config();
     let base = boot_base(config, s.boot_addr);
     let Some(profile) = m.profile.as_deref().and_then(|p| config.profile(p)) else {
-        let body = format!(
-            "#!ipxe\necho mayu: {id} is waiting for an operator to assign a profile\nsleep {HOLD_POLL_SECS}\nchain --replace --autofree {url}\n",
-            id = m.id,
-            url = machine_url(&base)
-        );
+        let body = hold_script(&m.id, &base, "waiting for an operator to assign a profile");
         return Ok((body, "held: waiting for assignment".into()));
     };
     // Installed (the installer reported its disk written) or running: the disk holds the

@@ -196,7 +196,7 @@ impl Engine {
         idx.ignored.remove(&mac);
         idx.put(m.clone());
         self.adopt_steps(&mut idx, &m);
-        let ticket = self.queue(&m, &change);
+        let ticket = self.queue(&idx, &m, &change);
         self.inner.bus.publish(EventKind::MachineAdded {
             machine: Box::new(m.redacted()),
             actor: actor.to_string(),

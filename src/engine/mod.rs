@@ -162,6 +162,9 @@ struct Index {
     unreadable_macs: HashMap<Mac, MachineId>,
     /// each machine's revision (see [`Written::rev`]), from one counter.
     revs: HashMap<MachineId, u64>,
+    /// each machine's revision in a shared backend ([`Backend::revisions`]): what a change
+    /// decided now is based on. Empty for the local backend.
+    base: HashMap<MachineId, u64>,
     next_rev: u64,
     /// each machine's JSON as the API lists it, kept until the machine changes.
     json: HashMap<MachineId, Box<[u8]>>,
@@ -330,6 +333,7 @@ impl Engine {
         for m in machines {
             index.put(m);
         }
+        index.base = backend.revisions();
         for p in &problems {
             index.hold(p);
         }
@@ -346,7 +350,7 @@ impl Engine {
             path: config.inventory.clone(),
             source,
         })?;
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 key,
                 leases: Mutex::new(Vec::new()),
@@ -358,7 +362,54 @@ impl Engine {
                 problems,
                 writer,
             }),
-        })
+        };
+        // Other servers' changes (a shared backend's watch) land like local ones.
+        let weak = Arc::downgrade(&engine.inner);
+        engine.inner.backend.follow(Box::new(move |r| {
+            if let Some(inner) = weak.upgrade() {
+                Engine { inner }.apply_remote(r);
+            }
+        }));
+        Ok(engine)
+    }
+
+    /// A change another server made (from a shared backend's watch): into the index and onto
+    /// the bus as if made here, unless this server already holds that revision or a later one.
+    pub fn apply_remote(&self, r: crate::inventory::Remote) {
+        let mut idx = self.index();
+        if idx.base.get(&r.id).is_some_and(|b| *b >= r.revision) {
+            return;
+        }
+        idx.base.insert(r.id.clone(), r.revision);
+        let actor = r.change.actor;
+        match r.machine {
+            Some(mut m) => {
+                adopt_token(&self.inner.key, &mut m);
+                let created = !idx.machines.contains_key(&m.id);
+                idx.put(m.clone());
+                self.adopt_steps(&mut idx, &m);
+                self.inner.bus.publish(if created {
+                    EventKind::MachineAdded {
+                        machine: Box::new(m.redacted()),
+                        actor,
+                    }
+                } else {
+                    EventKind::MachineChanged {
+                        machine: Box::new(m.redacted()),
+                        change: r.change.what,
+                        actor,
+                    }
+                });
+            }
+            None => {
+                if idx.take(&r.id).is_some() {
+                    idx.timelines.remove(&r.id);
+                    self.inner
+                        .bus
+                        .publish(EventKind::MachineRetired { id: r.id, actor });
+                }
+            }
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -593,7 +644,7 @@ impl Engine {
             };
             idx.put(m.clone());
             self.adopt_steps(&mut idx, &m);
-            let ticket = self.queue(&m, &change);
+            let ticket = self.queue(&idx, &m, &change);
             let kind = if created {
                 EventKind::MachineAdded {
                     machine: Box::new(m.redacted()),
@@ -621,11 +672,12 @@ impl Engine {
     }
 
     /// Queues `m` to be written; call with the index lock held (the queue keeps its order).
-    fn queue(&self, m: &Machine, change: &Change) -> Ticket {
+    fn queue(&self, idx: &Index, m: &Machine, change: &Change) -> Ticket {
         self.inner.writer.enqueue(Write {
             id: m.id.clone(),
             machine: Some(m.clone()),
             change: change.clone(),
+            base: idx.base.get(&m.id).copied().unwrap_or(0),
         })
     }
 
@@ -698,7 +750,7 @@ impl Engine {
             what: what.clone(),
         };
         idx.put(m.clone());
-        let ticket = self.queue(&m, &change);
+        let ticket = self.queue(&idx, &m, &change);
         self.inner.bus.publish(EventKind::MachineChanged {
             machine: Box::new(m.redacted()),
             change: what,
@@ -1145,6 +1197,7 @@ impl Engine {
         idx.take(&id);
         idx.timelines.remove(&id);
         let ticket = self.inner.writer.enqueue(Write {
+            base: idx.base.get(&id).copied().unwrap_or(0),
             id: id.clone(),
             machine: None,
             change: Change {
@@ -1168,6 +1221,7 @@ impl Engine {
         idx.put(m.clone());
         self.adopt_steps(&mut idx, &m);
         let ticket = self.queue(
+            &idx,
             &m,
             &Change {
                 actor: actor.to_string(),

@@ -158,37 +158,69 @@ fn run(state: &State, shared: &Shared) {
             std::mem::take(&mut q.items)
         };
         let writes: Vec<Write> = group.iter().map(|g| g.write.clone()).collect();
-        match shared.backend.write_group(&writes) {
-            Ok(()) => {
-                for g in group {
-                    g.slot.answer(Ok(()));
+        let results = shared.backend.write_each(&writes);
+        let mut failed: Vec<(Queued, InventoryError)> = Vec::new();
+        {
+            let mut idx = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+            for (g, r) in group.into_iter().zip(results) {
+                match r {
+                    Ok(rev) => {
+                        // What the next change of this machine is decided on (a later
+                        // revision from the watch stays).
+                        if rev > 0 {
+                            let base = idx.base.entry(g.write.id.clone()).or_insert(0);
+                            *base = (*base).max(rev);
+                        }
+                        g.slot.answer(Ok(()));
+                    }
+                    Err(e) => failed.push((g, e)),
                 }
             }
-            Err(e) => put_back(state, shared, group, &e),
+        }
+        if !failed.is_empty() {
+            put_back(state, shared, failed);
         }
     }
 }
 
-/// A group failed: its machines go back to what their files hold, and every change decided
+/// Changes failed: their machines go back to what the backend holds, and every change decided
 /// on top of them (still queued) fails with the same error.
-fn put_back(state: &State, shared: &Shared, mut group: Vec<Queued>, e: &InventoryError) {
-    tracing::error!(error = %e, changes = group.len(), "inventory write failed; changes put back");
+fn put_back(state: &State, shared: &Shared, failed: Vec<(Queued, InventoryError)>) {
+    let mut group: Vec<(Queued, InventoryError)> = failed;
+    tracing::error!(error = %group[0].1, changes = group.len(), "inventory write failed; changes put back");
     let mut idx = shared.index.lock().unwrap_or_else(|p| p.into_inner());
-    let ids: HashSet<MachineId> = group.iter().map(|g| g.write.id.clone()).collect();
+    let ids: HashSet<MachineId> = group.iter().map(|(g, _)| g.write.id.clone()).collect();
     {
         let mut q = state.queue.lock().unwrap_or_else(|p| p.into_inner());
         let (tainted, keep): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut q.items)
             .into_iter()
             .partition(|g| ids.contains(&g.write.id));
         q.items = keep;
-        group.extend(tainted);
+        for t in tainted {
+            let e = group
+                .iter()
+                .find(|(g, _)| g.write.id == t.write.id)
+                .map(|(_, e)| e.duplicate())
+                .unwrap_or(InventoryError::Conflict(
+                    "decided on a change that failed".into(),
+                ));
+            group.push((t, e));
+        }
     }
-    let reason = format!("not saved: {e}");
     for id in &ids {
+        let reason = group
+            .iter()
+            .find(|(g, _)| &g.write.id == id)
+            .map(|(_, e)| format!("not saved: {e}"))
+            .unwrap_or_default();
         match shared.backend.read_machine(id) {
             Ok(Some(mut m)) => {
                 super::adopt_token(&shared.key, &mut m);
                 idx.put(m.clone());
+                let rev = shared.backend.revision_of(id);
+                if rev > 0 {
+                    idx.base.insert(id.clone(), rev);
+                }
                 shared.bus.publish(EventKind::MachineChanged {
                     machine: Box::new(m.redacted()),
                     change: reason.clone(),
@@ -196,6 +228,7 @@ fn put_back(state: &State, shared: &Shared, mut group: Vec<Queued>, e: &Inventor
                 });
             }
             Ok(None) => {
+                idx.base.remove(id);
                 if idx.take(id).is_some() {
                     shared.bus.publish(EventKind::MachineRetired {
                         id: id.clone(),
@@ -211,7 +244,7 @@ fn put_back(state: &State, shared: &Shared, mut group: Vec<Queued>, e: &Inventor
         }
     }
     drop(idx);
-    for g in group {
-        g.slot.answer(Err(e.duplicate()));
+    for (g, e) in group {
+        g.slot.answer(Err(e));
     }
 }

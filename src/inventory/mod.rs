@@ -34,6 +34,13 @@ pub enum InventoryError {
     ReadOnly,
     #[error("audit history is off (audit.git: false)")]
     NoAudit,
+    /// Another server changed the machine (or took the seat) first: decide again on the
+    /// fresh state. Shared backends only.
+    #[error("changed elsewhere first: {0}")]
+    Conflict(String),
+    /// The shared store cannot be reached: nothing was written.
+    #[error("the shared inventory is unreachable: {0}")]
+    Unavailable(String),
 }
 
 impl InventoryError {
@@ -66,6 +73,8 @@ impl InventoryError {
             }
             InventoryError::ReadOnly => InventoryError::ReadOnly,
             InventoryError::NoAudit => InventoryError::NoAudit,
+            InventoryError::Conflict(why) => InventoryError::Conflict(why.clone()),
+            InventoryError::Unavailable(why) => InventoryError::Unavailable(why.clone()),
             other => InventoryError::Io {
                 path: PathBuf::new(),
                 source: std::io::Error::other(other.to_string()),
@@ -87,6 +96,20 @@ pub struct Write {
     pub id: MachineId,
     pub machine: Option<Machine>,
     pub change: Change,
+    /// the backend's revision of the machine this change was decided on (see
+    /// [`Backend::revisions`]); 0 for a new machine, ignored by the local backend.
+    pub base: u64,
+}
+
+/// A change another server made, as a shared backend's watch delivers it.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub id: MachineId,
+    /// the machine now, or `None`: retired.
+    pub machine: Option<Machine>,
+    pub change: Change,
+    /// its revision in the shared store.
+    pub revision: u64,
 }
 
 pub trait Backend: Send + Sync {
@@ -112,6 +135,29 @@ pub trait Backend: Send + Sync {
     /// Opened to read only: every write is refused.
     fn read_only(&self) -> bool {
         false
+    }
+    /// Writes each change on its own, in order; one result each (the revision it got, 0 for
+    /// a backend without revisions). A shared backend refuses one change (a conflict) without
+    /// failing the others; the local one writes the group as one.
+    fn write_each(&self, writes: &[Write]) -> Vec<Result<u64, InventoryError>> {
+        match self.write_group(writes) {
+            Ok(()) => writes.iter().map(|_| Ok(0)).collect(),
+            Err(e) => writes.iter().map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+    /// One machine's revision now, after [`Backend::read_machine`] (shared backends; else 0).
+    fn revision_of(&self, id: &MachineId) -> u64 {
+        let _ = id;
+        0
+    }
+    /// Each machine's revision as loaded (shared backends; empty otherwise).
+    fn revisions(&self) -> std::collections::HashMap<MachineId, u64> {
+        std::collections::HashMap::new()
+    }
+    /// Starts delivering other servers' changes to `sink` (shared backends; the local one has
+    /// none). Called once, after [`Backend::load`].
+    fn follow(&self, sink: Box<dyn Fn(Remote) + Send + Sync>) {
+        let _ = sink;
     }
 }
 
