@@ -219,14 +219,7 @@ async fn ready(State(st): State<ApiState>) -> Response {
 async fn scrape(State(st): State<ApiState>) -> Result<Response, ApiError> {
     let (engine, metrics) = (st.engine.clone(), st.metrics.clone());
     let text = blocking(move || Ok(metrics.render(&engine))).await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn not_found(req: Request) -> ApiError {

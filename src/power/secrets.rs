@@ -158,8 +158,7 @@ impl Secrets {
                 mode,
             });
         }
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
             return Err(SecretsError::Owner {
                 path: path.to_path_buf(),

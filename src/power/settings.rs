@@ -69,25 +69,6 @@ fn default_ipmitool() -> PathBuf {
     PathBuf::from("ipmitool")
 }
 
-/// `90s`, `5m`, `1h` or a number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; use e.g. 10s, 5m or 1h"))?;
-    let per_unit: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("`{s}` has unknown unit `{unit}`; allowed: s, m, h")),
-    };
-    n.checked_mul(per_unit)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{s}` is too long a duration"))
-}
-
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -97,7 +78,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
     match Raw::deserialize(d)? {
         Raw::Secs(n) => Ok(Duration::from_secs(n)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        Raw::Text(t) => crate::config::parse_duration(&t).map_err(serde::de::Error::custom),
     }
 }
 
@@ -116,12 +97,14 @@ mod tests {
 
     #[test]
     fn bad_durations_say_what_is_allowed() {
-        assert!(parse_duration("5x")
-            .unwrap_err()
-            .contains("allowed: s, m, h"));
-        assert!(parse_duration("soon")
-            .unwrap_err()
-            .contains("not a duration"));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        let bad = |t: &str| {
+            serde_saphyr::from_str::<PowerSettings>(&format!("secrets: s.yaml\ntimeout: {t}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("5x").contains("allowed: s, m, h"), "{}", bad("5x"));
+        assert!(bad("soon").contains("not a duration"), "{}", bad("soon"));
+        let s: PowerSettings = serde_saphyr::from_str("secrets: s.yaml\ntimeout: 2m\n").unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(120));
     }
 }
