@@ -7,7 +7,7 @@ use mayu::machine::{Mac, Machine, MachineId};
 use mayu::power::PowerAction;
 use std::collections::HashMap;
 
-use super::dialogs::{machines_named, ConfirmState, Dialog, Step, Then};
+use super::dialogs::{list_step, machines_named, ConfirmState, Dialog, Step, Then};
 use crate::action::{Action, Command};
 
 /// Whether `p` has a seat left.
@@ -31,16 +31,11 @@ impl EnrolState {
     }
 
     pub(super) fn on(&mut self, action: &Action, profiles: &[ProfileStatus]) -> Step {
+        // the last entry is "no profile"
+        if let Some(step) = list_step(action, &mut self.selected, profiles.len()) {
+            return step;
+        }
         match action {
-            Action::Back => Step::Close,
-            Action::Up => {
-                self.selected = self.selected.saturating_sub(1);
-                Step::Stay
-            }
-            Action::Down => {
-                self.selected = (self.selected + 1).min(profiles.len());
-                Step::Stay
-            }
             Action::Submit => {
                 let profile = profiles.get(self.selected);
                 if profile.is_some_and(|p| !has_room(p)) {
@@ -94,16 +89,10 @@ pub struct PowerState {
 
 impl PowerState {
     pub(super) fn on(&mut self, action: &Action, machines: &HashMap<MachineId, Machine>) -> Step {
+        if let Some(step) = list_step(action, &mut self.selected, POWER_ACTIONS.len() - 1) {
+            return step;
+        }
         match action {
-            Action::Back => Step::Close,
-            Action::Up => {
-                self.selected = self.selected.saturating_sub(1);
-                Step::Stay
-            }
-            Action::Down => {
-                self.selected = (self.selected + 1).min(POWER_ACTIONS.len() - 1);
-                Step::Stay
-            }
             Action::Submit => {
                 let (what, says) = POWER_ACTIONS[self.selected.min(POWER_ACTIONS.len() - 1)];
                 let named = machines_named(&self.ids, machines);

@@ -64,6 +64,23 @@ pub(super) fn help_step(action: &Action, scroll: &mut u16) -> Step {
     Step::Stay
 }
 
+/// A picker's list cursor over `last + 1` entries: Back closes, Up and Down move (stopping at
+/// the ends). `None` for any other action, which the picker handles itself.
+pub(super) fn list_step(action: &Action, selected: &mut usize, last: usize) -> Option<Step> {
+    match action {
+        Action::Back => Some(Step::Close),
+        Action::Up => {
+            *selected = selected.saturating_sub(1);
+            Some(Step::Stay)
+        }
+        Action::Down => {
+            *selected = (*selected + 1).min(last);
+            Some(Step::Stay)
+        }
+        _ => None,
+    }
+}
+
 /// The profile picker, for one machine or the marked ones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssignState {
@@ -139,16 +156,11 @@ impl AssignState {
         profiles: &[ProfileStatus],
         machines: &HashMap<MachineId, Machine>,
     ) -> Step {
+        if let Some(step) = list_step(action, &mut self.selected, profiles.len().saturating_sub(1))
+        {
+            return step;
+        }
         match action {
-            Action::Back => Step::Close,
-            Action::Up => {
-                self.selected = self.selected.saturating_sub(1);
-                Step::Stay
-            }
-            Action::Down => {
-                self.selected = (self.selected + 1).min(profiles.len().saturating_sub(1));
-                Step::Stay
-            }
             Action::Submit => match profiles.get(self.selected) {
                 Some(p) => self.submit(p, machines),
                 None => Step::Close,
