@@ -9,6 +9,8 @@ pub mod boot;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "etcd")]
+pub mod cluster;
 pub mod config;
 pub mod dnsmasq;
 pub mod engine;

@@ -12,8 +12,8 @@ use serde_saphyr::{Location, Spanned};
 use super::errors::{ConfigError, ConfigErrors};
 use super::schema::{parse_duration, RawConfig, RawDhcp, RawNetwork, RawProfile, RawTemplates};
 use super::{
-    CompatConfig, Config, DhcpConfig, DhcpMode, MayuCompat, NetworkConfig, Profile,
-    ProfileTemplates,
+    ClusterConfig, ClusterTls, CompatConfig, Config, DhcpConfig, DhcpMode, MayuCompat,
+    NetworkConfig, Profile, ProfileTemplates,
 };
 
 /// `p` as the config file at `config_path` means it: relative paths are relative to the
@@ -109,6 +109,7 @@ pub(super) fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigErrors>
         }
     }
     let compat = compat(raw.compat, &mut found);
+    let cluster = raw.cluster.and_then(|c| cluster(&base, c, &mut found));
     if !found.errors.is_empty() {
         return Err(ConfigErrors(found.errors));
     }
@@ -146,7 +147,177 @@ pub(super) fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigErrors>
             p
         }),
         compat,
+        cluster,
     })
+}
+
+/// `cluster`: endpoints, this server's name, the key prefix and TLS files, each problem
+/// located; and a mayu built without the `etcd` feature refuses the section.
+fn cluster(
+    base: &Path,
+    raw: Spanned<super::schema::RawCluster>,
+    found: &mut Findings,
+) -> Option<ClusterConfig> {
+    let at = raw.referenced;
+    let raw = raw.value;
+    if !cfg!(feature = "etcd") {
+        found.at(
+            &at,
+            "cluster: this mayu was built without etcd support (cargo feature `etcd`); \
+             build it with `--features etcd` or remove the `cluster:` section"
+                .into(),
+        );
+    }
+    let mut ok = true;
+    let mut bad = |loc: &Location, message: String| {
+        ok = false;
+        found.at(loc, message);
+    };
+    if raw.etcd.value.is_empty() {
+        bad(
+            &raw.etcd.referenced,
+            "cluster.etcd: name at least one endpoint, such as http://10.0.0.11:2379".into(),
+        );
+    }
+    let mut schemes = HashSet::new();
+    for e in &raw.etcd.value {
+        match etcd_endpoint(&e.value) {
+            Ok(scheme) => {
+                schemes.insert(scheme);
+            }
+            Err(why) => bad(&e.referenced, format!("cluster.etcd: `{}` {why}", e.value)),
+        }
+    }
+    if schemes.len() > 1 {
+        bad(
+            &raw.etcd.referenced,
+            "cluster.etcd: mixes http:// and https:// endpoints; use one scheme for all".into(),
+        );
+    }
+    let name = &raw.name;
+    if name.value.is_empty()
+        || !name
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bad(
+            &name.referenced,
+            format!(
+                "cluster.name `{}` may only hold letters, digits, `-`, `_` and `.`",
+                name.value
+            ),
+        );
+    }
+    let prefix = match &raw.prefix {
+        None => super::DEFAULT_CLUSTER_PREFIX.to_string(),
+        Some(p) => {
+            let v = &p.value;
+            if !v.starts_with('/') || v.len() < 2 || v.ends_with('/') {
+                bad(
+                    &p.referenced,
+                    format!(
+                        "cluster.prefix `{v}` must start with `/`, name a key below it and not end with `/` (such as /mayu)"
+                    ),
+                );
+            } else if v.split('/').skip(1).any(str::is_empty) || v.chars().any(char::is_control) {
+                bad(
+                    &p.referenced,
+                    format!("cluster.prefix `{v}` has an empty segment or a control character"),
+                );
+            }
+            v.clone()
+        }
+    };
+    let https = schemes.contains("https");
+    let tls = match &raw.tls {
+        None => {
+            if https {
+                bad(
+                    &raw.etcd.referenced,
+                    "cluster.etcd: https:// endpoints need `cluster.tls: { ca: FILE }`, the CA that signed etcd's certificates".into(),
+                );
+            }
+            None
+        }
+        Some(t) => {
+            if !https && !schemes.is_empty() {
+                bad(
+                    &t.referenced,
+                    "cluster.tls is set but the endpoints are http://; use https:// endpoints or remove it".into(),
+                );
+            }
+            let t = &t.value;
+            let mut file = |p: &Spanned<PathBuf>, what: &str| {
+                let path = resolve(base, &p.value);
+                if !path.is_file() {
+                    bad(
+                        &p.referenced,
+                        format!("cluster.tls.{what}: no file {}", path.display()),
+                    );
+                }
+                path
+            };
+            let ca = file(&t.ca, "ca");
+            let identity = match (&t.cert, &t.key) {
+                (Some(c), Some(k)) => Some((file(c, "cert"), file(k, "key"))),
+                (None, None) => None,
+                (Some(c), None) => {
+                    file(c, "cert");
+                    bad(
+                        &c.referenced,
+                        "cluster.tls: a client `cert` needs its `key` too".into(),
+                    );
+                    None
+                }
+                (None, Some(k)) => {
+                    file(k, "key");
+                    bad(
+                        &k.referenced,
+                        "cluster.tls: a client `key` needs its `cert` too".into(),
+                    );
+                    None
+                }
+            };
+            Some(ClusterTls { ca, identity })
+        }
+    };
+    ok.then(|| ClusterConfig {
+        etcd: raw.etcd.value.iter().map(|e| e.value.clone()).collect(),
+        name: raw.name.value.clone(),
+        prefix,
+        tls,
+    })
+}
+
+/// An etcd endpoint `http://host:port` or `https://host:port`: its scheme, or why it is not one.
+fn etcd_endpoint(url: &str) -> Result<&'static str, String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest)
+    } else {
+        return Err("is no http:// or https:// URL such as http://10.0.0.11:2379".into());
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err("has no port (etcd's client port is usually 2379)".into());
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("has no valid port (`{port}`)"));
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    };
+    if !host_ok {
+        return Err(format!("has no valid host (`{host}`)"));
+    }
+    Ok(scheme)
 }
 
 /// `compat.mayu.allow_from`: each entry a CIDR (or a bare address, one host).

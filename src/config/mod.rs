@@ -126,7 +126,34 @@ pub struct Config {
     /// power control over IPMI; `secrets` is absolute.
     pub power: Option<crate::power::PowerSettings>,
     pub compat: CompatConfig,
+    /// the etcd inventory; `None`: this server's folder alone (the local backend).
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// The checked `cluster` section: the inventory lives in etcd (`src/cluster/DESIGN.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd endpoints, each `http://host:port` or `https://host:port` (all the same scheme).
+    pub etcd: Vec<String>,
+    /// this server's name, unique in the cluster: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// the key prefix every key lives below: starts with `/`, no trailing `/` (default `/mayu`).
+    pub prefix: String,
+    /// TLS to etcd (`https://` endpoints); paths absolute.
+    pub tls: Option<ClusterTls>,
+}
+
+/// `cluster.tls`, paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// the CA certificate (PEM) the etcd servers' certificates are checked against.
+    pub ca: PathBuf,
+    /// this server's client certificate and key (PEM), when etcd asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The prefix of `cluster:` when none is written.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/mayu";
 
 /// Drop-in compatibility with other provisioning servers.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -355,6 +355,36 @@ pub(super) struct RawConfig {
     /// drop-in compatibility with other provisioning servers.
     #[serde(default)]
     pub compat: RawCompat,
+    /// the etcd inventory (several boot servers, one inventory: `src/cluster/DESIGN.md`).
+    #[serde(default)]
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `cluster: { etcd: [URL...], name, prefix, tls: { ca, cert, key } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    /// the etcd endpoints, `http://host:port` or `https://host:port`.
+    pub etcd: Spanned<Vec<Spanned<String>>>,
+    /// this server, unique in the cluster.
+    pub name: Spanned<String>,
+    /// every key lives below it (default `/mayu`).
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawClusterTls>>,
+}
+
+/// `cluster.tls`: the CA that signed the etcd servers' certificates, and this server's client
+/// certificate and key (both or neither); paths relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClusterTls {
+    pub ca: Spanned<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
 }
 
 /// `compat: { mayu: { allow_from: [CIDR...] } }`.

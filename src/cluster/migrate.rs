@@ -1,0 +1,1 @@
+//! `mayu inventory push|pull`.
