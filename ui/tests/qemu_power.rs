@@ -244,9 +244,9 @@ async fn scenario(lab: &Lab, mayu: &Path) {
     console
         .until(
             lab,
-            "the machine running in the table",
+            "the machine running in the table, selected",
             SCREEN_TIMEOUT,
-            |s| row(s, &id).is_some_and(|r| r.contains("running")),
+            |s| row(s, &id).is_some_and(|r| r.contains("running") && r.contains('▶')),
         )
         .await;
 
