@@ -8,8 +8,10 @@
 //! | `seats/<profile>/<k>` | the id of the machine holding seat `k` of the profile |
 //! | `servers/<name>` | a [`ServerInfo`] as JSON, under a lease kept alive ([`Store::register_server`]) |
 //!
-//! Every call is bounded ([`REQUEST_TIMEOUT`]): an etcd that does not answer is
-//! [`ClusterError::Unavailable`], never a hang. A compare that failed is
+//! Every request goes to one endpoint and, when that one does not answer, to the next (the
+//! one that answered last is asked first); each attempt is bounded ([`REQUEST_TIMEOUT`]), so
+//! an etcd that does not answer at all is [`ClusterError::Unavailable`], never a hang, and one
+//! member down changes nothing. A compare that failed is
 //! [`ClusterError::Conflict`], naming what no longer held. [`Store::connect`] makes no request,
 //! so a server can start (and serve from its cache) while etcd is unreachable.
 
@@ -415,12 +417,13 @@ impl ClusterError {
     }
 }
 
-/// A connection to the cluster's etcd (all configured endpoints, balanced), plus one client
-/// per endpoint for [`Store::status`]. Cheap to clone.
+/// A client of the cluster's etcd: one connection per configured endpoint, requests failing
+/// over from one to the next. Cheap to clone (clones share connections).
 #[derive(Clone)]
 pub struct Store {
-    client: etcd::Client,
     each: Vec<(String, etcd::Client)>,
+    /// the endpoint that answered last: asked first.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     keys: Keys,
     name: String,
     endpoints: Vec<String>,
@@ -487,15 +490,14 @@ impl Store {
                 }
             }
         };
-        let client = connect(cluster.etcd.clone(), options.clone()).await?;
         let mut each = Vec::with_capacity(cluster.etcd.len());
         for e in &cluster.etcd {
             each.push((e.clone(), connect(vec![e.clone()], options.clone()).await?));
         }
         tracing::debug!(endpoints = %joined, prefix = %cluster.prefix, "etcd client ready");
         Ok(Store {
-            client,
             each,
+            current: Default::default(),
             keys: Keys::new(&cluster.prefix),
             name: cluster.name.clone(),
             endpoints: cluster.etcd.clone(),
@@ -519,19 +521,49 @@ impl Store {
         self.endpoints.join(", ")
     }
 
-    /// `fut` bounded by [`REQUEST_TIMEOUT`], its error classified.
-    async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<T, etcd::Error>>,
-    ) -> Result<T, ClusterError> {
-        bounded(&self.joined(), what, fut).await
+    /// `request` on one endpoint after the other (the last that answered first), each attempt
+    /// bounded by [`REQUEST_TIMEOUT`], until one answers: its answer (and the endpoint), a
+    /// refusal, or `Unavailable` naming why each endpoint did not answer.
+    async fn call<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, ClusterError>
+    where
+        F: FnMut(etcd::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd::Error>>,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.each.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut reasons = Vec::with_capacity(n);
+        for k in 0..n {
+            let i = (first + k) % n;
+            let (endpoint, client) = &self.each[i];
+            match bounded(endpoint, what, request(client.clone())).await {
+                Ok(v) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(ClusterError::Unavailable(why)) => reasons.push(why),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClusterError::Unavailable(if reasons.is_empty() {
+            "no etcd endpoint configured".into()
+        } else {
+            reasons.join("; ")
+        }))
+    }
+
+    /// The endpoint that answered last.
+    fn current_endpoint(&self) -> String {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.each
+            .get(i)
+            .map(|(e, _)| e.clone())
+            .unwrap_or_else(|| self.joined())
     }
 
     /// Every machine and seat, read at one revision (pages of [`PAGE`] keys, all at the
     /// first page's revision): what this server starts from, watching from `revision + 1`.
     pub async fn load(&self) -> Result<Snapshot, ClusterError> {
-        let mut kv = self.client.kv_client();
         let all = self.keys.all();
         let end = prefix_end(all.as_bytes());
         let mut from = all.clone().into_bytes();
@@ -550,10 +582,10 @@ impl Store {
                 options = options.with_revision(revision);
             }
             let mut resp = self
-                .call(
-                    "a read of the inventory",
-                    kv.get(from.clone(), Some(options)),
-                )
+                .call("a read of the inventory", |c| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { c.kv_client().get(from, Some(options)).await }
+                })
                 .await
                 .map_err(|e| match e {
                     ClusterError::Compacted { compacted, .. } => ClusterError::Compacted {
@@ -611,9 +643,11 @@ impl Store {
         id: &MachineId,
     ) -> Result<Option<(MachineRecord, Revision)>, ClusterError> {
         let key = self.keys.machine(id);
-        let mut kv = self.client.kv_client();
         let resp = self
-            .call(&format!("a read of {key}"), kv.get(key.clone(), None))
+            .call(&format!("a read of {key}"), |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
             .await?;
         match resp.kvs().first() {
             None => Ok(None),
@@ -627,12 +661,15 @@ impl Store {
     /// Every taken seat now, and the revision read at.
     pub async fn seats(&self) -> Result<(Vec<(Seat, MachineId)>, Revision), ClusterError> {
         let prefix = self.keys.seats();
-        let mut kv = self.client.kv_client();
         let resp = self
-            .call(
-                "a read of the seats",
-                kv.get(prefix.clone(), Some(etcd::GetOptions::new().with_prefix())),
-            )
+            .call("a read of the seats", |c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.kv_client()
+                        .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let seats = resp
@@ -695,8 +732,12 @@ impl Store {
             .when(compares)
             .and_then(then)
             .or_else(on_failure);
-        let mut kv = self.client.kv_client();
-        let resp = self.call("a transaction", kv.txn(txn)).await?;
+        let resp = self
+            .call("a transaction", |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
             return Ok(revision);
@@ -725,22 +766,24 @@ impl Store {
     }
 
     /// Watches every key below the prefix from `from` (normally a snapshot's `revision + 1`).
-    /// `Err(Compacted)` when `from` is compacted away: reload and watch anew.
+    /// When `from` is compacted away, etcd creates the watch and cancels it at once: this or
+    /// the first [`Watch::next`] is `Err(Compacted)`; reload and watch anew.
     pub async fn watch(&self, from: Revision) -> Result<Watch, ClusterError> {
         let all = self.keys.all();
         let options = etcd::WatchOptions::new()
             .with_prefix()
             .with_start_revision(from)
             .with_prev_key();
-        let mut client = self.client.watch_client();
-        let joined = self.joined();
         let stream = self
-            .call("a watch", client.watch(all, Some(options)))
+            .call("a watch", |c| {
+                let (all, options) = (all.clone(), options.clone());
+                async move { c.watch_client().watch(all, Some(options)).await }
+            })
             .await?;
         let mut watch = Watch {
             stream,
             keys: self.keys.clone(),
-            endpoints: joined,
+            endpoints: self.current_endpoint(),
             pending: VecDeque::new(),
             from,
         };
@@ -782,29 +825,36 @@ impl Store {
 
     /// Grants a lease and puts `key = value` under it: the lease id.
     async fn put_leased(&self, key: &str, value: &[u8]) -> Result<i64, ClusterError> {
-        let mut lease = self.client.lease_client();
-        let granted = self.call("a lease", lease.grant(SERVER_TTL, None)).await?;
+        let granted = self
+            .call("a lease", |c| async move {
+                c.lease_client().grant(SERVER_TTL, None).await
+            })
+            .await?;
         let id = granted.id();
-        let mut kv = self.client.kv_client();
-        self.call(
-            &format!("a write of {key}"),
-            kv.put(key, value, Some(etcd::PutOptions::new().with_lease(id))),
-        )
+        self.call(&format!("a write of {key}"), |c| {
+            let (key, value) = (key.to_string(), value.to_vec());
+            async move {
+                c.kv_client()
+                    .put(key, value, Some(etcd::PutOptions::new().with_lease(id)))
+                    .await
+            }
+        })
         .await?;
         Ok(id)
     }
 
     /// The live servers (`servers/*`), by name.
     pub async fn servers(&self) -> Result<Vec<(String, ServerInfo)>, ClusterError> {
-        let mut kv = self.client.kv_client();
+        let prefix = self.keys.servers();
         let resp = self
-            .call(
-                "a read of the servers",
-                kv.get(
-                    self.keys.servers(),
-                    Some(etcd::GetOptions::new().with_prefix()),
-                ),
-            )
+            .call("a read of the servers", |c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.kv_client()
+                        .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let mut servers = Vec::new();
         for kv in resp.kvs() {
@@ -823,8 +873,11 @@ impl Store {
 
     /// The etcd cluster's members.
     pub async fn members(&self) -> Result<Vec<Member>, ClusterError> {
-        let mut cluster = self.client.cluster_client();
-        let resp = self.call("the member list", cluster.member_list()).await?;
+        let resp = self
+            .call("the member list", |c| async move {
+                c.cluster_client().member_list().await
+            })
+            .await?;
         Ok(resp
             .members()
             .iter()
@@ -891,9 +944,10 @@ impl ServerLease {
             let _ = stop.send(());
         }
         let id = *self.lease.borrow();
-        let mut lease = self.store.client.lease_client();
         self.store
-            .call("a lease revoke", lease.revoke(id))
+            .call("a lease revoke", |c| async move {
+                c.lease_client().revoke(id).await
+            })
             .await
             .map(|_| ())
     }
@@ -923,13 +977,14 @@ async fn keep_registered(
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
-        let alive = async {
-            let mut lease = store.client.lease_client();
-            let (mut keeper, mut answers) = lease.keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            Ok::<_, etcd::Error>(answers.message().await?.map(|a| a.ttl() > 0))
-        };
-        match bounded(&store.joined(), "a lease keep-alive", alive).await {
+        let alive = store
+            .call("a lease keep-alive", |c| async move {
+                let (mut keeper, mut answers) = c.lease_client().keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                Ok(answers.message().await?.map(|a| a.ttl() > 0))
+            })
+            .await;
+        match alive {
             Ok(Some(true)) => continue,
             Ok(_) => {
                 tracing::warn!(key = %key, "etcd lease of this server expired; registering again");

@@ -12,6 +12,7 @@ use mayu::{Config, Engine};
 use tower::ServiceExt;
 
 mod copy;
+pub mod etcd;
 pub mod qemu;
 
 pub use copy::copy_dir;

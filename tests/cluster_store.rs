@@ -1,0 +1,467 @@
+//! `mayu::cluster::store` against a real 3-member etcd cluster on loopback
+//! (`tests/support/etcd.rs`): records round-trip, seats are taken by exactly one of two
+//! racing transactions, a watch sees another client's writes, one member down changes
+//! nothing, every member down is `Unavailable` (not a hang), live servers come and go.
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use std::time::Duration;
+
+use mayu::cluster::{
+    ChangeInfo, Check, ClusterError, MachineRecord, Op, Seat, ServerInfo, Store, WatchEvent,
+};
+use mayu::config::ClusterConfig;
+use mayu::machine::{Machine, MachineId};
+use support::etcd::{missing, Etcd};
+
+/// Guards against a hang only (the store bounds every call itself); no speed is asserted.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+fn config(endpoints: Vec<String>, name: &str) -> ClusterConfig {
+    ClusterConfig {
+        etcd: endpoints,
+        name: name.into(),
+        prefix: "/mayu-test".into(),
+        tls: None,
+    }
+}
+
+async fn store(etcd: &Etcd, name: &str) -> Store {
+    Store::connect(&config(etcd.endpoints(), name))
+        .await
+        .unwrap()
+}
+
+fn machine(id: &str, profile: Option<&str>) -> Machine {
+    let mut m = Machine::new(
+        id.parse::<MachineId>().unwrap(),
+        String::new(),
+        time::OffsetDateTime::now_utc(),
+    );
+    m.profile = profile.map(str::to_string);
+    m
+}
+
+fn record(m: Machine, server: &str) -> MachineRecord {
+    MachineRecord {
+        machine: m,
+        change: ChangeInfo::now("test", "registered", server),
+    }
+}
+
+fn seat(profile: &str, index: u32) -> Seat {
+    Seat {
+        profile: profile.into(),
+        index,
+    }
+}
+
+async fn guarded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, f)
+        .await
+        .expect("hung past the guard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_round_trip_and_seats_are_taken_once() {
+    if missing("records_round_trip_and_seats_are_taken_once") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+    let b = store(&etcd, "rack-b").await;
+
+    // A new machine with a seat: one transaction.
+    let r1 = record(machine("sn00001", Some("worker")), "rack-a");
+    let rev = a
+        .txn(
+            &[
+                Check::MachineAt {
+                    id: r1.machine.id.clone(),
+                    revision: 0,
+                },
+                Check::SeatFree(seat("worker", 0)),
+            ],
+            &[
+                Op::PutMachine(Box::new(r1.clone())),
+                Op::TakeSeat {
+                    seat: seat("worker", 0),
+                    id: r1.machine.id.clone(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+
+    let snap = b.load().await.unwrap();
+    assert!(snap.revision >= rev);
+    assert_eq!(snap.machines, vec![(r1.clone(), rev)]);
+    assert_eq!(snap.seats, vec![(seat("worker", 0), r1.machine.id.clone())]);
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    assert_eq!(
+        b.machine(&r1.machine.id).await.unwrap(),
+        Some((r1.clone(), rev))
+    );
+
+    // Written again at a stale revision: a conflict naming the machine, nothing written.
+    let mut changed = r1.clone();
+    changed.machine.notes = "stale".into();
+    let err = b
+        .txn(
+            &[Check::MachineAt {
+                id: r1.machine.id.clone(),
+                revision: 0,
+            }],
+            &[Op::PutMachine(Box::new(changed.clone()))],
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        ClusterError::Conflict { failed, .. } => assert_eq!(
+            failed,
+            &vec![Check::MachineAt {
+                id: r1.machine.id.clone(),
+                revision: 0
+            }]
+        ),
+        other => panic!("not a conflict: {other}"),
+    }
+    assert!(err.to_string().contains("sn00001"), "{err}");
+    assert_eq!(
+        b.machine(&r1.machine.id).await.unwrap(),
+        Some((r1.clone(), rev))
+    );
+
+    // At its revision it goes through.
+    let rev2 = b
+        .txn(
+            &[Check::MachineAt {
+                id: r1.machine.id.clone(),
+                revision: rev,
+            }],
+            &[Op::PutMachine(Box::new(changed.clone()))],
+        )
+        .await
+        .unwrap();
+    assert!(rev2 > rev);
+
+    // Two servers race for the same seat with two new machines: exactly one wins.
+    let race = |s: Store, id: &'static str| async move {
+        let r = record(machine(id, Some("worker")), s.name());
+        s.txn(
+            &[
+                Check::MachineAt {
+                    id: r.machine.id.clone(),
+                    revision: 0,
+                },
+                Check::SeatFree(seat("worker", 1)),
+            ],
+            &[
+                Op::PutMachine(Box::new(r.clone())),
+                Op::TakeSeat {
+                    seat: seat("worker", 1),
+                    id: r.machine.id.clone(),
+                },
+            ],
+        )
+        .await
+    };
+    let (ra, rb) = guarded(async {
+        tokio::join!(
+            tokio::spawn(race(a.clone(), "sn00002")),
+            tokio::spawn(race(b.clone(), "sn00003"))
+        )
+    })
+    .await;
+    let results = [ra.unwrap(), rb.unwrap()];
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    match lost {
+        ClusterError::Conflict { failed, .. } => {
+            assert_eq!(failed, &vec![Check::SeatFree(seat("worker", 1))])
+        }
+        other => panic!("the loser is no conflict: {other}"),
+    }
+    let (seats, _) = a.seats().await.unwrap();
+    assert_eq!(seats.len(), 2, "{seats:?}");
+    let snap = a.load().await.unwrap();
+    assert_eq!(
+        snap.machines.len(),
+        2,
+        "only the winner's machine was written"
+    );
+
+    // Giving a seat up: compared to hold the machine.
+    let wrong = a
+        .txn(
+            &[Check::SeatHeldBy {
+                seat: seat("worker", 0),
+                id: "sn99999".parse().unwrap(),
+            }],
+            &[Op::FreeSeat(seat("worker", 0))],
+        )
+        .await;
+    assert!(
+        matches!(wrong, Err(ClusterError::Conflict { .. })),
+        "{wrong:?}"
+    );
+    a.txn(
+        &[Check::SeatHeldBy {
+            seat: seat("worker", 0),
+            id: r1.machine.id.clone(),
+        }],
+        &[Op::FreeSeat(seat("worker", 0))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.seats().await.unwrap().0.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_another_servers_writes_in_order() {
+    if missing("a_watch_sees_another_servers_writes_in_order") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+    let b = store(&etcd, "rack-b").await;
+    let snap = a.load().await.unwrap();
+    let mut watch = a.watch(snap.revision + 1).await.unwrap();
+
+    let r = record(machine("sn00010", Some("worker")), "rack-b");
+    let rev = b
+        .txn(
+            &[Check::MachineAt {
+                id: r.machine.id.clone(),
+                revision: 0,
+            }],
+            &[
+                Op::PutMachine(Box::new(r.clone())),
+                Op::TakeSeat {
+                    seat: seat("worker", 3),
+                    id: r.machine.id.clone(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let rev2 = b
+        .txn(
+            &[Check::MachineAt {
+                id: r.machine.id.clone(),
+                revision: rev,
+            }],
+            &[
+                Op::DeleteMachine(r.machine.id.clone()),
+                Op::FreeSeat(seat("worker", 3)),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.push(guarded(watch.next()).await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        vec![
+            WatchEvent::Machine {
+                record: Box::new(r.clone()),
+                revision: rev
+            },
+            WatchEvent::SeatTaken {
+                seat: seat("worker", 3),
+                id: r.machine.id.clone(),
+                revision: rev
+            },
+            WatchEvent::MachineDeleted {
+                id: r.machine.id.clone(),
+                revision: rev2
+            },
+            WatchEvent::SeatFreed {
+                seat: seat("worker", 3),
+                revision: rev2
+            },
+        ]
+    );
+    assert_eq!(seen[0].revision(), rev);
+    assert_eq!(seen[0].clone(), seen[0]);
+    match &seen[0] {
+        WatchEvent::Machine { record, .. } => assert_eq!(record.change.server, "rack-b"),
+        other => panic!("{other:?}"),
+    }
+
+    // A compacted start revision is its own error: reload.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(etcd.endpoints().join(","))
+        .args(["compact", &rev2.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // etcd creates the watch, then cancels it: the first `next` says so.
+    let compacted = match a.watch(snap.revision + 1).await {
+        Err(e) => e,
+        Ok(mut w) => guarded(w.next()).await.unwrap_err(),
+    };
+    match compacted {
+        ClusterError::Compacted {
+            requested,
+            compacted,
+        } => {
+            assert_eq!(requested, snap.revision + 1);
+            assert_eq!(compacted, rev2);
+        }
+        e => panic!("not compacted: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_down_changes_nothing_all_down_is_unavailable() {
+    if missing("one_member_down_changes_nothing_all_down_is_unavailable") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+
+    let members = a.members().await.unwrap();
+    let mut names: Vec<_> = members.iter().map(|m| m.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["m0", "m1", "m2"]);
+    let status = guarded(a.status()).await;
+    assert!(status.healthy(), "{status:?}");
+    assert!(status.leader.is_some(), "{status:?}");
+    assert!(members.iter().any(|m| Some(m.id) == status.leader));
+    assert!(
+        status.endpoints.iter().all(|e| e.health.is_ok()),
+        "{status:?}"
+    );
+
+    let mut watch = a.watch(a.load().await.unwrap().revision + 1).await.unwrap();
+
+    // Member 0 down: reads, writes and a watch on the others carry on.
+    etcd.stop_member(0);
+    let r = record(machine("sn00020", None), "rack-a");
+    let rev = guarded(a.txn(
+        &[Check::MachineAt {
+            id: r.machine.id.clone(),
+            revision: 0,
+        }],
+        &[Op::PutMachine(Box::new(r.clone()))],
+    ))
+    .await
+    .unwrap();
+    let snap = guarded(a.load()).await.unwrap();
+    assert_eq!(snap.machines, vec![(r.clone(), rev)]);
+    // The watch may have been on member 0: then it says so and is started again.
+    let event = match guarded(watch.next()).await {
+        Ok(e) => e,
+        Err(e) => {
+            assert!(e.is_unavailable(), "{e}");
+            let mut again = guarded(a.watch(snap.revision)).await.unwrap();
+            guarded(again.next()).await.unwrap()
+        }
+    };
+    assert_eq!(
+        event,
+        WatchEvent::Machine {
+            record: Box::new(r.clone()),
+            revision: rev
+        }
+    );
+    let status = guarded(a.status()).await;
+    assert!(status.healthy(), "{status:?}");
+    assert!(status.endpoints[0].health.is_err(), "{status:?}");
+    let down = status.endpoints[0].health.as_ref().unwrap_err();
+    assert!(down.contains(&etcd.endpoint(0)), "{down}");
+
+    // It comes back and rejoins with its data.
+    etcd.start_member(0);
+    let one = Store::connect(&config(vec![etcd.endpoint(0)], "rack-c"))
+        .await
+        .unwrap();
+    let snap = guarded(one.load()).await.unwrap();
+    assert_eq!(snap.machines, vec![(r.clone(), rev)]);
+
+    // Every member down: a bounded Unavailable naming the endpoints, never a hang.
+    for i in 0..3 {
+        etcd.stop_member(i);
+    }
+    let err = guarded(a.load()).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains(&etcd.endpoint(1)), "{err}");
+    let err = guarded(a.txn(
+        &[Check::MachineAt {
+            id: r.machine.id.clone(),
+            revision: rev,
+        }],
+        &[Op::DeleteMachine(r.machine.id.clone())],
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let err = guarded(a.watch(rev)).await.err().unwrap();
+    assert!(err.is_unavailable(), "{err}");
+    let status = guarded(a.status()).await;
+    assert!(!status.healthy(), "{status:?}");
+    assert!(status.endpoints.iter().all(|e| e.health.is_err()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lives_under_a_lease() {
+    if missing("a_server_lives_under_a_lease") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+    let b = store(&etcd, "rack-b").await;
+    let mut watch = b.watch(b.load().await.unwrap().revision + 1).await.unwrap();
+    let info = ServerInfo {
+        version: "0.1.0".into(),
+        boot: "10.77.0.1:4081".into(),
+        api: "127.0.0.1:4080".into(),
+        started: time::OffsetDateTime::now_utc(),
+    };
+    let lease = a.register_server(&info).await.unwrap();
+    assert_eq!(lease.key(), "/mayu-test/servers/rack-a");
+    assert_eq!(
+        b.servers().await.unwrap(),
+        vec![("rack-a".to_string(), info.clone())]
+    );
+    match guarded(watch.next()).await.unwrap() {
+        WatchEvent::ServerUp {
+            name, info: seen, ..
+        } => {
+            assert_eq!(name, "rack-a");
+            assert_eq!(seen, info);
+        }
+        other => panic!("{other:?}"),
+    }
+    lease.release().await.unwrap();
+    match guarded(watch.next()).await.unwrap() {
+        WatchEvent::ServerDown { name, .. } => assert_eq!(name, "rack-a"),
+        other => panic!("{other:?}"),
+    }
+    assert!(b.servers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn nothing_listening_is_unavailable() {
+    // No etcd needed: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Store::connect(&config(vec![format!("http://127.0.0.1:{port}")], "rack-a"))
+        .await
+        .unwrap();
+    let err = guarded(s.load()).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
