@@ -295,6 +295,11 @@ pub struct Engine {
 impl Engine {
     /// Opens the configured local inventory (files + git) and loads it.
     pub fn open(config: Config) -> Result<Engine, EngineError> {
+        #[cfg(feature = "etcd")]
+        if config.cluster.is_some() {
+            let backend = crate::cluster::backend::EtcdBackend::open(&config)?;
+            return Self::with_backend(config, Box::new(backend));
+        }
         let backend =
             LocalBackend::open(&config.inventory, config.audit.git, &config.audit.author)?;
         Self::with_backend(config, Box::new(backend))

@@ -1,0 +1,728 @@
+//! The etcd inventory backend (`DESIGN.md` beside this file): machines and quota seats in
+//! etcd, written by compare-and-swap; a watch that brings every server's changes into the
+//! engine and into this server's folder, which stays its cache and git audit mirror.
+//!
+//! The engine's writer thread calls [`Backend::write_each`]: each change is one transaction
+//! that holds only if the machine is still at the revision the change was decided on (and, for
+//! an assignment, the seat it takes is free). A change that loses fails alone with
+//! [`InventoryError::Conflict`]; the engine puts the machine back as etcd holds it and the
+//! request decides again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::store::{
+    ChangeInfo, Check, ClusterError, MachineRecord, Op, Revision, Seat, Store, WatchEvent,
+};
+use crate::config::Config;
+use crate::inventory::{
+    AuditHealth, Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend, Remote,
+    Write,
+};
+use crate::machine::{Machine, MachineId};
+
+/// How long one call to etcd may take from the writer thread before it counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Backend::flush`] waits for the watch to bring this server's own writes into the
+/// mirror.
+const MIRROR_WAIT: Duration = Duration::from_secs(30);
+/// The engine's wording of an assignment past a full quota (see `Engine::assign`).
+const FORCED: &str = "(forced)";
+
+/// The link to etcd as the console header, `/api/v1/services` and readiness show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    /// etcd does not answer: known machines are served from memory, new ones are held.
+    Down(String),
+}
+
+/// What this server knows of etcd: each machine's revision and record, and the seats.
+#[derive(Default)]
+struct View {
+    revs: HashMap<MachineId, u64>,
+    records: HashMap<MachineId, Machine>,
+    seats: HashMap<String, BTreeMap<u32, MachineId>>,
+    seat_of: HashMap<MachineId, Seat>,
+    seat_revs: HashMap<Seat, u64>,
+    /// this server's last write of each machine: (the revision it was decided on, the one it
+    /// got), so a change queued on top of it before the engine learnt the new revision holds.
+    chain: HashMap<MachineId, (u64, u64)>,
+    /// revisions this server wrote that the watch has not delivered yet.
+    own: BTreeSet<u64>,
+    /// the last revision each machine's mirror file was written at.
+    mirrored: HashMap<MachineId, u64>,
+    /// the newest revision this server wrote, and the newest the mirror holds.
+    written: u64,
+    mirrored_up_to: u64,
+}
+
+impl View {
+    fn take_seat(&mut self, seat: Seat, id: MachineId, rev: u64) {
+        if self.seat_revs.get(&seat).is_some_and(|r| *r > rev) {
+            return;
+        }
+        self.seat_revs.insert(seat.clone(), rev);
+        if let Some(old) = self.seat_of.insert(id.clone(), seat.clone()) {
+            if old != seat {
+                self.drop_seat_entry(&old, &id);
+            }
+        }
+        self.seats
+            .entry(seat.profile.clone())
+            .or_default()
+            .insert(seat.index, id);
+    }
+
+    fn free_seat(&mut self, seat: &Seat, rev: u64) {
+        if self.seat_revs.get(seat).is_some_and(|r| *r > rev) {
+            return;
+        }
+        self.seat_revs.insert(seat.clone(), rev);
+        if let Some(id) = self
+            .seats
+            .get_mut(&seat.profile)
+            .and_then(|s| s.remove(&seat.index))
+        {
+            if self.seat_of.get(&id) == Some(seat) {
+                self.seat_of.remove(&id);
+            }
+        }
+    }
+
+    fn drop_seat_entry(&mut self, seat: &Seat, id: &MachineId) {
+        if let Some(s) = self.seats.get_mut(&seat.profile) {
+            if s.get(&seat.index) == Some(id) {
+                s.remove(&seat.index);
+            }
+        }
+    }
+
+    /// A free seat of `profile` (of `quantity`), looked for from `offset` on.
+    fn free_seat_of(&self, profile: &str, quantity: u32, offset: u32) -> Option<Seat> {
+        let taken = self.seats.get(profile);
+        (0..quantity)
+            .map(|i| (offset + i) % quantity)
+            .find(|k| !taken.is_some_and(|t| t.contains_key(k)))
+            .map(|index| Seat {
+                profile: profile.to_string(),
+                index,
+            })
+    }
+}
+
+fn rev(r: Revision) -> u64 {
+    u64::try_from(r).unwrap_or(0)
+}
+
+fn unavailable(e: ClusterError) -> InventoryError {
+    InventoryError::Unavailable(e.to_string())
+}
+
+/// The machines of a shared etcd inventory; this server's folder as cache and audit mirror.
+pub struct EtcdBackend {
+    rt: Arc<tokio::runtime::Runtime>,
+    store: Store,
+    name: String,
+    /// where this server starts looking for a free seat (from its name: servers spread out).
+    offset: u32,
+    quantities: HashMap<String, u32>,
+    mirror: Arc<LocalBackend>,
+    view: Arc<Mutex<View>>,
+    /// held from a transaction until its revision is in `own`, so the watch never takes this
+    /// server's own write for another's.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    snapshot: Mutex<Revision>,
+    link: watch::Sender<Link>,
+    mirrored: watch::Sender<u64>,
+}
+
+impl EtcdBackend {
+    /// Connects to `config.cluster`'s etcd and opens this server's folder as the mirror.
+    pub fn open(config: &Config) -> Result<EtcdBackend, InventoryError> {
+        let Some(cluster) = config.cluster.clone() else {
+            return Err(InventoryError::Unavailable(
+                "no cluster section in the configuration".into(),
+            ));
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd")
+            .enable_all()
+            .build()
+            .map_err(|source| InventoryError::Io {
+                path: config.inventory.clone(),
+                source,
+            })?;
+        let rt = Arc::new(rt);
+        let store = run(&rt, async move { Store::connect(&cluster).await })
+            .map_err(|e| InventoryError::Unavailable(e.to_string()))?;
+        let mirror = LocalBackend::open(&config.inventory, config.audit.git, &config.audit.author)?;
+        let name = store.name().to_string();
+        let offset = name
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let quantities = config
+            .profiles
+            .iter()
+            .filter_map(|p| p.quantity.map(|q| (p.name.clone(), q)))
+            .collect();
+        Ok(EtcdBackend {
+            rt,
+            store,
+            name,
+            offset,
+            quantities,
+            mirror: Arc::new(mirror),
+            view: Arc::new(Mutex::new(View::default())),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            snapshot: Mutex::new(0),
+            link: watch::channel(Link::Up).0,
+            mirrored: watch::channel(0).0,
+        })
+    }
+
+    /// The link to etcd as it changes.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transaction for one change, or why it cannot be made.
+    fn plan(&self, w: &Write, base: u64) -> Result<(Vec<Check>, Vec<Op>), InventoryError> {
+        let view = self.view();
+        let mut checks = vec![Check::MachineAt {
+            id: w.id.clone(),
+            revision: i64::try_from(base).unwrap_or(i64::MAX),
+        }];
+        let mut ops = Vec::new();
+        let held = view.seat_of.get(&w.id).cloned();
+        let wants = w
+            .machine
+            .as_ref()
+            .and_then(|m| m.profile.as_deref())
+            .and_then(|p| self.quantities.get(p).map(|q| (p.to_string(), *q)));
+        let keeps = matches!((&held, &wants), (Some(s), Some((p, _))) if &s.profile == p);
+        if let Some(seat) = held.as_ref().filter(|_| !keeps) {
+            checks.push(Check::SeatHeldBy {
+                seat: seat.clone(),
+                id: w.id.clone(),
+            });
+            ops.push(Op::FreeSeat(seat.clone()));
+        }
+        if let (Some((profile, quantity)), false) = (&wants, keeps) {
+            match view.free_seat_of(profile, *quantity, self.offset % (*quantity).max(1)) {
+                Some(seat) => {
+                    checks.push(Check::SeatFree(seat.clone()));
+                    ops.push(Op::TakeSeat {
+                        seat,
+                        id: w.id.clone(),
+                    });
+                }
+                // An operator's forced assignment goes past the quota without a seat.
+                None if w.change.what.contains(FORCED) => {}
+                None => {
+                    return Err(InventoryError::Conflict(format!(
+                        "profile {profile} is full ({quantity} of {quantity} seats taken)"
+                    )))
+                }
+            }
+        }
+        match &w.machine {
+            Some(m) => ops.push(Op::PutMachine(Box::new(MachineRecord {
+                machine: m.clone(),
+                change: ChangeInfo::now(&w.change.actor, &w.change.what, &self.name),
+            }))),
+            None => ops.push(Op::DeleteMachine(w.id.clone())),
+        }
+        Ok((checks, ops))
+    }
+
+    /// After a lost compare: what etcd holds now for `id` and the seats, into the view.
+    async fn refresh(
+        store: &Store,
+        view: &Mutex<View>,
+        id: &MachineId,
+    ) -> Result<(), ClusterError> {
+        let current = store.machine(id).await?;
+        let (seats, at) = store.seats().await?;
+        let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+        match current {
+            Some((record, r)) => {
+                v.revs.insert(id.clone(), rev(r));
+                v.records.insert(id.clone(), record.machine);
+            }
+            None => {
+                v.revs.remove(id);
+                v.records.remove(id);
+            }
+        }
+        v.seats.clear();
+        v.seat_of.clear();
+        for (seat, holder) in seats {
+            v.take_seat(seat, holder, rev(at));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on the backend's runtime and waits for it from any thread (the engine's writer, a
+/// request's blocking task, or start-up inside another runtime), with [`CALL_TIMEOUT`].
+fn run<T, F>(rt: &tokio::runtime::Runtime, f: F) -> Result<T, ClusterError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, ClusterError>> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let out = tokio::time::timeout(CALL_TIMEOUT, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClusterError::Unavailable(
+                    "etcd did not answer in time".into(),
+                ))
+            });
+        let _ = tx.send(out);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(ClusterError::Unavailable("the etcd task stopped".into())))
+}
+
+impl Backend for EtcdBackend {
+    fn load(&self) -> Result<(Vec<Machine>, Vec<LoadProblem>), InventoryError> {
+        let store = self.store.clone();
+        let snapshot = run(&self.rt, async move { store.load().await }).map_err(unavailable)?;
+        for p in &snapshot.problems {
+            tracing::warn!(key = %p.key, reason = %p.reason, "etcd record skipped");
+        }
+        let at = rev(snapshot.revision);
+        let mut machines = Vec::with_capacity(snapshot.machines.len());
+        let mut mirror_writes = Vec::new();
+        let (on_disk, _) = self.mirror.load()?;
+        let on_disk: HashMap<MachineId, Machine> =
+            on_disk.into_iter().map(|m| (m.id.clone(), m)).collect();
+        {
+            let mut v = self.view();
+            for (record, r) in snapshot.machines {
+                let id = record.machine.id.clone();
+                v.revs.insert(id.clone(), rev(r));
+                v.records.insert(id.clone(), record.machine.clone());
+                v.mirrored.insert(id.clone(), rev(r));
+                if on_disk
+                    .get(&id)
+                    .is_none_or(|m| !same_record(m, &record.machine))
+                {
+                    mirror_writes.push(Write {
+                        id: id.clone(),
+                        machine: Some(record.machine.clone()),
+                        change: mirror_change(&record.change, "synced from the cluster"),
+                        base: 0,
+                    });
+                }
+                machines.push(record.machine);
+            }
+            for id in on_disk.keys() {
+                if !v.records.contains_key(id) {
+                    mirror_writes.push(Write {
+                        id: id.clone(),
+                        machine: None,
+                        change: Change {
+                            actor: "mayu".into(),
+                            what: "retired in the cluster".into(),
+                        },
+                        base: 0,
+                    });
+                }
+            }
+            for (seat, id) in snapshot.seats {
+                v.take_seat(seat, id, at);
+            }
+            v.mirrored_up_to = at;
+        }
+        if !mirror_writes.is_empty() {
+            self.mirror.write_group(&mirror_writes)?;
+        }
+        let _ = self.mirrored.send(at);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.revision;
+        Ok((machines, Vec::new()))
+    }
+
+    fn write_group(&self, writes: &[Write]) -> Result<(), InventoryError> {
+        self.write_each(writes)
+            .into_iter()
+            .try_for_each(|r| r.map(drop))
+    }
+
+    fn write_each(&self, writes: &[Write]) -> Vec<Result<u64, InventoryError>> {
+        let mut out = Vec::with_capacity(writes.len());
+        let mut failed: HashMap<MachineId, String> = HashMap::new();
+        let mut down: Option<String> = None;
+        for w in writes {
+            if let Some(why) = &down {
+                out.push(Err(InventoryError::Unavailable(why.clone())));
+                continue;
+            }
+            if let Some(why) = failed.get(&w.id) {
+                out.push(Err(InventoryError::Conflict(format!(
+                    "decided on a change that was refused: {why}"
+                ))));
+                continue;
+            }
+            // Queued on top of this server's own last write of the machine.
+            let base = match self.view().chain.get(&w.id) {
+                Some((decided_on, got)) if *decided_on == w.base => *got,
+                _ => w.base,
+            };
+            let (checks, ops) = match self.plan(w, base) {
+                Ok(p) => p,
+                Err(e) => {
+                    failed.insert(w.id.clone(), e.to_string());
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let (store, view, gate, id) = (
+                self.store.clone(),
+                self.view.clone(),
+                self.gate.clone(),
+                w.id.clone(),
+            );
+            let ops_for_view = ops.clone();
+            let decided_on = w.base;
+            let result = run(&self.rt, async move {
+                let _held = gate.lock().await;
+                match store.txn(&checks, &ops).await {
+                    Ok(r) => {
+                        let r = rev(r);
+                        let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                        v.own.insert(r);
+                        v.written = v.written.max(r);
+                        v.chain.insert(id.clone(), (decided_on, r));
+                        for op in &ops_for_view {
+                            match op {
+                                Op::PutMachine(rec) => {
+                                    v.revs.insert(id.clone(), r);
+                                    v.records.insert(id.clone(), rec.machine.clone());
+                                }
+                                Op::DeleteMachine(_) => {
+                                    v.revs.remove(&id);
+                                    v.records.remove(&id);
+                                }
+                                Op::TakeSeat { seat, id } => {
+                                    v.take_seat(seat.clone(), id.clone(), r)
+                                }
+                                Op::FreeSeat(seat) => v.free_seat(seat, r),
+                            }
+                        }
+                        Ok(Ok(r))
+                    }
+                    Err(e @ ClusterError::Conflict { .. }) => {
+                        drop(_held);
+                        EtcdBackend::refresh(&store, &view, &id).await?;
+                        Ok(Err(e))
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match result {
+                Ok(Ok(r)) => out.push(Ok(r)),
+                Ok(Err(conflict)) => {
+                    failed.insert(w.id.clone(), conflict.to_string());
+                    out.push(Err(InventoryError::Conflict(conflict.to_string())));
+                }
+                Err(e) if e.is_unavailable() => {
+                    let why = e.to_string();
+                    let _ = self.link.send(Link::Down(why.clone()));
+                    down = Some(why.clone());
+                    out.push(Err(InventoryError::Unavailable(why)));
+                }
+                Err(e) => {
+                    failed.insert(w.id.clone(), e.to_string());
+                    out.push(Err(InventoryError::Conflict(e.to_string())));
+                }
+            }
+        }
+        out
+    }
+
+    fn read_machine(&self, id: &MachineId) -> Result<Option<Machine>, InventoryError> {
+        let (store, key) = (self.store.clone(), id.clone());
+        match run(&self.rt, async move { store.machine(&key).await }) {
+            Ok(found) => {
+                let mut v = self.view();
+                match found {
+                    Some((record, r)) => {
+                        v.revs.insert(id.clone(), rev(r));
+                        v.records.insert(id.clone(), record.machine.clone());
+                        Ok(Some(record.machine))
+                    }
+                    None => {
+                        v.revs.remove(id);
+                        v.records.remove(id);
+                        Ok(None)
+                    }
+                }
+            }
+            // Unreachable: the last record this server saw is what etcd holds as far as it
+            // knows (a new machine never written is none).
+            Err(e) if e.is_unavailable() => Ok(self.view().records.get(id).cloned()),
+            Err(e) => Err(InventoryError::Conflict(e.to_string())),
+        }
+    }
+
+    fn revision_of(&self, id: &MachineId) -> u64 {
+        self.view().revs.get(id).copied().unwrap_or(0)
+    }
+
+    fn revisions(&self) -> HashMap<MachineId, u64> {
+        self.view().revs.clone()
+    }
+
+    fn history(&self, id: &MachineId) -> Result<Vec<HistoryEntry>, InventoryError> {
+        self.mirror.history(id)
+    }
+
+    fn flush(&self) -> Result<(), InventoryError> {
+        // Every change this server wrote is in the mirror (the watch brings it), then in git.
+        let target = self.view().written;
+        let mut rx = self.mirrored.subscribe();
+        let wait = run(&self.rt, async move {
+            tokio::time::timeout(MIRROR_WAIT, rx.wait_for(|m| *m >= target))
+                .await
+                .map(drop)
+                .map_err(|_| ClusterError::Unavailable("the watch did not catch up".into()))
+        });
+        if let Err(e) = wait {
+            return Err(InventoryError::Unavailable(format!(
+                "the mirror is behind this server's own writes: {e}"
+            )));
+        }
+        self.mirror.flush()
+    }
+
+    fn flush_within(&self, deadline: Duration) -> Result<(), InventoryError> {
+        self.mirror.flush_within(deadline)
+    }
+
+    fn audit_health(&self) -> Option<watch::Receiver<AuditHealth>> {
+        self.mirror.audit_health()
+    }
+
+    fn follow(&self, sink: Box<dyn Fn(Remote) + Send + Sync>) {
+        let from = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) + 1;
+        let follower = Follower {
+            store: self.store.clone(),
+            view: self.view.clone(),
+            gate: self.gate.clone(),
+            mirror: self.mirror.clone(),
+            link: self.link.clone(),
+            mirrored: self.mirrored.clone(),
+            sink: Arc::from(sink),
+        };
+        self.rt.spawn(follower.run(from));
+    }
+}
+
+/// Whether two records say the same (the token is derived, never stored).
+fn same_record(a: &Machine, b: &Machine) -> bool {
+    let strip = |m: &Machine| {
+        let mut m = m.clone();
+        m.token.clear();
+        m.stall = None;
+        m
+    };
+    strip(a) == strip(b)
+}
+
+/// The mirror's audit line for a change made on `change.server`.
+fn mirror_change(change: &ChangeInfo, fallback: &str) -> Change {
+    let what = if change.what.is_empty() {
+        fallback.to_string()
+    } else {
+        change.what.clone()
+    };
+    Change {
+        actor: change.actor.clone(),
+        what: format!("{what} (on {})", change.server),
+    }
+}
+
+/// The watch: every change below the prefix into the view, the mirror and the engine.
+struct Follower {
+    store: Store,
+    view: Arc<Mutex<View>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    mirror: Arc<LocalBackend>,
+    link: watch::Sender<Link>,
+    mirrored: watch::Sender<u64>,
+    sink: Arc<dyn Fn(Remote) + Send + Sync>,
+}
+
+impl Follower {
+    async fn run(self, mut from: Revision) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut w = match self.store.watch(from).await {
+                Ok(w) => w,
+                Err(ClusterError::Compacted { .. }) => {
+                    from = self.reload().await.unwrap_or(from);
+                    continue;
+                }
+                Err(e) => {
+                    let _ = self.link.send(Link::Down(e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let _ = self.link.send(Link::Up);
+            backoff = Duration::from_millis(200);
+            loop {
+                match w.next().await {
+                    Ok(ev) => {
+                        // A broken watch resumes at this revision: its other events (one
+                        // transaction's) come again and are taken once.
+                        from = ev.revision();
+                        self.handle(ev).await;
+                    }
+                    Err(ClusterError::Compacted { .. }) => {
+                        from = self.reload().await.unwrap_or(from);
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = self.link.send(Link::Down(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a compaction: etcd's state now, every difference applied; the revision to
+    /// watch from.
+    async fn reload(&self) -> Option<Revision> {
+        let snapshot = self.store.load().await.ok()?;
+        for (record, r) in snapshot.machines {
+            self.machine(record, r).await;
+        }
+        Some(snapshot.revision + 1)
+    }
+
+    async fn handle(&self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Machine { record, revision } => self.machine(*record, revision).await,
+            WatchEvent::MachineDeleted { id, revision } => {
+                let r = rev(revision);
+                let (own, fresh) = {
+                    let _gate = self.gate.lock().await;
+                    let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                    let own = v.own.remove(&r);
+                    let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
+                    if fresh {
+                        v.mirrored.insert(id.clone(), r);
+                        if v.revs.get(&id).is_none_or(|x| *x <= r) {
+                            v.revs.remove(&id);
+                            v.records.remove(&id);
+                        }
+                    }
+                    (own, fresh)
+                };
+                let change = Change {
+                    actor: "mayu".into(),
+                    what: "retired".into(),
+                };
+                if fresh {
+                    self.mirror_write(Write {
+                        id: id.clone(),
+                        machine: None,
+                        change: change.clone(),
+                        base: 0,
+                    });
+                }
+                if !own {
+                    (self.sink)(Remote {
+                        id,
+                        machine: None,
+                        change,
+                        revision: r,
+                    });
+                }
+                self.mirrored_to(r);
+            }
+            WatchEvent::SeatTaken { seat, id, revision } => {
+                let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                v.take_seat(seat, id, rev(revision));
+            }
+            WatchEvent::SeatFreed { seat, revision } => {
+                let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                v.free_seat(&seat, rev(revision));
+            }
+            WatchEvent::ServerUp { .. } | WatchEvent::ServerDown { .. } => {}
+            WatchEvent::Undecodable { problem, .. } => {
+                tracing::warn!(key = %problem.key, reason = %problem.reason, "etcd record skipped");
+            }
+        }
+    }
+
+    async fn machine(&self, record: MachineRecord, revision: Revision) {
+        let r = rev(revision);
+        let id = record.machine.id.clone();
+        let (own, fresh) = {
+            let _gate = self.gate.lock().await;
+            let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            let own = v.own.remove(&r);
+            let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
+            if fresh {
+                v.mirrored.insert(id.clone(), r);
+            }
+            if v.revs.get(&id).is_none_or(|x| *x < r) {
+                v.revs.insert(id.clone(), r);
+                v.records.insert(id.clone(), record.machine.clone());
+            }
+            (own, fresh)
+        };
+        let change = mirror_change(&record.change, "changed");
+        if fresh {
+            self.mirror_write(Write {
+                id: id.clone(),
+                machine: Some(record.machine.clone()),
+                change: change.clone(),
+                base: 0,
+            });
+        }
+        if !own {
+            (self.sink)(Remote {
+                id,
+                machine: Some(record.machine),
+                change: Change {
+                    actor: record.change.actor,
+                    what: record.change.what,
+                },
+                revision: r,
+            });
+        }
+        self.mirrored_to(r);
+    }
+
+    fn mirror_write(&self, w: Write) {
+        let id = w.id.clone();
+        if let Err(e) = self.mirror.write_group(std::slice::from_ref(&w)) {
+            tracing::error!(%id, error = %e, "the cluster's change could not be mirrored here");
+        }
+    }
+
+    fn mirrored_to(&self, r: u64) {
+        self.mirrored.send_modify(|m| *m = (*m).max(r));
+    }
+}

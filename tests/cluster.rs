@@ -1,0 +1,195 @@
+//! Several boot servers, one inventory (issue 16): two real mayu servers on one real
+//! three-member etcd cluster (Debian's etcd, loopback, ports the OS picked).
+//!
+//! - 300 registrations split across the two servers at once fill the quotas exactly;
+//! - an assignment made on server A appears on server B's event stream and API;
+//! - stopping one etcd member changes nothing;
+//! - both servers' git mirrors hold every change.
+
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mayu::events::EventKind;
+use support::etcd::Etcd;
+use support::{Lab, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn lab(endpoints: &[String], name: &str) -> Lab {
+    let cluster = format!(
+        "cluster:\n  etcd: [{}]\n  name: {name}\n  prefix: /mayu-test\ntemplates_env:",
+        endpoints.join(", ")
+    );
+    Lab::new(&[("templates_env:", &cluster)])
+}
+
+/// Polls `cond` until it holds; fails with `what` after [`WAIT`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mac(i: u32) -> String {
+    format!("52:54:00:c1:{:02x}:{:02x}", i >> 8, i & 0xff)
+}
+
+/// Every audit line (`id: what (by author)`) in a mirror's git history.
+fn audit_lines(lab: &Lab) -> HashSet<String> {
+    let repo = git2::Repository::open(lab.path().join("inventory")).unwrap();
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_head().unwrap();
+    let mut lines = HashSet::new();
+    for oid in walk {
+        let c = repo.find_commit(oid.unwrap()).unwrap();
+        for l in c.message().unwrap_or("").lines() {
+            lines.insert(l.trim().to_string());
+        }
+    }
+    lines
+}
+
+fn worker_count(engine: &mayu::Engine) -> usize {
+    engine
+        .list()
+        .iter()
+        .filter(|m| m.profile.as_deref() == Some("worker"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_share_one_inventory_with_exact_quotas() {
+    if support::etcd::missing("two_servers_share_one_inventory_with_exact_quotas") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let endpoints = etcd.endpoints();
+    let (lab_a, lab_b) = (lab(&endpoints, "rack-a"), lab(&endpoints, "rack-b"));
+    let a = Running::start(&lab_a).await;
+    let b = Running::start(&lab_b).await;
+    let client = reqwest::Client::new();
+
+    // 300 machines at once, half asking server A, half server B.
+    let mut asks = Vec::new();
+    for i in 0..300u32 {
+        let server = if i % 2 == 0 { a.url("") } else { b.url("") };
+        let url = format!("{server}/ipxe?mac={}&serial=SN-C{i:03}&arch=x86_64", mac(i));
+        let client = client.clone();
+        asks.push(tokio::spawn(async move {
+            let resp = client.get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }));
+    }
+    let mut answered = 0;
+    for ask in asks {
+        let (status, body) = ask.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("#!ipxe"), "{body}");
+        answered += 1;
+    }
+    assert_eq!(answered, 300);
+
+    // Both servers see all 300, and exactly the quota's 10 are workers: no interleaving of
+    // the two servers' registrations over-fills the profile.
+    until("both servers to hold 300 machines", || {
+        a.engine.len() == 300 && b.engine.len() == 300
+    })
+    .await;
+    until("the workers to settle on both", || {
+        worker_count(&a.engine) == 10 && worker_count(&b.engine) == 10
+    })
+    .await;
+    for m in a.engine.list() {
+        let there = b.engine.get(&m.id).unwrap();
+        assert_eq!(there.profile, m.profile, "{}", m.id);
+        assert_eq!(there.state, m.state, "{}", m.id);
+    }
+
+    // An assignment on A appears on B's event stream, then in its API.
+    let mut on_b = b.engine.bus().subscribe();
+    let target = a
+        .engine
+        .list()
+        .into_iter()
+        .find(|m| m.profile.as_deref() == Some("discovery"))
+        .unwrap();
+    let resp = client
+        .patch(format!("http://{}/api/v1/machines/{}", a.api, target.id))
+        .bearer_auth(a.token())
+        .json(&serde_json::json!({"profile": "control-plane"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, on_b.recv())
+            .await
+            .expect("B's event stream never showed A's assignment")
+            .unwrap();
+        if let EventKind::MachineChanged { machine, actor, .. } = &ev.kind {
+            if machine.id == target.id && machine.profile.as_deref() == Some("control-plane") {
+                assert_eq!(actor, "admin");
+                break;
+            }
+        }
+    }
+    let resp = client
+        .get(format!("http://{}/api/v1/machines/{}", b.api, target.id))
+        .bearer_auth(b.token())
+        .send()
+        .await
+        .unwrap();
+    let m: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(m["profile"], "control-plane", "{m}");
+
+    // One etcd member down: registrations and assignments go on.
+    etcd.stop_member(0);
+    for i in 300..310u32 {
+        let server = if i % 2 == 0 { a.url("") } else { b.url("") };
+        let resp = client
+            .get(format!("{server}/ipxe?mac={}&serial=SN-C{i:03}", mac(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    until("both servers to hold 310 machines", || {
+        a.engine.len() == 310 && b.engine.len() == 310
+    })
+    .await;
+    assert_eq!(worker_count(&a.engine), 10);
+
+    // Both mirrors hold every change, whichever server made it.
+    a.engine.flush().unwrap();
+    b.engine.flush().unwrap();
+    let (lines_a, lines_b) = (audit_lines(&lab_a), audit_lines(&lab_b));
+    for m in a.engine.list() {
+        let registered = |lines: &HashSet<String>| {
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{}: registered", m.id)))
+        };
+        assert!(registered(&lines_a), "A's mirror lacks {}", m.id);
+        assert!(registered(&lines_b), "B's mirror lacks {}", m.id);
+    }
+    let assigned = format!("{}: assigned to control-plane", target.id);
+    assert!(
+        lines_a.iter().any(|l| l.starts_with(&assigned)),
+        "{assigned}"
+    );
+    assert!(
+        lines_b.iter().any(|l| l.starts_with(&assigned)),
+        "{assigned}"
+    );
+
+    a.stop().await;
+    b.stop().await;
+}
