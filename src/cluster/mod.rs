@@ -4,6 +4,7 @@
 //! [`migrate`] copies an inventory folder into etcd and back (`mayu inventory push|pull`).
 //! Built only with the cargo feature `etcd`.
 
+pub mod backend;
 pub mod migrate;
 pub mod store;
 
