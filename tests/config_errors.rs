@@ -187,3 +187,161 @@ fn normalise_removes_dot_components() {
     assert_eq!(normalise(Path::new("/../x")), Path::new("/x"));
     assert_eq!(normalise(Path::new("/a/b/..")), Path::new("/a"));
 }
+
+/// The shipped config with a `cluster:` section (written before `templates_env:`).
+fn with_cluster(section: &str) -> (String, Result<Config, mayu::config::ConfigErrors>) {
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    assert!(text.contains("\ntemplates_env:"));
+    let text = text.replacen("\ntemplates_env:", &format!("\n{section}templates_env:"), 1);
+    let parsed = Config::parse(&repo_config(), &text);
+    (text, parsed)
+}
+
+#[test]
+fn without_cluster_the_local_inventory_is_used() {
+    assert_eq!(Config::load(&repo_config()).unwrap().cluster, None);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn a_cluster_section_is_checked_and_defaults_its_prefix() {
+    let (_, parsed) = with_cluster(
+        "cluster:\n  etcd: [http://10.0.0.11:2379, http://etcd-2.lab:2379, \"http://[fd00::3]:2379\"]\n  name: rack-a\n",
+    );
+    let c = parsed.unwrap().cluster.unwrap();
+    assert_eq!(
+        c.etcd,
+        [
+            "http://10.0.0.11:2379",
+            "http://etcd-2.lab:2379",
+            "http://[fd00::3]:2379"
+        ]
+    );
+    assert_eq!(c.name, "rack-a");
+    assert_eq!(c.prefix, "/mayu");
+    assert_eq!(c.tls, None);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn cluster_tls_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["ca.crt", "rack-a.crt", "rack-a.key"] {
+        std::fs::write(dir.path().join(f), "-----BEGIN X-----\n").unwrap();
+    }
+    let text = std::fs::read_to_string(repo_config()).unwrap().replacen(
+        "\ntemplates_env:",
+        "\ncluster:\n  etcd: [https://10.0.0.11:2379]\n  name: rack-a\n  prefix: /dc1/mayu\n  tls: { ca: ca.crt, cert: rack-a.crt, key: rack-a.key }\ntemplates_env:",
+        1,
+    );
+    // templates and images must exist beside the config: point them at the repo's
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = text
+        .replacen(
+            "templates: templates",
+            &format!("templates: {}/templates", repo.display()),
+            1,
+        )
+        .replacen(
+            "images: images",
+            &format!("images: {}/images", repo.display()),
+            1,
+        );
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let c = Config::load(&file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cluster
+        .unwrap();
+    let here = std::fs::canonicalize(dir.path()).unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.ca, here.join("ca.crt"));
+    assert_eq!(
+        tls.identity,
+        Some((here.join("rack-a.crt"), here.join("rack-a.key")))
+    );
+    assert_eq!(c.prefix, "/dc1/mayu");
+}
+
+#[test]
+fn cluster_errors_are_located() {
+    let section = "cluster:\n  etcd: [http://10.0.0.11:2379, ftp://10.0.0.12:2379, http://10.0.0.13, https://10.0.0.14:2379]\n  name: rack a\n  prefix: mayu/\n  tls: { ca: no-such-ca.crt, cert: rack-a.crt }\n";
+    let (text, parsed) = with_cluster(section);
+    let errs = parsed.unwrap_err();
+    let all = errs.to_string();
+    let line = |needle: &str| line_of(needle, &text);
+    let expect = [
+        (
+            "`ftp://10.0.0.12:2379` is no http:// or https:// URL",
+            line("etcd: ["),
+        ),
+        ("`http://10.0.0.13` has no port", line("etcd: [")),
+        ("mixes http:// and https://", line("etcd: [")),
+        ("cluster.name `rack a` may only hold", line("name: rack a")),
+        (
+            "cluster.prefix `mayu/` must start with `/`",
+            line("prefix: mayu/"),
+        ),
+        ("cluster.tls.ca: no file", line("tls: { ca: no-such-ca.crt")),
+        ("a client `cert` needs its `key` too", line("tls: { ca: no-such-ca.crt")),
+    ];
+    for (msg, want) in expect {
+        let e = errs
+            .0
+            .iter()
+            .find(|e| e.message.contains(msg))
+            .unwrap_or_else(|| panic!("no `{msg}` in:\n{all}"));
+        assert_eq!(e.line, want, "{msg}: {e}");
+        assert!(e.column > 1, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:{want}:", repo_config().display())),
+            "{e}"
+        );
+    }
+    // the column points at the value itself
+    let ftp = errs
+        .0
+        .iter()
+        .find(|e| e.message.contains("ftp://"))
+        .unwrap();
+    let at = text.lines().nth(ftp.line as usize - 1).unwrap();
+    assert_eq!(at.find("ftp://").unwrap() as u64 + 1, ftp.column, "{ftp}");
+
+    let (text, parsed) = with_cluster("cluster:\n  etcd: []\n  name: rack-a\n");
+    let errs = parsed.unwrap_err();
+    let e = errs
+        .0
+        .iter()
+        .find(|e| e.message.contains("name at least one endpoint"))
+        .unwrap_or_else(|| panic!("{errs}"));
+    assert_eq!(e.line, line_of("etcd: []", &text), "{e}");
+
+    let (text, parsed) = with_cluster("cluster:\n  etcd: [http://10.0.0.11:2379]\n");
+    let errs = parsed.unwrap_err();
+    assert!(errs.to_string().contains("name"), "{errs}");
+    assert!(errs.0[0].line >= line_of("cluster:", &text), "{errs}");
+
+    let (_, parsed) = with_cluster(
+        "cluster:\n  etcd: [https://10.0.0.11:2379]\n  name: rack-a\n  colour: blue\n",
+    );
+    assert!(parsed.unwrap_err().to_string().contains("colour"));
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_mayu_without_etcd_refuses_a_cluster_section() {
+    let (text, parsed) =
+        with_cluster("cluster:\n  etcd: [http://10.0.0.11:2379]\n  name: rack-a\n");
+    let errs = parsed.unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    assert!(
+        e.message
+            .contains("this mayu was built without etcd support (cargo feature `etcd`)"),
+        "{e}"
+    );
+    let at = line_of("cluster:", &text);
+    assert!(e.line == at || e.line == at + 1, "{e}");
+    assert!(e.column > 0, "{e}");
+}
