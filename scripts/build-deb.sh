@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Debian package: target/debian/mayu_<version>-<revision>_amd64.deb (cargo-deb, from
 # [package.metadata.deb] in ui/Cargo.toml and packaging/debian/). Prints the package's path last.
-#   1. release builds of `mayu` and `mayuctl`: the same commands as scripts/bench.sh, so a tree it
-#      already built (CI runs it first) is not built again;
+#   1. release builds of `mayu` (with the etcd inventory, cargo feature `etcd`: needs `protoc`,
+#      Debian protobuf-compiler) and `mayuctl` (over the same engine build);
 #   2. bash/zsh/fish completions and man pages from the binaries' own clap definitions (hidden
 #      subcommands `completions SHELL` and `man --out-dir DIR`) into packaging/debian/generated/;
 #   3. cargo deb --no-build.
-# Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-dev (dpkg-shlibdeps, for the
-# `$auto` dependencies); scripts/install-deps.sh installs both.
+# Needs cargo-deb (`cargo install cargo-deb --locked`), dpkg-dev (dpkg-shlibdeps, for the
+# `$auto` dependencies) and protobuf-compiler; scripts/install-deps.sh installs the Debian ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +25,12 @@ if [ "$top" != "$version-1" ]; then
   exit 1
 fi
 
-cargo build --release --locked -p mayu-console --bin mayu
-cargo build --release --locked -p mayu --bin mayuctl
+if ! command -v protoc >/dev/null 2>&1; then
+  echo "build-deb.sh: protoc not found (the etcd client's build needs it); install protobuf-compiler (scripts/install-deps.sh)" >&2
+  exit 1
+fi
+cargo build --release --locked -p mayu-console --features etcd --bin mayu
+cargo build --release --locked -p mayu --features etcd --bin mayuctl
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 # ui/Cargo.toml's assets name this path (ignored by git).

@@ -19,6 +19,12 @@
 #   dpkg-dev, lintian, systemd, man-db   scripts/test-package.sh: dpkg-shlibdeps (cargo-deb's
 #                 $auto dependencies), the package's lint, systemd-analyze verify on its unit
 #                 (which also looks up the unit's Documentation= man pages)
+#   etcd-server, etcd-client   the etcd inventory's tests start a real 3-member etcd cluster
+#                 (the `etcd` binary) on loopback ports the OS picks and check it with `etcdctl`;
+#                 where systemd runs, etcd-server also starts a system etcd on 127.0.0.1:2379/2380,
+#                 which the tests never use
+#   protobuf-compiler   `protoc`: the etcd client (cargo feature `etcd`, on in CI, scripts/test.sh
+#                 and the Debian package) generates its gRPC code with it at build time
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -69,7 +75,8 @@ fi
 apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
-  extlinux syslinux-common wrk nginx-light openipmi ipmitool dpkg-dev lintian systemd man-db
+  extlinux syslinux-common wrk nginx-light openipmi ipmitool dpkg-dev lintian systemd man-db \
+  etcd-server etcd-client protobuf-compiler
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else

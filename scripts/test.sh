@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs the Debian packages they need (as root), fills tftproot/ from
-# Debian's ipxe package, builds the boot images, then `cargo test` over the whole workspace.
+# Debian's ipxe package, builds the boot images, then `cargo test` over the whole workspace
+# with the etcd inventory built in (cargo feature `etcd`).
 # Network, dnsmasq and QEMU tests need root; with CI=true they fail rather than skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,4 +40,6 @@ for prep in scripts/fill-tftproot.sh scripts/build-discovery.sh scripts/build-te
 done
 # Snapshots are committed; a test never writes new ones here.
 export INSTA_UPDATE=no
-cargo test --workspace --locked
+# With the etcd inventory (cargo feature `etcd`; protoc from protobuf-compiler builds it): its
+# tests start real etcd clusters.
+cargo test --workspace --locked --features mayu/etcd,mayu-console/etcd
