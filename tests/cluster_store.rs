@@ -14,7 +14,7 @@ use mayu::cluster::{
 };
 use mayu::config::ClusterConfig;
 use mayu::machine::{Machine, MachineId};
-use support::etcd::{missing, Etcd};
+use support::etcd::{missing, Etcd, EtcdTls};
 
 /// Guards against a hang only (the store bounds every call itself); no speed is asserted.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -464,4 +464,93 @@ async fn nothing_listening_is_unavailable() {
     let err = guarded(s.load()).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+/// A CA, a certificate for 127.0.0.1 (the members', and etcdctl's as a client) and a client
+/// certificate for mayu, as PEM files in `dir`: (the members' TLS, mayu's `cluster.tls`).
+fn certificates(dir: &std::path::Path) -> (EtcdTls, mayu::config::ClusterTls) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mayu test etcd CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (cert, key) = leaf("etcd");
+    let client = leaf("rack-a");
+    (
+        EtcdTls {
+            ca: ca_file.clone(),
+            cert,
+            key,
+        },
+        mayu::config::ClusterTls {
+            ca: ca_file,
+            identity: Some(client),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    if missing("tls_with_a_client_certificate") {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (server, client) = certificates(certs.path());
+    let etcd = Etcd::start_tls(server);
+    assert!(etcd.endpoint(0).starts_with("https://"));
+    let mut config = config(etcd.endpoints(), "rack-a");
+    config.tls = Some(client.clone());
+    let a = Store::connect(&config).await.unwrap();
+    let r = record(machine("sn00030", None), "rack-a");
+    let rev = guarded(a.txn(
+        &[Check::MachineAt {
+            id: r.machine.id.clone(),
+            revision: 0,
+        }],
+        &[Op::PutMachine(Box::new(r.clone()))],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        guarded(a.load()).await.unwrap().machines,
+        vec![(r.clone(), rev)]
+    );
+    assert!(guarded(a.status()).await.healthy());
+
+    // Without a client certificate etcd refuses the connection: never a hang.
+    config.tls = Some(mayu::config::ClusterTls {
+        identity: None,
+        ..client.clone()
+    });
+    let anonymous = Store::connect(&config).await.unwrap();
+    assert!(guarded(anonymous.load()).await.is_err());
+
+    // A file that is no PEM is named.
+    let bogus = certs.path().join("bogus.crt");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    config.tls = Some(mayu::config::ClusterTls {
+        ca: bogus.clone(),
+        identity: None,
+    });
+    let err = Store::connect(&config).await.unwrap_err();
+    assert!(err.to_string().contains("bogus.crt"), "{err}");
 }

@@ -283,7 +283,10 @@ fn cluster_errors_are_located() {
             line("prefix: mayu/"),
         ),
         ("cluster.tls.ca: no file", line("tls: { ca: no-such-ca.crt")),
-        ("a client `cert` needs its `key` too", line("tls: { ca: no-such-ca.crt")),
+        (
+            "a client `cert` needs its `key` too",
+            line("tls: { ca: no-such-ca.crt"),
+        ),
     ];
     for (msg, want) in expect {
         let e = errs

@@ -49,11 +49,22 @@ struct Member {
     child: Option<Child>,
 }
 
+/// TLS on the members' client URLs (`https://`), clients must present a certificate the
+/// CA signed; the peers talk plain HTTP. PEM files.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    /// the members' certificate (for 127.0.0.1) and key; `etcdctl` presents it as a client too.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A running etcd cluster; dropped, every member is killed.
 pub struct Etcd {
     dir: tempfile::TempDir,
     token: String,
     members: Vec<Member>,
+    tls: Option<EtcdTls>,
 }
 
 /// `n` free loopback ports, all distinct (held open together, then released).
@@ -70,14 +81,30 @@ fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+fn client_url(tls: &Option<EtcdTls>, port: u16) -> String {
+    match tls {
+        Some(_) => format!("https://127.0.0.1:{port}"),
+        None => url(port),
+    }
+}
+
 impl Etcd {
     /// A 3-member cluster, healthy when this returns.
     pub fn start() -> Etcd {
         Etcd::start_n(3)
     }
 
+    /// A 3-member cluster serving clients over TLS, healthy when this returns.
+    pub fn start_tls(tls: EtcdTls) -> Etcd {
+        Etcd::start_with(3, Some(tls))
+    }
+
     /// An `n`-member cluster, healthy when this returns.
     pub fn start_n(n: usize) -> Etcd {
+        Etcd::start_with(n, None)
+    }
+
+    fn start_with(n: usize, tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(2 * n);
         let token = format!(
@@ -99,6 +126,7 @@ impl Etcd {
             dir,
             token,
             members,
+            tls,
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -124,15 +152,26 @@ impl Etcd {
             .append(true)
             .open(&m.log)
             .unwrap();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let client = client_url(&self.tls, m.client);
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data)
             .arg("--listen-client-urls")
-            .arg(url(m.client))
+            .arg(&client)
             .arg("--advertise-client-urls")
-            .arg(url(m.client))
+            .arg(&client)
             .arg("--listen-peer-urls")
             .arg(url(m.peer))
             .arg("--initial-advertise-peer-urls")
@@ -157,12 +196,15 @@ impl Etcd {
 
     /// Every client URL, member order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| url(m.client)).collect()
+        self.members
+            .iter()
+            .map(|m| client_url(&self.tls, m.client))
+            .collect()
     }
 
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
-        url(self.members[i].client)
+        client_url(&self.tls, self.members[i].client)
     }
 
     /// Kills member `i` and waits until it is gone.
@@ -182,8 +224,16 @@ impl Etcd {
     /// Whether `etcdctl endpoint health` says the members at `which` are healthy.
     fn healthy(&self, which: &[usize]) -> bool {
         let endpoints: Vec<String> = which.iter().map(|&i| self.endpoint(i)).collect();
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
+        }
+        cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoints.join(","))
             .args(["--dial-timeout", "2s", "--command-timeout", "3s"])

@@ -1,8 +1,10 @@
-//! The one-shot commands of `mayu` (`check`, `render`, `import-mayu`; `images` in [`images`])
+//! The one-shot commands of `mayu` (`check`, `render`, `import-mayu`; `images` in [`images`],
+//! `inventory push|pull` in [`inventory`])
 //! as the operator sees them: what [`mayu::cli`] found, printed, and the exit code (0 ok,
 //! 1 failure).
 
 pub mod images;
+pub mod inventory;
 
 use std::path::Path;
 use std::process::ExitCode;

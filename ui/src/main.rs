@@ -1,5 +1,6 @@
 //! `mayu`: the operator console with the boot services in-process; `--headless` runs the
-//! services alone; `check`, `render`, `import-mayu` and `images` are one-shot tools.
+//! services alone; `check`, `render`, `import-mayu`, `images` and `inventory` are one-shot
+//! tools.
 
 mod commands;
 
@@ -60,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::images::ImagesCommand,
     },
+    /// move the inventory between this server's folder and the etcd cluster (`cluster:`)
+    Inventory {
+        #[command(subcommand)]
+        command: commands::inventory::InventoryCommand,
+    },
     /// print shell completions (bash, zsh, fish, elvish, powershell); the Debian package
     /// installs them
     #[command(hide = true)]
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => commands::check(&cli.config),
         Some(Command::ImportMayu { dir, dry_run }) => commands::import(&cli.config, &dir, dry_run),
         Some(Command::Images { command }) => commands::images::run(&cli.config, command),
+        Some(Command::Inventory { command }) => commands::inventory::run(&cli.config, command),
         Some(Command::Render {
             machine,
             mac,
