@@ -212,6 +212,26 @@ pub async fn start(engine: Engine, cancel: CancellationToken) -> Result<Services
         ));
     }
 
+    // A shared inventory (cluster:): its link to etcd is a service of its own.
+    if let Some(mut link) = engine.store_link() {
+        let (e, c) = (engine.clone(), cancel.clone());
+        tasks.push(supervised(&engine, "cluster", async move {
+            loop {
+                let now = link.borrow_and_update().clone();
+                let status = if now.up {
+                    ServiceStatus::Running
+                } else {
+                    ServiceStatus::Retrying
+                };
+                e.set_service("cluster", status, 0, &now.detail);
+                tokio::select! {
+                    _ = c.cancelled() => break,
+                    changed = link.changed() => if changed.is_err() { break },
+                }
+            }
+        }));
+    }
+
     let (e, c) = (engine.clone(), cancel.clone());
     tasks.push(supervised(&engine, "stalls", async move {
         let mut every = tokio::time::interval(crate::engine::stalls::SCAN_EVERY);

@@ -150,6 +150,33 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
     let m: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(m["profile"], "control-plane", "{m}");
 
+    // The link to etcd is a service: members, leader, this server.
+    let mut detail = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !detail.contains("leader") {
+        assert!(Instant::now() < deadline, "no cluster service on A: {detail}");
+        let services: serde_json::Value = client
+            .get(format!("http://{}/api/v1/services", a.api))
+            .bearer_auth(a.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(c) = services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "cluster")
+        {
+            assert_eq!(c["status"], "running", "{c}");
+            detail = c["detail"].as_str().unwrap_or("").to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(detail.contains("3 members") && detail.contains("rack-a"), "{detail}");
+
     // One etcd member down: registrations and assignments go on.
     etcd.stop_member(0);
     for i in 300..310u32 {

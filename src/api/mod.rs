@@ -200,13 +200,17 @@ async fn ready(State(st): State<ApiState>) -> Response {
     let audit_ok = audit
         .as_ref()
         .is_none_or(|h| h.status != crate::lease::ServiceStatus::Retrying);
-    let ready = templates_ok && audit_ok;
+    // A shared inventory out of reach: known machines are served, but nothing new is taken.
+    let cluster = st.engine.store_link().map(|l| l.borrow().clone());
+    let cluster_ok = cluster.as_ref().is_none_or(|l| l.up);
+    let ready = templates_ok && audit_ok && cluster_ok;
     let body = json!({
         "ready": ready,
         "machines": st.engine.len(),
         "inventory_files_skipped": problems,
         "templates": templates,
         "audit": audit,
+        "cluster": cluster.map(|l| json!({"up": l.up, "detail": l.detail})),
     });
     let status = if ready {
         StatusCode::OK

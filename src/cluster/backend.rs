@@ -21,7 +21,7 @@ use super::store::{
 use crate::config::Config;
 use crate::inventory::{
     AuditHealth, Backend, Change, HistoryEntry, InventoryError, LoadProblem, LocalBackend, Remote,
-    Write,
+    StoreLink, Write,
 };
 use crate::machine::{Machine, MachineId};
 
@@ -33,13 +33,8 @@ const MIRROR_WAIT: Duration = Duration::from_secs(30);
 /// The engine's wording of an assignment past a full quota (see `Engine::assign`).
 const FORCED: &str = "(forced)";
 
-/// The link to etcd as the console header, `/api/v1/services` and readiness show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Link {
-    Up,
-    /// etcd does not answer: known machines are served from memory, new ones are held.
-    Down(String),
-}
+/// How often the cluster's members and leader are asked for the services list.
+const STATUS_EVERY: Duration = Duration::from_secs(3);
 
 /// What this server knows of etcd: each machine's revision and record, and the seats.
 #[derive(Default)]
@@ -137,8 +132,20 @@ pub struct EtcdBackend {
     /// server's own write for another's.
     gate: Arc<tokio::sync::Mutex<()>>,
     snapshot: Mutex<Revision>,
-    link: watch::Sender<Link>,
+    link: watch::Sender<StoreLink>,
     mirrored: watch::Sender<u64>,
+}
+
+/// The link is down: why, in the operator's words.
+fn link_down(link: &watch::Sender<StoreLink>, why: &str) {
+    link.send_if_modified(|l| {
+        let detail = format!(
+            "etcd unreachable: {why}; known machines are served from memory, new ones are held"
+        );
+        let changed = l.up || l.detail != detail;
+        *l = StoreLink { up: false, detail };
+        changed
+    });
 }
 
 impl EtcdBackend {
@@ -181,14 +188,13 @@ impl EtcdBackend {
             view: Arc::new(Mutex::new(View::default())),
             gate: Arc::new(tokio::sync::Mutex::new(())),
             snapshot: Mutex::new(0),
-            link: watch::channel(Link::Up).0,
+            link: watch::channel(StoreLink {
+                up: true,
+                detail: "connecting".into(),
+            })
+            .0,
             mirrored: watch::channel(0).0,
         })
-    }
-
-    /// The link to etcd as it changes.
-    pub fn link(&self) -> watch::Receiver<Link> {
-        self.link.subscribe()
     }
 
     pub fn store(&self) -> &Store {
@@ -443,7 +449,7 @@ impl Backend for EtcdBackend {
                 }
                 Err(e) if e.is_unavailable() => {
                     let why = e.to_string();
-                    let _ = self.link.send(Link::Down(why.clone()));
+                    link_down(&self.link, &why);
                     down = Some(why.clone());
                     out.push(Err(InventoryError::Unavailable(why)));
                 }
@@ -519,6 +525,10 @@ impl Backend for EtcdBackend {
         self.mirror.audit_health()
     }
 
+    fn store_link(&self) -> Option<watch::Receiver<StoreLink>> {
+        Some(self.link.subscribe())
+    }
+
     fn follow(&self, sink: Box<dyn Fn(Remote) + Send + Sync>) {
         let from = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) + 1;
         let follower = Follower {
@@ -531,6 +541,8 @@ impl Backend for EtcdBackend {
             sink: Arc::from(sink),
         };
         self.rt.spawn(follower.run(from));
+        self.rt
+            .spawn(report_status(self.store.clone(), self.link.clone()));
     }
 }
 
@@ -564,7 +576,7 @@ struct Follower {
     view: Arc<Mutex<View>>,
     gate: Arc<tokio::sync::Mutex<()>>,
     mirror: Arc<LocalBackend>,
-    link: watch::Sender<Link>,
+    link: watch::Sender<StoreLink>,
     mirrored: watch::Sender<u64>,
     sink: Arc<dyn Fn(Remote) + Send + Sync>,
 }
@@ -580,13 +592,12 @@ impl Follower {
                     continue;
                 }
                 Err(e) => {
-                    let _ = self.link.send(Link::Down(e.to_string()));
+                    link_down(&self.link, &e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            let _ = self.link.send(Link::Up);
             backoff = Duration::from_millis(200);
             loop {
                 match w.next().await {
@@ -601,7 +612,7 @@ impl Follower {
                         break;
                     }
                     Err(e) => {
-                        let _ = self.link.send(Link::Down(e.to_string()));
+                        link_down(&self.link, &e.to_string());
                         break;
                     }
                 }
@@ -724,5 +735,45 @@ impl Follower {
 
     fn mirrored_to(&self, r: u64) {
         self.mirrored.send_modify(|m| *m = (*m).max(r));
+    }
+}
+
+/// Asks the cluster for its members and leader every [`STATUS_EVERY`]: the link's detail
+/// ("3 of 3 members answer, leader m2; this server rack-a"), or down with the reason.
+async fn report_status(store: Store, link: watch::Sender<StoreLink>) {
+    let mut every = tokio::time::interval(STATUS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let status = store.status().await;
+        if !status.healthy() {
+            let why = status
+                .endpoints
+                .iter()
+                .filter_map(|e| e.health.as_ref().err().cloned())
+                .next()
+                .unwrap_or_else(|| "no member knows a leader".into());
+            link_down(&link, &why);
+            continue;
+        }
+        let answering = status.endpoints.iter().filter(|e| e.health.is_ok()).count();
+        let members = store.members().await.unwrap_or_default();
+        let leader = status
+            .leader
+            .and_then(|id| members.iter().find(|m| m.id == id))
+            .map(|m| m.name.clone())
+            .or_else(|| status.leader.map(|id| format!("{id:x}")))
+            .unwrap_or_else(|| "none".into());
+        let detail = format!(
+            "etcd: {answering} of {} endpoints answer, {} members, leader {leader}; this server {}",
+            status.endpoints.len(),
+            members.len(),
+            store.name()
+        );
+        link.send_if_modified(|l| {
+            let changed = !l.up || l.detail != detail;
+            *l = StoreLink { up: true, detail };
+            changed
+        });
     }
 }

@@ -1353,6 +1353,11 @@ impl Engine {
         Ok(self.inner.backend.flush_within(deadline)?)
     }
 
+    /// The link to a shared inventory's store (`None` for the local inventory).
+    pub fn store_link(&self) -> Option<tokio::sync::watch::Receiver<crate::inventory::StoreLink>> {
+        self.inner.backend.store_link()
+    }
+
     /// The git audit's state as it changes; `None` without an audit.
     pub fn audit_health(
         &self,

@@ -101,6 +101,16 @@ pub struct Write {
     pub base: u64,
 }
 
+/// A shared backend's link to its store, as the services list, readiness and the console
+/// header show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLink {
+    /// the store answers: changes can be written.
+    pub up: bool,
+    /// members, leader, this server's name; or why the store is unreachable.
+    pub detail: String,
+}
+
 /// A change another server made, as a shared backend's watch delivers it.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -153,6 +163,10 @@ pub trait Backend: Send + Sync {
     /// Each machine's revision as loaded (shared backends; empty otherwise).
     fn revisions(&self) -> std::collections::HashMap<MachineId, u64> {
         std::collections::HashMap::new()
+    }
+    /// The link to a shared store as it changes (`None`: this backend has no shared store).
+    fn store_link(&self) -> Option<watch::Receiver<StoreLink>> {
+        None
     }
     /// Starts delivering other servers' changes to `sink` (shared backends; the local one has
     /// none). Called once, after [`Backend::load`].
