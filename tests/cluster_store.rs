@@ -464,6 +464,8 @@ async fn nothing_listening_is_unavailable() {
     let err = guarded(s.load()).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
+    // the cause is named, not only "transport error"
+    assert!(err.to_string().contains("refused"), "{err}");
 }
 
 /// A CA, a certificate for 127.0.0.1 (the members', and etcdctl's as a client) and a client

@@ -1160,7 +1160,17 @@ fn classify(endpoints: &str, what: &str, e: etcd::Error) -> ClusterError {
         etcd::Error::TransportError(t) => unavailable(transport_reason(&t)),
         etcd::Error::IoError(io) => unavailable(io.to_string()),
         etcd::Error::GRpcStatus(s) => {
-            let message = s.message().to_string();
+            // the message and its causes ("tcp connect error: Connection refused (os error 111)")
+            let mut message = s.message().to_string();
+            let mut source = std::error::Error::source(&s);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                source = cause.source();
+            }
             match s.code() as i32 {
                 UNAVAILABLE | DEADLINE_EXCEEDED | CANCELLED | ABORTED => unavailable(message),
                 UNKNOWN if message.contains("transport") || message.contains("connect") => {
