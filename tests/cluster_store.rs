@@ -556,3 +556,36 @@ async fn tls_with_a_client_certificate() {
     let err = Store::connect(&config).await.unwrap_err();
     assert!(err.to_string().contains("bogus.crt"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reads_many_machines_in_pages_at_one_revision() {
+    if missing("load_reads_many_machines_in_pages_at_one_revision") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+    // More than two pages (500 keys each); etcd takes at most 128 operations per transaction.
+    let mut last = 0;
+    for chunk in 0..11u32 {
+        let ops: Vec<Op> = (0..100u32)
+            .map(|i| {
+                let r = record(
+                    machine(&format!("sn{:05}", chunk * 100 + i), None),
+                    "rack-a",
+                );
+                Op::PutMachine(Box::new(r))
+            })
+            .collect();
+        last = a.txn(&[], &ops).await.unwrap();
+    }
+    let snap = guarded(a.load()).await.unwrap();
+    assert_eq!(snap.revision, last);
+    assert_eq!(snap.machines.len(), 1100);
+    let ids: Vec<String> = snap
+        .machines
+        .iter()
+        .map(|(r, _)| r.machine.id.to_string())
+        .collect();
+    let want: Vec<String> = (0..1100).map(|i| format!("sn{i:05}")).collect();
+    assert_eq!(ids, want);
+}
