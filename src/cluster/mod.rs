@@ -9,7 +9,7 @@ pub mod migrate;
 pub mod store;
 
 pub use store::{
-    ChangeInfo, Check, ClusterError, ClusterStatus, EndpointStatus, Key, Keys, MachineRecord,
-    Member, Op, Problem, Revision, Seat, ServerInfo, ServerLease, Snapshot, Store, Watch,
-    WatchEvent,
+    ChangeInfo, Check, ClusterError, ClusterStatus, EndpointHealth, EndpointStatus, Key, Keys,
+    MachineRecord, Member, Op, Problem, Revision, Seat, ServerInfo, ServerLease, Snapshot, Store,
+    Watch, WatchEvent,
 };

@@ -40,6 +40,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The lease of a live server's key (`servers/<name>`), in seconds.
 pub const SERVER_TTL: i64 = 10;
+/// The most checks, and the most ops, one [`Store::txn`] may hold: etcd's default
+/// `--max-txn-ops`; a bigger transaction is refused ([`ClusterError::Refused`]).
+pub const MAX_TXN_OPS: usize = 128;
 /// Keys per page of [`Store::load`] (all pages read at the first page's revision).
 const PAGE: i64 = 500;
 
@@ -695,6 +698,7 @@ impl Store {
     /// `Ok`: the store's new revision (each machine put has it as its `mod_revision`).
     /// `Err(Conflict)`: some check failed (named), nothing written. `Err(Unavailable)`: etcd
     /// did not answer in time; nothing acknowledged (the write may still have happened: reload).
+    /// At most [`MAX_TXN_OPS`] checks and as many ops.
     pub async fn txn(&self, checks: &[Check], ops: &[Op]) -> Result<Revision, ClusterError> {
         let mut compares = Vec::with_capacity(checks.len());
         let mut on_failure = Vec::with_capacity(checks.len());
