@@ -468,6 +468,9 @@ pub struct Machine {
     /// software versions the booted machine reported with boot-complete (`os`, `docker`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, String>,
+    /// with several boot servers (`cluster:`): the one that saw the machine last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by: Option<String>,
     /// secret the machine presents to fetch its configs and report boot-complete; derived from
     /// the inventory's key and the id (`inventory::machine_key`), never written to the file.
     /// A token found in an old file is read here once and kept only as its hash.
@@ -522,6 +525,7 @@ impl Machine {
             metadata: Vec::new(),
             etcd_token: None,
             versions: BTreeMap::new(),
+            seen_by: None,
             token,
             legacy_token_sha256: None,
             stall: None,

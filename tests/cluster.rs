@@ -110,6 +110,10 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
         let there = b.engine.get(&m.id).unwrap();
         assert_eq!(there.profile, m.profile, "{}", m.id);
         assert_eq!(there.state, m.state, "{}", m.id);
+        // Each machine shows the server that saw it: even ones asked A, odd ones B.
+        let i: u32 = m.serial.as_deref().unwrap()[4..].parse().unwrap();
+        let expected = if i.is_multiple_of(2) { "rack-a" } else { "rack-b" };
+        assert_eq!(there.seen_by.as_deref(), Some(expected), "{}", m.id);
     }
 
     // An assignment on A appears on B's event stream, then in its API.
@@ -154,7 +158,10 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
     let mut detail = String::new();
     let deadline = Instant::now() + WAIT;
     while !detail.contains("leader") {
-        assert!(Instant::now() < deadline, "no cluster service on A: {detail}");
+        assert!(
+            Instant::now() < deadline,
+            "no cluster service on A: {detail}"
+        );
         let services: serde_json::Value = client
             .get(format!("http://{}/api/v1/services", a.api))
             .bearer_auth(a.token())
@@ -175,7 +182,10 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(detail.contains("3 members") && detail.contains("rack-a"), "{detail}");
+    assert!(
+        detail.contains("3 members") && detail.contains("rack-a"),
+        "{detail}"
+    );
 
     // One etcd member down: registrations and assignments go on.
     etcd.stop_member(0);

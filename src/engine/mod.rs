@@ -636,6 +636,16 @@ impl Engine {
             m.state = State::Installing;
             what.push("installing".into());
         }
+        // Several servers (cluster:): which one saw the machine last. Written only when it
+        // moves to another server, so a machine that keeps booting here costs nothing.
+        if let Some(c) = &self.inner.config.cluster {
+            if m.seen_by.as_deref() != Some(c.name.as_str()) {
+                if !created {
+                    what.push(format!("seen by {}", c.name));
+                }
+                m.seen_by = Some(c.name.clone());
+            }
+        }
         let meaningful = created || idx.machines.get(&m.id).is_none_or(|b| differs(b, &mut m));
         let actor = m.id.to_string();
         if meaningful {

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 #[path = "../../tests/support/etcd.rs"]
+#[allow(dead_code)] // shared with the engine's cluster tests, which use all of it
 mod etcd;
 mod support;
 

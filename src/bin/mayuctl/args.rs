@@ -47,8 +47,9 @@ pub enum Command {
     /// List machines as a table.
     List {
         /// Comma-separated columns from: id, macs, ip, serial, uuid, arch, hostname, profile,
-        /// state, phase, stalled, pinned, ipmiaddr, providerid, rack, lastboot, notes
-        /// [default: id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr]
+        /// state, phase, stalled, pinned, ipmiaddr, power, providerid, rack, lastboot, server (the
+        /// boot server that saw it last, with several), notes
+        /// [default: id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr,power]
         #[arg(long)]
         fields: Option<String>,
         /// Leave out the header line.

@@ -36,6 +36,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ("providerid", "PROVIDER ID"),
     ("rack", "RACK"),
     ("lastboot", "LAST BOOT"),
+    ("server", "SERVER"),
     ("notes", "NOTES"),
 ];
 pub const DEFAULT_FIELDS: &str = "id,macs,ip,profile,state,phase,stalled,hostname,ipmiaddr,power";
@@ -149,6 +150,7 @@ pub fn field(m: &Machine, f: &str) -> String {
         },
         "lastboot" => m.phases.boot_complete.map(time).unwrap_or_default(),
         "notes" => m.notes.clone(),
+        "server" => m.seen_by.clone().unwrap_or_default(),
         _ => String::new(),
     }
 }

@@ -22,13 +22,16 @@ enum Optional {
     Mac,
     Rack,
     Hostname,
+    /// the boot server that saw the machine last (only with several servers, `cluster:`).
+    Server,
 }
 
 /// The optional columns in the order they are kept: a narrower table drops them from the
 /// end, so hostname and rack go first, then MAC, then IP.
-const KEPT_FIRST: [Optional; 5] = [
+const KEPT_FIRST: [Optional; 6] = [
     Optional::Ip,
     Optional::Power,
+    Optional::Server,
     Optional::Mac,
     Optional::Rack,
     Optional::Hostname,
@@ -47,18 +50,20 @@ fn optional_columns(
     rack_w: u16,
     host_w: u16,
     power: bool,
+    server_w: Option<u16>,
 ) -> Vec<(Optional, u16)> {
     // the highlight symbol, the ID, the essential columns and one space before each
     let used: u16 = 1 + id_w + ESSENTIAL.iter().map(|w| w + 1).sum::<u16>() + 1;
     let mut room = width.saturating_sub(used).saturating_sub(LAST_EVENT_MIN);
     let mut out = Vec::new();
     for col in KEPT_FIRST {
-        if col == Optional::Power && !power {
+        if (col == Optional::Power && !power) || (col == Optional::Server && server_w.is_none()) {
             continue;
         }
         let w = match col {
             Optional::Ip => 13,
             Optional::Power => 11,
+            Optional::Server => server_w.unwrap_or(0),
             Optional::Mac => 17,
             Optional::Rack => rack_w,
             Optional::Hostname => host_w,
@@ -175,7 +180,26 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
         8,
         18,
     );
-    let optional = optional_columns(inner.width, id_w, rack_w, host_w, !app.power.is_empty());
+    // Several boot servers: which one saw each machine last.
+    let server_w = on_screen.iter().any(|m| m.seen_by.is_some()).then(|| {
+        fitted(
+            on_screen
+                .iter()
+                .filter_map(|m| m.seen_by.as_deref())
+                .map(|s| s.chars().count())
+                .collect(),
+            6,
+            14,
+        )
+    });
+    let optional = optional_columns(
+        inner.width,
+        id_w,
+        rack_w,
+        host_w,
+        !app.power.is_empty(),
+        server_w,
+    );
     let mut header = vec!["ID"];
     let mut widths = vec![Constraint::Length(id_w)];
     for (col, w) in &optional {
@@ -185,6 +209,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
             Optional::Mac => "MAC",
             Optional::Rack => "RACK",
             Optional::Hostname => "HOSTNAME",
+            Optional::Server => "SERVER",
         });
         widths.push(Constraint::Length(*w));
     }
@@ -229,6 +254,7 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer, focu
                     }),
                     Optional::Rack => or_dash(rack_text(m)),
                     Optional::Hostname => or_dash(m.hostname.clone()),
+                    Optional::Server => or_dash(m.seen_by.clone()),
                 });
             }
             cells.push(match &m.profile {
@@ -329,7 +355,7 @@ mod tests {
     #[test]
     fn optional_columns_drop_hostname_and_rack_first() {
         let cols = |w| {
-            optional_columns(w, 17, 6, 10, false)
+            optional_columns(w, 17, 6, 10, false, None)
                 .into_iter()
                 .map(|(c, _)| c)
                 .collect::<Vec<_>>()
@@ -347,6 +373,18 @@ mod tests {
                 Optional::Hostname
             ]
         );
+    }
+
+    #[test]
+    fn the_server_column_shows_only_with_several_servers() {
+        let cols = |server| {
+            optional_columns(200, 17, 6, 10, false, server)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>()
+        };
+        assert!(!cols(None).contains(&Optional::Server));
+        assert_eq!(cols(Some(8))[1], Optional::Server);
     }
 
     #[test]
