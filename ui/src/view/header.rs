@@ -113,7 +113,13 @@ pub fn render(app: &App, now: OffsetDateTime, area: Rect, buf: &mut Buffer) {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(dot, style));
         spans.push(Span::styled(format!(" {} ", s.name), Style::new().bold()));
-        spans.push(Span::styled(s.status.as_str(), dim()));
+        // Several boot servers: the members, the leader and this server's link, as said.
+        let text = if s.name == "cluster" && !s.detail.is_empty() {
+            s.detail.clone()
+        } else {
+            s.status.as_str().to_string()
+        };
+        spans.push(Span::styled(text, dim()));
     }
     Paragraph::new(Line::from(spans)).render(Rect { height: 1, ..area }, buf);
 

@@ -265,6 +265,64 @@ mod big {
         }
     }
 
+    fn screen(app: &App, w: u16, h: u16) -> String {
+        let area = Rect::new(0, 0, w, h);
+        let mut buf = Buffer::empty(area);
+        (&AppView { app, now: NOW }).render(area, &mut buf);
+        (0..h)
+            .map(|y| {
+                (0..w)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Several boot servers: the header names the cluster's members, leader and this
+    /// server; the table says which server saw each machine last.
+    #[test]
+    fn a_cluster_shows_in_the_header_and_the_server_column() {
+        let machine = |i: u32, server: &str| {
+            let id: MachineId = format!("m{i}").parse().unwrap();
+            let mut m = Machine::new(id, String::new(), NOW);
+            m.seen_by = Some(server.into());
+            m
+        };
+        let mut app = App::new(
+            fixtures::setup(),
+            Snapshot {
+                machines: vec![machine(1, "rack-a"), machine(2, "rack-b")],
+                profiles: Vec::new(),
+                waiting: 2,
+                ignored: Vec::new(),
+                timelines: Default::default(),
+            },
+        );
+        app.services.insert(
+            "cluster".into(),
+            mayu::lease::ServiceState {
+                name: "cluster".into(),
+                status: mayu::lease::ServiceStatus::Running,
+                restarts: 0,
+                detail: "etcd: 3 of 3 endpoints answer, 3 members, leader m1; this server rack-a"
+                    .into(),
+                since: NOW,
+                problem: None,
+            },
+        );
+        let text = screen(&app, 240, 20);
+        assert!(
+            text.contains(
+                "cluster etcd: 3 of 3 endpoints answer, 3 members, leader m1; this server rack-a"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("SERVER"), "{text}");
+        let row = text.lines().find(|l| l.contains("m2")).unwrap();
+        assert!(row.contains("rack-b"), "{row}");
+    }
+
     /// Ten thousand machines render a screenful; the table shows the selection's neighbours.
     #[test]
     fn ten_thousand_machines_render_the_visible_rows() {
