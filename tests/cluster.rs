@@ -112,7 +112,11 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
         assert_eq!(there.state, m.state, "{}", m.id);
         // Each machine shows the server that saw it: even ones asked A, odd ones B.
         let i: u32 = m.serial.as_deref().unwrap()[4..].parse().unwrap();
-        let expected = if i.is_multiple_of(2) { "rack-a" } else { "rack-b" };
+        let expected = if i.is_multiple_of(2) {
+            "rack-a"
+        } else {
+            "rack-b"
+        };
         assert_eq!(there.seen_by.as_deref(), Some(expected), "{}", m.id);
     }
 
