@@ -105,6 +105,27 @@ impl Etcd {
     }
 
     fn start_with(n: usize, tls: Option<EtcdTls>) -> Etcd {
+        // A port the OS handed out can be taken by someone else before etcd binds it: then
+        // start again on fresh ports (a few times).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut etcd = Etcd::prepare(n, tls.clone());
+            for i in 0..n {
+                etcd.spawn(i);
+            }
+            match etcd.until_healthy(&(0..n).collect::<Vec<_>>()) {
+                Ok(()) => return etcd,
+                Err(why) if attempt < 3 && why.contains("address already in use") => {
+                    eprintln!("etcd: a port was taken meanwhile; starting again on others");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    /// The members' ports, folders and token; nothing started.
+    fn prepare(n: usize, tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(2 * n);
         let token = format!(
@@ -122,17 +143,12 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut etcd = Etcd {
+        Etcd {
             dir,
             token,
             members,
             tls,
-        };
-        for i in 0..n {
-            etcd.spawn(i);
         }
-        etcd.wait_healthy(&(0..n).collect::<Vec<_>>());
-        etcd
     }
 
     fn initial_cluster(&self) -> String {
@@ -247,24 +263,36 @@ impl Etcd {
     /// Polls until the members at `which` are healthy; panics with their logs past the
     /// deadline or when one exited.
     fn wait_healthy(&mut self, which: &[usize]) {
+        if let Err(why) = self.until_healthy(which) {
+            panic!("{why}");
+        }
+    }
+
+    /// Polls until the members at `which` are healthy; `Err` with their logs past the
+    /// deadline or when one exited.
+    fn until_healthy(&mut self, which: &[usize]) -> Result<(), String> {
         let deadline = Instant::now() + HEALTHY_WITHIN;
         loop {
             if self.healthy(which) {
-                return;
+                return Ok(());
             }
             for &i in which {
                 if let Some(c) = self.members[i].child.as_mut() {
                     if let Ok(Some(status)) = c.try_wait() {
-                        panic!("etcd member {i} exited ({status}):\n{}", self.log_tail(i));
+                        self.members[i].child = None;
+                        return Err(format!(
+                            "etcd member {i} exited ({status}):\n{}",
+                            self.log_tail(i)
+                        ));
                     }
                 }
             }
             if Instant::now() > deadline {
                 let logs: Vec<String> = which.iter().map(|&i| self.log_tail(i)).collect();
-                panic!(
+                return Err(format!(
                     "etcd members {which:?} not healthy within {HEALTHY_WITHIN:?}:\n{}",
                     logs.join("\n")
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
