@@ -59,6 +59,9 @@ fn man_pages_cover_every_visible_subcommand() {
             "mayu-images-list.1",
             "mayu-images.1",
             "mayu-import-mayu.1",
+            "mayu-inventory-pull.1",
+            "mayu-inventory-push.1",
+            "mayu-inventory.1",
             "mayu-render.1",
             "mayu.1"
         ]
