@@ -234,3 +234,78 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A server (re)started while etcd is unreachable serves what its mirror holds, holds new
+/// machines, and loads etcd once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
+    if support::etcd::missing("a_server_started_without_etcd_serves_its_mirror_and_catches_up") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let endpoints = etcd.endpoints();
+    let lab_a = lab(&endpoints, "rack-a");
+    let client = reqwest::Client::new();
+    let a = Running::start(&lab_a).await;
+    let resp = client
+        .get(a.url(&format!("/ipxe?mac={}&serial=SN-M1", mac(1))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let known = a.engine.find(&mac(1)).unwrap();
+    a.engine.flush().unwrap();
+    a.stop().await;
+
+    for i in 0..3 {
+        etcd.stop_member(i);
+    }
+    let a = Running::start(&lab_a).await;
+    assert_eq!(
+        a.engine.get(&known.id).map(|m| m.profile),
+        Some(known.profile.clone()),
+        "the mirror's machine is known"
+    );
+    let body = client
+        .get(a.url(&format!("/ipxe?mac={}&serial=SN-M1", mac(1))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("kernel"), "its profile's script: {body}");
+    let body = client
+        .get(a.url(&format!("/ipxe?mac={}&serial=SN-M2", mac(2))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("inventory is unreachable"), "held: {body}");
+    assert!(a.engine.find(&mac(2)).is_none());
+
+    etcd.start_members(&[0, 1, 2]);
+    // The new machine asks again (its hold loop) until etcd takes it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = client
+            .get(a.url(&format!("/ipxe?mac={}&serial=SN-M2", mac(2))))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !body.contains("unreachable") && a.engine.find(&mac(2)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never registered after etcd returned: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+}

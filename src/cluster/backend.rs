@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::store::{
-    ChangeInfo, Check, ClusterError, MachineRecord, Op, Revision, Seat, Store, WatchEvent,
+    ChangeInfo, Check, ClusterError, MachineRecord, Op, Revision, Seat, ServerInfo, Store,
+    WatchEvent,
 };
 use crate::config::Config;
 use crate::inventory::{
@@ -134,6 +135,8 @@ pub struct EtcdBackend {
     snapshot: Mutex<Revision>,
     link: watch::Sender<StoreLink>,
     mirrored: watch::Sender<u64>,
+    /// what this server says of itself under `servers/<name>`, while it runs.
+    info: ServerInfo,
 }
 
 /// The link is down: why, in the operator's words.
@@ -194,6 +197,12 @@ impl EtcdBackend {
             })
             .0,
             mirrored: watch::channel(0).0,
+            info: ServerInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                boot: config.http.boot.to_string(),
+                api: config.http.api.to_string(),
+                started: time::OffsetDateTime::now_utc(),
+            },
         })
     }
 
@@ -308,7 +317,22 @@ where
 impl Backend for EtcdBackend {
     fn load(&self) -> Result<(Vec<Machine>, Vec<LoadProblem>), InventoryError> {
         let store = self.store.clone();
-        let snapshot = run(&self.rt, async move { store.load().await }).map_err(unavailable)?;
+        let snapshot = match run(&self.rt, async move { store.load().await }) {
+            Ok(s) => s,
+            // Started while etcd is out of reach: the mirror is the cache. Known machines are
+            // served from it, new ones held; the watch loads etcd when it answers.
+            Err(e) if e.is_unavailable() => {
+                link_down(&self.link, &e.to_string());
+                tracing::warn!(error = %e, "etcd unreachable at start; serving the local mirror");
+                let (machines, problems) = self.mirror.load()?;
+                let mut v = self.view();
+                for m in &machines {
+                    v.records.insert(m.id.clone(), m.clone());
+                }
+                return Ok((machines, problems));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         for p in &snapshot.problems {
             tracing::warn!(key = %p.key, reason = %p.reason, "etcd record skipped");
         }
@@ -541,8 +565,11 @@ impl Backend for EtcdBackend {
             sink: Arc::from(sink),
         };
         self.rt.spawn(follower.run(from));
-        self.rt
-            .spawn(report_status(self.store.clone(), self.link.clone()));
+        self.rt.spawn(report_status(
+            self.store.clone(),
+            self.link.clone(),
+            self.info.clone(),
+        ));
     }
 }
 
@@ -584,6 +611,16 @@ struct Follower {
 impl Follower {
     async fn run(self, mut from: Revision) {
         let mut backoff = Duration::from_millis(200);
+        // Started from the mirror (etcd was unreachable): load etcd once it answers.
+        while from <= 1 {
+            match self.reload().await {
+                Some(r) => from = r,
+                None => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
         loop {
             let mut w = match self.store.watch(from).await {
                 Ok(w) => w,
@@ -624,8 +661,38 @@ impl Follower {
     /// watch from.
     async fn reload(&self) -> Option<Revision> {
         let snapshot = self.store.load().await.ok()?;
+        let at = rev(snapshot.revision);
+        let present: std::collections::HashSet<MachineId> = snapshot
+            .machines
+            .iter()
+            .map(|(record, _)| record.machine.id.clone())
+            .collect();
+        {
+            let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            v.seats.clear();
+            v.seat_of.clear();
+            for (seat, id) in snapshot.seats {
+                v.take_seat(seat, id, at);
+            }
+        }
         for (record, r) in snapshot.machines {
             self.machine(record, r).await;
+        }
+        // Retired elsewhere meanwhile.
+        let gone: Vec<MachineId> = {
+            let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            v.records
+                .keys()
+                .filter(|id| !present.contains(*id))
+                .cloned()
+                .collect()
+        };
+        for id in gone {
+            self.handle(WatchEvent::MachineDeleted {
+                id,
+                revision: snapshot.revision,
+            })
+            .await;
         }
         Some(snapshot.revision + 1)
     }
@@ -738,13 +805,25 @@ impl Follower {
     }
 }
 
-/// Asks the cluster for its members and leader every [`STATUS_EVERY`]: the link's detail
-/// ("3 of 3 members answer, leader m2; this server rack-a"), or down with the reason.
-async fn report_status(store: Store, link: watch::Sender<StoreLink>) {
+/// Registers this server under `servers/<name>` (kept alive while it runs) and asks the
+/// cluster for its members, leader and live servers every [`STATUS_EVERY`]: the link's detail
+/// ("3 of 3 endpoints answer, 3 members, leader m2, servers site-a, site-b; this server
+/// site-a"), or down with the reason.
+async fn report_status(store: Store, link: watch::Sender<StoreLink>, info: ServerInfo) {
     let mut every = tokio::time::interval(STATUS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Held for as long as this task runs (the backend's runtime): dropped, the key expires.
+    let mut registered: Option<super::store::ServerLease> = None;
     loop {
         every.tick().await;
+        if registered.is_none() {
+            match store.register_server(&info).await {
+                Ok(lease) => registered = Some(lease),
+                Err(e) => {
+                    tracing::debug!(error = %e, "this server's registration in etcd failed; retried")
+                }
+            }
+        }
         let status = store.status().await;
         if !status.healthy() {
             let why = status
@@ -764,8 +843,18 @@ async fn report_status(store: Store, link: watch::Sender<StoreLink>) {
             .map(|m| m.name.clone())
             .or_else(|| status.leader.map(|id| format!("{id:x}")))
             .unwrap_or_else(|| "none".into());
+        let servers = store
+            .servers()
+            .await
+            .map(|s| {
+                s.into_iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         let detail = format!(
-            "etcd: {answering} of {} endpoints answer, {} members, leader {leader}; this server {}",
+            "etcd: {answering} of {} endpoints answer, {} members, leader {leader}, servers {servers}; this server {}",
             status.endpoints.len(),
             members.len(),
             store.name()

@@ -237,6 +237,15 @@ impl Etcd {
         self.wait_healthy(&[i]);
     }
 
+    /// Starts the members `which` again together (a quorum that was all down) and waits until
+    /// they are healthy.
+    pub fn start_members(&mut self, which: &[usize]) {
+        for &i in which {
+            self.spawn(i);
+        }
+        self.wait_healthy(which);
+    }
+
     /// Whether `etcdctl endpoint health` says the members at `which` are healthy.
     fn healthy(&self, which: &[usize]) -> bool {
         let endpoints: Vec<String> = which.iter().map(|&i| self.endpoint(i)).collect();
