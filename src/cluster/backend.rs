@@ -98,16 +98,23 @@ impl View {
         }
     }
 
-    /// A free seat of `profile` (of `quantity`), looked for from `offset` on.
-    fn free_seat_of(&self, profile: &str, quantity: u32, offset: u32) -> Option<Seat> {
+    /// A free seat of `profile` (of `quantity`), looked for from `offset` on, not one of
+    /// `reserved` (taken by another change of the same group).
+    fn free_seat_of(
+        &self,
+        profile: &str,
+        quantity: u32,
+        offset: u32,
+        reserved: &std::collections::HashSet<Seat>,
+    ) -> Option<Seat> {
         let taken = self.seats.get(profile);
         (0..quantity)
             .map(|i| (offset + i) % quantity)
-            .find(|k| !taken.is_some_and(|t| t.contains_key(k)))
             .map(|index| Seat {
                 profile: profile.to_string(),
                 index,
             })
+            .find(|s| !taken.is_some_and(|t| t.contains_key(&s.index)) && !reserved.contains(s))
     }
 }
 
@@ -131,7 +138,7 @@ pub struct EtcdBackend {
     view: Arc<Mutex<View>>,
     /// held from a transaction until its revision is in `own`, so the watch never takes this
     /// server's own write for another's.
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Arc<tokio::sync::RwLock<()>>,
     snapshot: Mutex<Revision>,
     link: watch::Sender<StoreLink>,
     mirrored: watch::Sender<u64>,
@@ -189,7 +196,7 @@ impl EtcdBackend {
             quantities,
             mirror: Arc::new(mirror),
             view: Arc::new(Mutex::new(View::default())),
-            gate: Arc::new(tokio::sync::Mutex::new(())),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             snapshot: Mutex::new(0),
             link: watch::channel(StoreLink {
                 up: true,
@@ -215,7 +222,12 @@ impl EtcdBackend {
     }
 
     /// The transaction for one change, or why it cannot be made.
-    fn plan(&self, w: &Write, base: u64) -> Result<(Vec<Check>, Vec<Op>), InventoryError> {
+    fn plan(
+        &self,
+        w: &Write,
+        base: u64,
+        reserved: &mut std::collections::HashSet<Seat>,
+    ) -> Result<(Vec<Check>, Vec<Op>), InventoryError> {
         let view = self.view();
         let mut checks = vec![Check::MachineAt {
             id: w.id.clone(),
@@ -237,8 +249,14 @@ impl EtcdBackend {
             ops.push(Op::FreeSeat(seat.clone()));
         }
         if let (Some((profile, quantity)), false) = (&wants, keeps) {
-            match view.free_seat_of(profile, *quantity, self.offset % (*quantity).max(1)) {
+            match view.free_seat_of(
+                profile,
+                *quantity,
+                self.offset % (*quantity).max(1),
+                reserved,
+            ) {
                 Some(seat) => {
+                    reserved.insert(seat.clone());
                     checks.push(Check::SeatFree(seat.clone()));
                     ops.push(Op::TakeSeat {
                         seat,
@@ -312,6 +330,40 @@ where
     });
     rx.recv()
         .unwrap_or_else(|_| Err(ClusterError::Unavailable("the etcd task stopped".into())))
+}
+
+/// One change's transaction; on success its revision, recorded in the view before the watch
+/// may deliver it (the gate), so the watch knows it for this server's own.
+async fn commit(
+    store: Store,
+    view: Arc<Mutex<View>>,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    id: MachineId,
+    decided_on: u64,
+    checks: Vec<Check>,
+    ops: Vec<Op>,
+) -> Result<u64, ClusterError> {
+    let _held = gate.read().await;
+    let r = rev(store.txn(&checks, &ops).await?);
+    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+    v.own.insert(r);
+    v.written = v.written.max(r);
+    v.chain.insert(id.clone(), (decided_on, r));
+    for op in &ops {
+        match op {
+            Op::PutMachine(rec) => {
+                v.revs.insert(id.clone(), r);
+                v.records.insert(id.clone(), rec.machine.clone());
+            }
+            Op::DeleteMachine(_) => {
+                v.revs.remove(&id);
+                v.records.remove(&id);
+            }
+            Op::TakeSeat { seat, id } => v.take_seat(seat.clone(), id.clone(), r),
+            Op::FreeSeat(seat) => v.free_seat(seat, r),
+        }
+    }
+    Ok(r)
 }
 
 impl Backend for EtcdBackend {
@@ -395,95 +447,104 @@ impl Backend for EtcdBackend {
     }
 
     fn write_each(&self, writes: &[Write]) -> Vec<Result<u64, InventoryError>> {
-        let mut out = Vec::with_capacity(writes.len());
+        // Plan every change first: a machine changed again in the same group waits for its
+        // earlier change (a later wave); seats are reserved so two changes never pick one.
+        let mut out: Vec<Option<Result<u64, InventoryError>>> =
+            (0..writes.len()).map(|_| None).collect();
         let mut failed: HashMap<MachineId, String> = HashMap::new();
+        let mut remaining: Vec<usize> = (0..writes.len()).collect();
         let mut down: Option<String> = None;
-        for w in writes {
-            if let Some(why) = &down {
-                out.push(Err(InventoryError::Unavailable(why.clone())));
-                continue;
-            }
-            if let Some(why) = failed.get(&w.id) {
-                out.push(Err(InventoryError::Conflict(format!(
-                    "decided on a change that was refused: {why}"
-                ))));
-                continue;
-            }
-            // Queued on top of this server's own last write of the machine.
-            let base = match self.view().chain.get(&w.id) {
-                Some((decided_on, got)) if *decided_on == w.base => *got,
-                _ => w.base,
-            };
-            let (checks, ops) = match self.plan(w, base) {
-                Ok(p) => p,
-                Err(e) => {
-                    failed.insert(w.id.clone(), e.to_string());
-                    out.push(Err(e));
+        while !remaining.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (wave, later): (Vec<usize>, Vec<usize>) = remaining
+                .into_iter()
+                .partition(|&i| seen.insert(writes[i].id.clone()));
+            remaining = later;
+            let mut reserved = std::collections::HashSet::new();
+            let mut planned = Vec::new();
+            for i in wave {
+                let w = &writes[i];
+                if let Some(why) = failed.get(&w.id) {
+                    out[i] = Some(Err(InventoryError::Conflict(format!(
+                        "decided on a change that was refused: {why}"
+                    ))));
                     continue;
                 }
-            };
-            let (store, view, gate, id) = (
-                self.store.clone(),
-                self.view.clone(),
-                self.gate.clone(),
-                w.id.clone(),
-            );
-            let ops_for_view = ops.clone();
-            let decided_on = w.base;
-            let result = run(&self.rt, async move {
-                let _held = gate.lock().await;
-                match store.txn(&checks, &ops).await {
-                    Ok(r) => {
-                        let r = rev(r);
-                        let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-                        v.own.insert(r);
-                        v.written = v.written.max(r);
-                        v.chain.insert(id.clone(), (decided_on, r));
-                        for op in &ops_for_view {
-                            match op {
-                                Op::PutMachine(rec) => {
-                                    v.revs.insert(id.clone(), r);
-                                    v.records.insert(id.clone(), rec.machine.clone());
-                                }
-                                Op::DeleteMachine(_) => {
-                                    v.revs.remove(&id);
-                                    v.records.remove(&id);
-                                }
-                                Op::TakeSeat { seat, id } => {
-                                    v.take_seat(seat.clone(), id.clone(), r)
-                                }
-                                Op::FreeSeat(seat) => v.free_seat(seat, r),
-                            }
-                        }
-                        Ok(Ok(r))
+                // Queued on top of this server's own last write of the machine.
+                let base = match self.view().chain.get(&w.id) {
+                    Some((decided_on, got)) if *decided_on == w.base => *got,
+                    _ => w.base,
+                };
+                match self.plan(w, base, &mut reserved) {
+                    Ok((checks, ops)) => planned.push((i, checks, ops)),
+                    Err(e) => {
+                        failed.insert(w.id.clone(), e.to_string());
+                        out[i] = Some(Err(e));
                     }
-                    Err(e @ ClusterError::Conflict { .. }) => {
-                        drop(_held);
-                        EtcdBackend::refresh(&store, &view, &id).await?;
-                        Ok(Err(e))
-                    }
-                    Err(e) => Err(e),
                 }
+            }
+            // The wave's transactions at once: independent machines, seats apart.
+            let jobs: Vec<_> = planned
+                .into_iter()
+                .map(|(i, checks, ops)| {
+                    let job = commit(
+                        self.store.clone(),
+                        self.view.clone(),
+                        self.gate.clone(),
+                        writes[i].id.clone(),
+                        writes[i].base,
+                        checks,
+                        ops,
+                    );
+                    (i, job)
+                })
+                .collect();
+            let (index, futures): (Vec<usize>, Vec<_>) = jobs.into_iter().unzip();
+            let results = run(&self.rt, async move {
+                Ok(futures_util::future::join_all(futures).await)
+            })
+            .unwrap_or_else(|e| {
+                index
+                    .iter()
+                    .map(|_| Err(ClusterError::Unavailable(e.to_string())))
+                    .collect()
             });
-            match result {
-                Ok(Ok(r)) => out.push(Ok(r)),
-                Ok(Err(conflict)) => {
-                    failed.insert(w.id.clone(), conflict.to_string());
-                    out.push(Err(InventoryError::Conflict(conflict.to_string())));
-                }
-                Err(e) if e.is_unavailable() => {
-                    let why = e.to_string();
-                    link_down(&self.link, &why);
-                    down = Some(why.clone());
-                    out.push(Err(InventoryError::Unavailable(why)));
-                }
-                Err(e) => {
-                    failed.insert(w.id.clone(), e.to_string());
-                    out.push(Err(InventoryError::Conflict(e.to_string())));
+            for (i, result) in index.into_iter().zip(results) {
+                let id = writes[i].id.clone();
+                out[i] = Some(match result {
+                    Ok(r) => Ok(r),
+                    Err(conflict @ ClusterError::Conflict { .. }) => {
+                        let (store, view, key) =
+                            (self.store.clone(), self.view.clone(), id.clone());
+                        if let Err(e) = run(&self.rt, async move {
+                            EtcdBackend::refresh(&store, &view, &key).await
+                        }) {
+                            tracing::warn!(%id, error = %e, "could not reload a machine after a conflict");
+                        }
+                        failed.insert(id, conflict.to_string());
+                        Err(InventoryError::Conflict(conflict.to_string()))
+                    }
+                    Err(e) if e.is_unavailable() => {
+                        link_down(&self.link, &e.to_string());
+                        down = Some(e.to_string());
+                        Err(InventoryError::Unavailable(e.to_string()))
+                    }
+                    Err(e) => {
+                        failed.insert(id, e.to_string());
+                        Err(InventoryError::Conflict(e.to_string()))
+                    }
+                });
+            }
+            // Unreachable: the later waves would wait out the same timeout.
+            if let Some(why) = &down {
+                for i in std::mem::take(&mut remaining) {
+                    out[i] = Some(Err(InventoryError::Unavailable(why.clone())));
                 }
             }
         }
-        out
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(InventoryError::Conflict("not written".into()))))
+            .collect()
     }
 
     fn read_machine(&self, id: &MachineId) -> Result<Option<Machine>, InventoryError> {
@@ -601,7 +662,7 @@ fn mirror_change(change: &ChangeInfo, fallback: &str) -> Change {
 struct Follower {
     store: Store,
     view: Arc<Mutex<View>>,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Arc<tokio::sync::RwLock<()>>,
     mirror: Arc<LocalBackend>,
     link: watch::Sender<StoreLink>,
     mirrored: watch::Sender<u64>,
@@ -703,7 +764,7 @@ impl Follower {
             WatchEvent::MachineDeleted { id, revision } => {
                 let r = rev(revision);
                 let (own, fresh) = {
-                    let _gate = self.gate.lock().await;
+                    let _gate = self.gate.write().await;
                     let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
                     let own = v.own.remove(&r);
                     let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
@@ -757,7 +818,7 @@ impl Follower {
         let r = rev(revision);
         let id = record.machine.id.clone();
         let (own, fresh) = {
-            let _gate = self.gate.lock().await;
+            let _gate = self.gate.write().await;
             let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
             let own = v.own.remove(&r);
             let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
@@ -771,23 +832,24 @@ impl Follower {
             (own, fresh)
         };
         let change = mirror_change(&record.change, "changed");
-        if fresh {
-            self.mirror_write(Write {
-                id: id.clone(),
-                machine: Some(record.machine.clone()),
-                change: change.clone(),
-                base: 0,
-            });
-        }
+        // Live first (the engine, so every console and event stream), then the mirror's disk.
         if !own {
             (self.sink)(Remote {
-                id,
-                machine: Some(record.machine),
+                id: id.clone(),
+                machine: Some(record.machine.clone()),
                 change: Change {
-                    actor: record.change.actor,
-                    what: record.change.what,
+                    actor: record.change.actor.clone(),
+                    what: record.change.what.clone(),
                 },
                 revision: r,
+            });
+        }
+        if fresh {
+            self.mirror_write(Write {
+                id,
+                machine: Some(record.machine),
+                change,
+                base: 0,
             });
         }
         self.mirrored_to(r);
