@@ -616,13 +616,19 @@ impl Backend for EtcdBackend {
 
     fn follow(&self, sink: Box<dyn Fn(Remote) + Send + Sync>) {
         let from = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) + 1;
+        let to_mirror = match mirror_thread(self.mirror.clone(), self.mirrored.clone()) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "no mirror thread; other servers' changes are not followed");
+                return;
+            }
+        };
         let follower = Follower {
             store: self.store.clone(),
             view: self.view.clone(),
             gate: self.gate.clone(),
-            mirror: self.mirror.clone(),
+            to_mirror,
             link: self.link.clone(),
-            mirrored: self.mirrored.clone(),
             sink: Arc::from(sink),
         };
         self.rt.spawn(follower.run(from));
@@ -663,9 +669,8 @@ struct Follower {
     store: Store,
     view: Arc<Mutex<View>>,
     gate: Arc<tokio::sync::RwLock<()>>,
-    mirror: Arc<LocalBackend>,
+    to_mirror: std::sync::mpsc::Sender<ToMirror>,
     link: watch::Sender<StoreLink>,
-    mirrored: watch::Sender<u64>,
     sink: Arc<dyn Fn(Remote) + Send + Sync>,
 }
 
@@ -856,15 +861,56 @@ impl Follower {
     }
 
     fn mirror_write(&self, w: Write) {
-        let id = w.id.clone();
-        if let Err(e) = self.mirror.write_group(std::slice::from_ref(&w)) {
-            tracing::error!(%id, error = %e, "the cluster's change could not be mirrored here");
-        }
+        let _ = self.to_mirror.send(ToMirror::Write(w));
     }
 
+    /// Everything up to revision `r` is mirrored once what is queued before this is written.
     fn mirrored_to(&self, r: u64) {
-        self.mirrored.send_modify(|m| *m = (*m).max(r));
+        let _ = self.to_mirror.send(ToMirror::Mark(r));
     }
+}
+
+/// What the mirror thread is handed, in the watch's order.
+enum ToMirror {
+    Write(Write),
+    /// every revision up to this one is in the mirror once the writes before it are.
+    Mark(u64),
+}
+
+/// Writes the watch's changes into this server's folder, as many at once as are waiting (one
+/// group: one sync, one journal append), off the watch: the engine never waits on this disk.
+fn mirror_thread(
+    mirror: Arc<LocalBackend>,
+    mirrored: watch::Sender<u64>,
+) -> std::io::Result<std::sync::mpsc::Sender<ToMirror>> {
+    let (tx, rx) = std::sync::mpsc::channel::<ToMirror>();
+    std::thread::Builder::new()
+        .name("etcd-mirror".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let mut top = 0;
+                let mut writes = Vec::new();
+                for msg in batch {
+                    match msg {
+                        ToMirror::Write(w) => writes.push(w),
+                        ToMirror::Mark(r) => top = top.max(r),
+                    }
+                }
+                if !writes.is_empty() {
+                    if let Err(e) = mirror.write_group(&writes) {
+                        tracing::error!(error = %e, changes = writes.len(), "the cluster's changes could not be mirrored here");
+                    }
+                }
+                if top > 0 {
+                    mirrored.send_modify(|m| *m = (*m).max(top));
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 /// Registers this server under `servers/<name>` (kept alive while it runs) and asks the
