@@ -861,7 +861,7 @@ impl Follower {
     }
 
     fn mirror_write(&self, w: Write) {
-        let _ = self.to_mirror.send(ToMirror::Write(w));
+        let _ = self.to_mirror.send(ToMirror::Write(Box::new(w)));
     }
 
     /// Everything up to revision `r` is mirrored once what is queued before this is written.
@@ -872,7 +872,7 @@ impl Follower {
 
 /// What the mirror thread is handed, in the watch's order.
 enum ToMirror {
-    Write(Write),
+    Write(Box<Write>),
     /// every revision up to this one is in the mirror once the writes before it are.
     Mark(u64),
 }
@@ -896,7 +896,7 @@ fn mirror_thread(
                 let mut writes = Vec::new();
                 for msg in batch {
                     match msg {
-                        ToMirror::Write(w) => writes.push(w),
+                        ToMirror::Write(w) => writes.push(*w),
                         ToMirror::Mark(r) => top = top.max(r),
                     }
                 }
