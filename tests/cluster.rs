@@ -231,6 +231,51 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
         "{assigned}"
     );
 
+    // B stops; A changes a machine meanwhile; B's restart replays that change into its
+    // mirror as its own commit, as a running B would have.
+    b.stop().await;
+    let other = a
+        .engine
+        .list()
+        .into_iter()
+        .find(|m| m.profile.as_deref() == Some("discovery"))
+        .unwrap();
+    a.engine
+        .assign(other.id.as_str(), "control-plane", "operator-a", false)
+        .unwrap();
+    // A second change on top: a sync of differences would keep only this one.
+    a.engine
+        .edit(
+            other.id.as_str(),
+            "operator-a",
+            mayu::engine::Edit {
+                notes: Some("moved while B was down".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let b = Running::start(&lab_b).await;
+    until("B to hold A's changes made while it was down", || {
+        b.engine
+            .get(&other.id)
+            .is_some_and(|m| m.notes == "moved while B was down")
+    })
+    .await;
+    b.engine.flush().unwrap();
+    let wanted = format!("{}: assigned to control-plane (on rack-a)", other.id);
+    let deadline = Instant::now() + WAIT;
+    while !audit_lines(&lab_b).iter().any(|l| l.starts_with(&wanted)) {
+        assert!(
+            Instant::now() < deadline,
+            "B's mirror lacks `{wanted}`: {:?}",
+            audit_lines(&lab_b)
+                .into_iter()
+                .filter(|l| l.starts_with(other.id.as_str()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     a.stop().await;
     b.stop().await;
 }

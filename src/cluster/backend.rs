@@ -31,6 +31,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Backend::flush`] waits for the watch to bring this server's own writes into the
 /// mirror.
 const MIRROR_WAIT: Duration = Duration::from_secs(30);
+/// In the mirror's folder: the etcd revision the mirror holds everything up to, so a restart
+/// replays each change it missed (its own commit) rather than one sync of the differences.
+const REVISION_FILE: &str = ".cluster-revision";
 /// The engine's wording of an assignment past a full quota (see `Engine::assign`).
 const FORCED: &str = "(forced)";
 
@@ -391,6 +394,29 @@ impl Backend for EtcdBackend {
         let at = rev(snapshot.revision);
         let mut machines = Vec::with_capacity(snapshot.machines.len());
         let mut mirror_writes = Vec::new();
+        // The mirror held everything up to `r0` when this server stopped: the watch replays
+        // each later change into it (if etcd still has them; else it reloads).
+        let resume = std::fs::read_to_string(self.mirror.dir().join(REVISION_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|r0| *r0 > 0 && *r0 <= at);
+        if let Some(r0) = resume {
+            let mut v = self.view();
+            for (record, r) in snapshot.machines {
+                v.revs.insert(record.machine.id.clone(), rev(r));
+                v.records
+                    .insert(record.machine.id.clone(), record.machine.clone());
+                machines.push(record.machine);
+            }
+            for (seat, id) in snapshot.seats {
+                v.take_seat(seat, id, at);
+            }
+            drop(v);
+            let _ = self.mirrored.send(r0);
+            *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
+                i64::try_from(r0).unwrap_or(snapshot.revision);
+            return Ok((machines, Vec::new()));
+        }
         let (on_disk, _) = self.mirror.load()?;
         let on_disk: HashMap<MachineId, Machine> =
             on_disk.into_iter().map(|m| (m.id.clone(), m)).collect();
@@ -435,6 +461,7 @@ impl Backend for EtcdBackend {
         if !mirror_writes.is_empty() {
             self.mirror.write_group(&mirror_writes)?;
         }
+        record_revision(self.mirror.dir(), at);
         let _ = self.mirrored.send(at);
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.revision;
         Ok((machines, Vec::new()))
@@ -870,6 +897,14 @@ impl Follower {
     }
 }
 
+/// Notes in the mirror's folder that it holds everything up to revision `r`.
+fn record_revision(dir: &std::path::Path, r: u64) {
+    if let Err(e) = crate::atomic::write(&dir.join(REVISION_FILE), r.to_string().as_bytes(), 0o600)
+    {
+        tracing::warn!(error = %e, "the mirror's revision could not be recorded; a restart syncs instead");
+    }
+}
+
 /// What the mirror thread is handed, in the watch's order.
 enum ToMirror {
     Write(Box<Write>),
@@ -906,6 +941,7 @@ fn mirror_thread(
                     }
                 }
                 if top > 0 {
+                    record_revision(mirror.dir(), top);
                     mirrored.send_modify(|m| *m = (*m).max(top));
                 }
             }
