@@ -37,6 +37,18 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The iPXE script server `r` hands machine `i` (serial `SN-M<i>`).
+async fn script(client: &reqwest::Client, r: &Running, i: u32) -> String {
+    client
+        .get(r.url(&format!("/ipxe?mac={}&serial=SN-M{i}", mac(i))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn mac(i: u32) -> String {
     format!("52:54:00:c1:{:02x}:{:02x}", i >> 8, i & 0xff)
 }
@@ -311,23 +323,9 @@ async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
         Some(known.profile.clone()),
         "the mirror's machine is known"
     );
-    let body = client
-        .get(a.url(&format!("/ipxe?mac={}&serial=SN-M1", mac(1))))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = script(&client, &a, 1).await;
     assert!(body.contains("kernel"), "its profile's script: {body}");
-    let body = client
-        .get(a.url(&format!("/ipxe?mac={}&serial=SN-M2", mac(2))))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = script(&client, &a, 2).await;
     assert!(body.contains("inventory is unreachable"), "held: {body}");
     assert!(a.engine.find(&mac(2)).is_none());
 
@@ -335,14 +333,7 @@ async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
     // The new machine asks again (its hold loop) until etcd takes it.
     let deadline = Instant::now() + WAIT;
     loop {
-        let body = client
-            .get(a.url(&format!("/ipxe?mac={}&serial=SN-M2", mac(2))))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = script(&client, &a, 2).await;
         if !body.contains("unreachable") && a.engine.find(&mac(2)).is_some() {
             break;
         }

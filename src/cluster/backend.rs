@@ -795,20 +795,7 @@ impl Follower {
             WatchEvent::Machine { record, revision } => self.machine(*record, revision).await,
             WatchEvent::MachineDeleted { id, revision } => {
                 let r = rev(revision);
-                let (own, fresh) = {
-                    let _gate = self.gate.write().await;
-                    let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
-                    let own = v.own.remove(&r);
-                    let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
-                    if fresh {
-                        v.mirrored.insert(id.clone(), r);
-                        if v.revs.get(&id).is_none_or(|x| *x <= r) {
-                            v.revs.remove(&id);
-                            v.records.remove(&id);
-                        }
-                    }
-                    (own, fresh)
-                };
+                let (own, fresh) = self.arrived(&id, r, None).await;
                 let change = Change {
                     actor: "mayu".into(),
                     what: "retired".into(),
@@ -846,23 +833,35 @@ impl Follower {
         }
     }
 
+    /// A change of machine `id` at revision `r` (`machine`: its record, `None`: retired) into
+    /// the view, once no transaction of this server is between its answer and its note. Whether
+    /// it is this server's own write, and whether the mirror has yet to hold it.
+    async fn arrived(&self, id: &MachineId, r: u64, machine: Option<&Machine>) -> (bool, bool) {
+        let _gate = self.gate.write().await;
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let own = v.own.remove(&r);
+        let fresh = v.mirrored.get(id).is_none_or(|m| *m < r);
+        if fresh {
+            v.mirrored.insert(id.clone(), r);
+        }
+        match machine {
+            Some(m) if v.revs.get(id).is_none_or(|x| *x < r) => {
+                v.revs.insert(id.clone(), r);
+                v.records.insert(id.clone(), m.clone());
+            }
+            None if fresh && v.revs.get(id).is_none_or(|x| *x <= r) => {
+                v.revs.remove(id);
+                v.records.remove(id);
+            }
+            _ => {}
+        }
+        (own, fresh)
+    }
+
     async fn machine(&self, record: MachineRecord, revision: Revision) {
         let r = rev(revision);
         let id = record.machine.id.clone();
-        let (own, fresh) = {
-            let _gate = self.gate.write().await;
-            let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
-            let own = v.own.remove(&r);
-            let fresh = v.mirrored.get(&id).is_none_or(|m| *m < r);
-            if fresh {
-                v.mirrored.insert(id.clone(), r);
-            }
-            if v.revs.get(&id).is_none_or(|x| *x < r) {
-                v.revs.insert(id.clone(), r);
-                v.records.insert(id.clone(), record.machine.clone());
-            }
-            (own, fresh)
-        };
+        let (own, fresh) = self.arrived(&id, r, Some(&record.machine)).await;
         let change = mirror_change(&record.change, "changed");
         // Live first (the engine, so every console and event stream), then the mirror's disk.
         if !own {

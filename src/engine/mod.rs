@@ -393,18 +393,9 @@ impl Engine {
                 let created = !idx.machines.contains_key(&m.id);
                 idx.put(m.clone());
                 self.adopt_steps(&mut idx, &m);
-                self.inner.bus.publish(if created {
-                    EventKind::MachineAdded {
-                        machine: Box::new(m.redacted()),
-                        actor,
-                    }
-                } else {
-                    EventKind::MachineChanged {
-                        machine: Box::new(m.redacted()),
-                        change: r.change.what,
-                        actor,
-                    }
-                });
+                self.inner
+                    .bus
+                    .publish(added_or_changed(created, &m, r.change.what, actor));
             }
             None => {
                 if idx.take(&r.id).is_some() {
@@ -660,18 +651,7 @@ impl Engine {
             idx.put(m.clone());
             self.adopt_steps(&mut idx, &m);
             let ticket = self.queue(&idx, &m, &change);
-            let kind = if created {
-                EventKind::MachineAdded {
-                    machine: Box::new(m.redacted()),
-                    actor,
-                }
-            } else {
-                EventKind::MachineChanged {
-                    machine: Box::new(m.redacted()),
-                    change: change.what,
-                    actor,
-                }
-            };
+            let kind = added_or_changed(created, &m, change.what, actor);
             self.inner.bus.publish(kind);
             Ok(Written {
                 rev: idx.rev(&m.id),
@@ -1373,6 +1353,22 @@ impl Engine {
         &self,
     ) -> Option<tokio::sync::watch::Receiver<crate::inventory::AuditHealth>> {
         self.inner.backend.audit_health()
+    }
+}
+
+/// The event for a machine written: added (new to this server) or changed, with what.
+fn added_or_changed(created: bool, m: &Machine, what: String, actor: String) -> EventKind {
+    if created {
+        EventKind::MachineAdded {
+            machine: Box::new(m.redacted()),
+            actor,
+        }
+    } else {
+        EventKind::MachineChanged {
+            machine: Box::new(m.redacted()),
+            change: what,
+            actor,
+        }
     }
 }
 
