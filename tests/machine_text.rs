@@ -520,7 +520,7 @@ async fn hostile_text_is_refused_or_escaped_everywhere() {
         let overrides = v["overrides"].as_object().map_or(0, |o| o.len());
         assert_eq!(
             text.lines().count(),
-            20 + overrides + phases,
+            21 + overrides + phases,
             "mayuctl show {}:\n{text}",
             m.id
         );
