@@ -124,8 +124,8 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
 
 /// The `mayu` binary lives in the `ui` crate, so `CARGO_BIN_EXE_mayu` is available only to the
 /// console crate's tests: `MAYU_BIN` when set, else that, otherwise
-/// `cargo build -p mayu-console --bin mayu` and `<target>/debug/mayu` next to the test's own
-/// executable.
+/// `cargo build -p mayu-console --bin mayu` (with `etcd` when this test has it) and
+/// `<target>/debug/mayu` next to the test's own executable.
 fn mayu_binary() -> Result<PathBuf, String> {
     if let Ok(bin) = std::env::var("MAYU_BIN") {
         return Ok(PathBuf::from(bin));
@@ -133,9 +133,14 @@ fn mayu_binary() -> Result<PathBuf, String> {
     if let Some(bin) = option_env!("CARGO_BIN_EXE_mayu") {
         return Ok(PathBuf::from(bin));
     }
-    run(Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "mayu-console", "--bin", "mayu"])
-        .current_dir(repo()))?;
+    // With the features this test was built with: the binary is shared with the console
+    // crate's tests (`<target>/debug/mayu`), and its cluster tests need `etcd`.
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "-q", "-p", "mayu-console", "--bin", "mayu"]);
+    if cfg!(feature = "etcd") {
+        build.args(["--features", "mayu-console/etcd"]);
+    }
+    run(build.current_dir(repo()))?;
     // <target>/debug/deps/TEST-HASH → <target>/debug/mayu
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe
