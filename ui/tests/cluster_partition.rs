@@ -294,6 +294,27 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
         &via_link,
         &format!("  boot: 0.0.0.0:4081\n  api: {B_ADDR}:4080\n"),
     );
+    // Other tests (the engine's QEMU ones) may rebuild the shared `<target>/debug/mayu` with
+    // other features: make sure it is the one with etcd before B runs it.
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "mayu-console",
+            "--bin",
+            "mayu",
+            "--features",
+            "etcd",
+        ])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let b = ServerB::start(&net, dir_b.path());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
