@@ -7,7 +7,7 @@
 //! durable state, whole by construction), later queued changes to those machines fail too
 //! (they were decided on top of the failed one), and every ticket learns the error.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::Notify;
@@ -16,7 +16,7 @@ use super::{EngineError, Index};
 use crate::events::{Bus, EventKind};
 use crate::inventory::machine_key::MachineKey;
 use crate::inventory::{Backend, InventoryError, Write};
-use crate::machine::MachineId;
+use crate::machine::{Machine, MachineId};
 
 /// Where a queued change stands: answered once its group is durable (or failed).
 #[derive(Default)]
@@ -188,8 +188,23 @@ fn run(state: &State, shared: &Shared) {
 fn put_back(state: &State, shared: &Shared, failed: Vec<(Queued, InventoryError)>) {
     let mut group: Vec<(Queued, InventoryError)> = failed;
     tracing::error!(error = %group[0].1, changes = group.len(), "inventory write failed; changes put back");
-    let mut idx = shared.index.lock().unwrap_or_else(|p| p.into_inner());
     let ids: HashSet<MachineId> = group.iter().map(|(g, _)| g.write.id.clone()).collect();
+    // What the backend holds, read without the index held: a shared backend's reads run on
+    // the runtime whose watch may be waiting for the index (holding it here deadlocked).
+    let before: HashMap<MachineId, Option<u64>> = {
+        let idx = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .map(|id| (id.clone(), idx.base.get(id).copied()))
+            .collect()
+    };
+    let reads: Vec<(MachineId, Result<Option<Machine>, InventoryError>, u64)> = ids
+        .iter()
+        .map(|id| {
+            let read = shared.backend.read_machine(id);
+            (id.clone(), read, shared.backend.revision_of(id))
+        })
+        .collect();
+    let mut idx = shared.index.lock().unwrap_or_else(|p| p.into_inner());
     {
         let mut q = state.queue.lock().unwrap_or_else(|p| p.into_inner());
         let (tainted, keep): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut q.items)
@@ -207,17 +222,20 @@ fn put_back(state: &State, shared: &Shared, failed: Vec<(Queued, InventoryError)
             group.push((t, e));
         }
     }
-    for id in &ids {
+    for (id, read, rev) in reads {
+        if idx.base.get(&id).copied() != before.get(&id).copied().flatten() {
+            // The watch brought a later record meanwhile: it stays.
+            continue;
+        }
         let reason = group
             .iter()
-            .find(|(g, _)| &g.write.id == id)
+            .find(|(g, _)| g.write.id == id)
             .map(|(_, e)| format!("not saved: {e}"))
             .unwrap_or_default();
-        match shared.backend.read_machine(id) {
+        match read {
             Ok(Some(mut m)) => {
                 super::adopt_token(&shared.key, &mut m);
                 idx.put(m.clone());
-                let rev = shared.backend.revision_of(id);
                 if rev > 0 {
                     idx.base.insert(id.clone(), rev);
                 }
@@ -228,8 +246,8 @@ fn put_back(state: &State, shared: &Shared, failed: Vec<(Queued, InventoryError)
                 });
             }
             Ok(None) => {
-                idx.base.remove(id);
-                if idx.take(id).is_some() {
+                idx.base.remove(&id);
+                if idx.take(&id).is_some() {
                     shared.bus.publish(EventKind::MachineRetired {
                         id: id.clone(),
                         actor: "mayu".into(),
