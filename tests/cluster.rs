@@ -78,9 +78,11 @@ fn worker_count(engine: &mayu::Engine) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_share_one_inventory_with_exact_quotas() {
-    if support::etcd::missing("two_servers_share_one_inventory_with_exact_quotas") {
+    const NAME: &str = "two_servers_share_one_inventory_with_exact_quotas";
+    if support::etcd::missing(NAME) {
         return;
     }
+    let _watchdog = support::watchdog(NAME, Duration::from_secs(600));
     let mut etcd = Etcd::start();
     let endpoints = etcd.endpoints();
     let (lab_a, lab_b) = (lab(&endpoints, "rack-a"), lab(&endpoints, "rack-b"));
@@ -296,9 +298,11 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
 /// machines, and loads etcd once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
-    if support::etcd::missing("a_server_started_without_etcd_serves_its_mirror_and_catches_up") {
+    const NAME: &str = "a_server_started_without_etcd_serves_its_mirror_and_catches_up";
+    if support::etcd::missing(NAME) {
         return;
     }
+    let _watchdog = support::watchdog(NAME, Duration::from_secs(600));
     let mut etcd = Etcd::start();
     let endpoints = etcd.endpoints();
     let lab_a = lab(&endpoints, "rack-a");

@@ -202,3 +202,25 @@ impl Running {
         }
     }
 }
+
+/// Fails the whole test binary, naming `test`, if the guard is still alive after `limit`: a
+/// hang (a deadlock, a peer that never answers) is a failure with a name, not a CI timeout.
+pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+pub fn watchdog(test: &'static str, limit: std::time::Duration) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("{test}: still running after {limit:?}; aborting the test binary");
+            std::process::abort();
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // The sender's drop ends the watchdog's wait with `Disconnected`.
+        self.0.take();
+    }
+}
