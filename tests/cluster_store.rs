@@ -442,6 +442,21 @@ async fn a_server_lives_under_a_lease() {
         }
         other => panic!("{other:?}"),
     }
+    // The lease lost (as when it expired in a partition longer than its TTL): the keep-alive
+    // notices and registers the server again, under a new lease.
+    let leases = etcd.etcdctl(&["lease", "list"]);
+    let id = leases.lines().nth(1).unwrap().trim().to_string();
+    etcd.etcdctl(&["lease", "revoke", &id]);
+    match guarded(watch.next()).await.unwrap() {
+        WatchEvent::ServerDown { name, .. } => assert_eq!(name, "rack-a"),
+        other => panic!("{other:?}"),
+    }
+    match guarded(watch.next()).await.unwrap() {
+        WatchEvent::ServerUp { name, .. } => assert_eq!(name, "rack-a"),
+        other => panic!("{other:?}"),
+    }
+    let again = etcd.etcdctl(&["lease", "list"]);
+    assert!(!again.contains(&id), "a new lease, not {id}: {again}");
     lease.release().await.unwrap();
     match guarded(watch.next()).await.unwrap() {
         WatchEvent::ServerDown { name, .. } => assert_eq!(name, "rack-a"),

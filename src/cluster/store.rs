@@ -990,12 +990,13 @@ async fn keep_registered(
             .await;
         match alive {
             Ok(Some(true)) => continue,
-            Ok(_) => {
-                tracing::warn!(key = %key, "etcd lease of this server expired; registering again");
-            }
-            Err(e) => {
+            Err(e) if e.is_unavailable() => {
                 tracing::debug!(key = %key, error = %e, "etcd lease keep-alive failed");
                 continue;
+            }
+            // No TTL left, or etcd no longer knows the lease.
+            _ => {
+                tracing::warn!(key = %key, "etcd lease of this server expired; registering again");
             }
         }
         match store.put_leased(&key, &value).await {
@@ -1191,6 +1192,12 @@ fn classify(endpoints: &str, what: &str, e: etcd::Error) -> ClusterError {
                 },
             }
         }
+        // etcd forgot the lease (it expired or was revoked): an answer, not an outage.
+        etcd::Error::LeaseKeepAliveError(m) if m.contains("not found") => ClusterError::Refused {
+            endpoints: endpoints.to_string(),
+            what: what.to_string(),
+            reason: m,
+        },
         etcd::Error::WatchError(m) | etcd::Error::LeaseKeepAliveError(m) => unavailable(m),
         other => ClusterError::Refused {
             endpoints: endpoints.to_string(),

@@ -246,8 +246,23 @@ impl Etcd {
         self.wait_healthy(which);
     }
 
-    /// Whether `etcdctl endpoint health` says the members at `which` are healthy.
-    fn healthy(&self, which: &[usize]) -> bool {
+    /// Runs `etcdctl args…` against every member; its stdout (panics on a failure).
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = self
+            .etcdctl_at(&(0..self.members.len()).collect::<Vec<_>>())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An `etcdctl` aimed at the members at `which`, with this cluster's TLS.
+    fn etcdctl_at(&self, which: &[usize]) -> Command {
         let endpoints: Vec<String> = which.iter().map(|&i| self.endpoint(i)).collect();
         let mut cmd = Command::new("etcdctl");
         if let Some(tls) = &self.tls {
@@ -261,7 +276,13 @@ impl Etcd {
         cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoints.join(","))
-            .args(["--dial-timeout", "2s", "--command-timeout", "3s"])
+            .args(["--dial-timeout", "2s", "--command-timeout", "3s"]);
+        cmd
+    }
+
+    /// Whether `etcdctl endpoint health` says the members at `which` are healthy.
+    fn healthy(&self, which: &[usize]) -> bool {
+        self.etcdctl_at(which)
             .args(["endpoint", "health"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
