@@ -134,6 +134,29 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
         assert_eq!(there.seen_by.as_deref(), Some(expected), "{}", m.id);
     }
 
+    // One machine key for the cluster: a token server A gave a machine is its token on B, and
+    // B takes it (the machine's installed OS may call back through either).
+    let seen_by_a = a.engine.list().into_iter().next().unwrap();
+    let token = a.engine.get(&seen_by_a.id).unwrap().token;
+    assert_eq!(b.engine.get(&seen_by_a.id).unwrap().token, token);
+    let resp = client
+        .get(b.url(&format!("/assignment?id={}&token={token}", seen_by_a.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let wrong = format!(
+        "{}{}",
+        if token.starts_with('0') { 1 } else { 0 },
+        &token[1..]
+    );
+    let resp = client
+        .get(b.url(&format!("/assignment?id={}&token={wrong}", seen_by_a.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "a wrong token stays refused");
+
     // An assignment on A appears on B's event stream, then in its API.
     let mut on_b = b.engine.bus().subscribe();
     let target = a

@@ -143,6 +143,17 @@ async fn pull_writes_etcds_machines_as_audited_commits_once() {
     let config = b.config();
     let first = pull(&config).await.unwrap();
     assert_eq!(first.summary("pulled"), "4 pulled, 0 already there");
+    // The push took A's machine key up, the pull brought it down: the same tokens on both.
+    let key =
+        |lab: &Lab, file: &str| std::fs::read_to_string(lab.path().join("inventory").join(file));
+    assert_eq!(
+        key(&b, ".machine-key").unwrap(),
+        key(&a, ".machine-key").unwrap()
+    );
+    assert!(
+        key(&b, ".machine-key.previous").is_err(),
+        "an empty folder had no key to keep"
+    );
     let commits = b.commits();
     let pulled = b.engine_local_machines();
     let mut want = a.engine_local_machines();

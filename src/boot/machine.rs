@@ -50,7 +50,7 @@ fn authorise(s: &BootState, q: &Auth, ip: Option<std::net::IpAddr>) -> Result<Ma
     };
     let id = id.parse().map_err(|_| BootError::forbidden())?;
     match s.engine.get(&id) {
-        Some(m) if m.accepts_token(token) => Ok(m),
+        Some(m) if s.engine.accepts_token(&m, token) => Ok(m),
         _ => Err(BootError::forbidden()),
     }
 }

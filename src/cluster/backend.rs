@@ -182,6 +182,20 @@ impl EtcdBackend {
         let store = run(&rt, async move { Store::connect(&cluster).await })
             .map_err(|e| InventoryError::Unavailable(e.to_string()))?;
         let mirror = LocalBackend::open(&config.inventory, config.audit.git, &config.audit.author)?;
+        // Tokens alike on every server. Unreachable: the folder's key, which is the cluster's
+        // once this server has joined.
+        let (joining, dir) = (store.clone(), config.inventory.clone());
+        match run(&rt, async move {
+            super::key::join(&joining, &dir)
+                .await
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))
+        }) {
+            Ok(true) => tracing::warn!(
+                "this inventory's machine key is now the cluster's; tokens of the old one stay valid"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cluster machine key not read; using this folder's"),
+        }
         let name = store.name().to_string();
         let offset = name
             .bytes()

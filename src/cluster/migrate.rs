@@ -91,6 +91,9 @@ pub async fn push(config: &Config) -> Result<Report, MigrateError> {
         .as_ref()
         .ok_or_else(|| MigrateError::NoCluster(config.file.clone()))?;
     let store = Store::connect(cluster).await?;
+    // The folder's key goes up with its machines (or the cluster's comes down): the tokens
+    // its installed machines hold stay valid on every server.
+    super::key::join(&store, &config.inventory).await?;
     push_dir(&store, &config.inventory, config).await
 }
 
@@ -213,6 +216,7 @@ pub async fn pull(config: &Config) -> Result<Report, MigrateError> {
     let backend = tokio::task::spawn_blocking(move || LocalBackend::open(&dir, git, &author))
         .await
         .map_err(|e| MigrateError::Writer(e.to_string()))??;
+    super::key::join(&store, &config.inventory).await?;
     pull_into(&store, backend).await
 }
 

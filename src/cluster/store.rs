@@ -187,6 +187,11 @@ impl Keys {
         format!("{}/servers/{name}", self.prefix)
     }
 
+    /// `<prefix>/machine-key`: the key every server derives machine tokens from.
+    pub fn machine_key(&self) -> String {
+        format!("{}/machine-key", self.prefix)
+    }
+
     /// What `key` is; `None` for a key mayu does not write.
     pub fn parse(&self, key: &[u8]) -> Option<Key> {
         let key = std::str::from_utf8(key).ok()?;
@@ -845,6 +850,41 @@ impl Store {
         })
         .await?;
         Ok(id)
+    }
+
+    /// The cluster's machine key: `offered` if none was stored yet (then stored, in one
+    /// transaction), else the one a server stored first. Every server derives the same tokens.
+    pub async fn machine_key(&self, offered: &str) -> Result<String, ClusterError> {
+        let key = self.keys.machine_key();
+        let txn = etcd::Txn::new()
+            .when([etcd::Compare::create_revision(
+                key.clone(),
+                etcd::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd::TxnOp::put(key.clone(), offered, None)])
+            .or_else([etcd::TxnOp::get(key.clone(), None)]);
+        let resp = self
+            .call("the machine key", |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
+        if resp.succeeded() {
+            return Ok(offered.to_string());
+        }
+        let stored = resp.op_responses().into_iter().find_map(|r| match r {
+            etcd::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        let stored = stored.ok_or_else(|| ClusterError::Decode {
+            key: key.clone(),
+            reason: "present but not read".into(),
+        })?;
+        String::from_utf8(stored).map_err(|e| ClusterError::Decode {
+            key,
+            reason: e.to_string(),
+        })
     }
 
     /// The live servers (`servers/*`), by name.

@@ -437,6 +437,12 @@ impl Engine {
         self.index().machines.get(id).cloned()
     }
 
+    /// Whether `presented` is machine `m`'s token: its own, one an older mayu gave it, or one
+    /// from this inventory's key before it joined a cluster.
+    pub fn accepts_token(&self, m: &Machine, presented: &str) -> bool {
+        m.accepts_token(presented) || self.inner.key.previous_accepts(m.id.as_str(), presented)
+    }
+
     /// Finds a machine by id or by any of its MACs.
     pub fn find(&self, key: &str) -> Option<Machine> {
         self.index().resolve(key).cloned()
