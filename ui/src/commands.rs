@@ -12,6 +12,23 @@ use std::process::ExitCode;
 use mayu::cli::{self, CheckReport, CommandError};
 use mayu::import::ImportReport;
 
+/// The config at `path` and a runtime to run on, or (printed, prefixed with `who`) why not.
+pub fn config_and_runtime(
+    path: &Path,
+    who: &str,
+) -> Result<(mayu::Config, tokio::runtime::Runtime), ExitCode> {
+    // Config errors print before any terminal is taken, where the operator can read them.
+    let config = mayu::Config::load(path).map_err(|errs| {
+        eprintln!("{errs}");
+        ExitCode::FAILURE
+    })?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("{who}: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, runtime))
+}
+
 fn failed(e: &CommandError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::FAILURE

@@ -120,20 +120,9 @@ fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
 
 /// The console (or, headless, the services alone) until quit or a signal.
 fn run(path: &std::path::Path, headless: bool) -> ExitCode {
-    // Config errors print before the terminal is taken, where the operator can read them.
-    let config = match mayu::Config::load(path) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("mayu: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match commands::config_and_runtime(path, "mayu") {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let result = if headless {
         runtime.block_on(mayu_console::run::headless(config))

@@ -27,19 +27,9 @@ pub fn run(_config: &Path, _command: InventoryCommand) -> ExitCode {
 pub fn run(config_path: &Path, command: InventoryCommand) -> ExitCode {
     use mayu::cluster::migrate;
 
-    let config = match mayu::Config::load(config_path) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("mayu inventory: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match super::config_and_runtime(config_path, "mayu inventory") {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let (verb, result) = match command {
         InventoryCommand::Push => ("pushed", runtime.block_on(migrate::push(&config))),
