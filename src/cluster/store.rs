@@ -668,16 +668,8 @@ impl Store {
 
     /// Every taken seat now, and the revision read at.
     pub async fn seats(&self) -> Result<(Vec<(Seat, MachineId)>, Revision), ClusterError> {
-        let prefix = self.keys.seats();
         let resp = self
-            .call("a read of the seats", |c| {
-                let prefix = prefix.clone();
-                async move {
-                    c.kv_client()
-                        .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
+            .read_prefix("a read of the seats", self.keys.seats())
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let seats = resp
@@ -689,6 +681,23 @@ impl Store {
             })
             .collect();
         Ok((seats, revision))
+    }
+
+    /// Every key below `prefix` now (`what` names the read in errors).
+    async fn read_prefix(
+        &self,
+        what: &str,
+        prefix: String,
+    ) -> Result<etcd::GetResponse, ClusterError> {
+        self.call(what, |c| {
+            let prefix = prefix.clone();
+            async move {
+                c.kv_client()
+                    .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await
     }
 
     /// The etcd key a check compares.
@@ -889,16 +898,8 @@ impl Store {
 
     /// The live servers (`servers/*`), by name.
     pub async fn servers(&self) -> Result<Vec<(String, ServerInfo)>, ClusterError> {
-        let prefix = self.keys.servers();
         let resp = self
-            .call("a read of the servers", |c| {
-                let prefix = prefix.clone();
-                async move {
-                    c.kv_client()
-                        .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
+            .read_prefix("a read of the servers", self.keys.servers())
             .await?;
         let mut servers = Vec::new();
         for kv in resp.kvs() {
