@@ -86,15 +86,20 @@ fn describe(change: &ChangeInfo) -> String {
 /// as a record changed by [`PUSH_ACTOR`]; an assigned machine of a profile with a quantity
 /// takes a free seat of it in the same transaction (none free: a conflict).
 pub async fn push(config: &Config) -> Result<Report, MigrateError> {
+    let store = connect(config).await?;
+    // The folder's machine key goes up with the first folder (or the cluster's comes down):
+    // the tokens installed machines hold stay valid on every server.
+    super::key::join(&store, &config.inventory).await?;
+    push_dir(&store, &config.inventory, config).await
+}
+
+/// The etcd cluster of `config`'s `cluster:` section.
+async fn connect(config: &Config) -> Result<Store, MigrateError> {
     let cluster = config
         .cluster
         .as_ref()
         .ok_or_else(|| MigrateError::NoCluster(config.file.clone()))?;
-    let store = Store::connect(cluster).await?;
-    // The folder's key goes up with its machines (or the cluster's comes down): the tokens
-    // its installed machines hold stay valid on every server.
-    super::key::join(&store, &config.inventory).await?;
-    push_dir(&store, &config.inventory, config).await
+    Ok(Store::connect(cluster).await?)
 }
 
 /// [`push`] of the machine files in `dir` through `store`.
@@ -203,11 +208,7 @@ pub async fn push_dir(store: &Store, dir: &Path, config: &Config) -> Result<Repo
 /// written and committed to the folder's git audit as the change its record carries
 /// (`<what> (on <server>)`, by its actor). Needs the folder's lock (no mayu running on it).
 pub async fn pull(config: &Config) -> Result<Report, MigrateError> {
-    let cluster = config
-        .cluster
-        .as_ref()
-        .ok_or_else(|| MigrateError::NoCluster(config.file.clone()))?;
-    let store = Store::connect(cluster).await?;
+    let store = connect(config).await?;
     let (dir, git, author) = (
         config.inventory.clone(),
         config.audit.git,
