@@ -579,16 +579,7 @@ async fn profiles_leases_services_templates_and_render() {
 async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     let f = start(false).await;
     let m = register(&f.engine, "52:54:00:00:00:01", Some("SN-A1"));
-    f.engine
-        .assign(m.id.as_str(), "worker", "t", false)
-        .unwrap();
-    f.engine.boot_step(
-        Some(&m.id),
-        Phase::Kernel,
-        "vmlinuz".into(),
-        Some(4096),
-        Some(3),
-    );
+    support::worker_served_a_kernel(&f.engine, &m);
     f.engine.boot_step(
         Some(&m.id),
         Phase::Initrd,

@@ -10,7 +10,8 @@ mod support;
 use std::time::Duration;
 
 use mayu::cluster::{
-    ChangeInfo, Check, ClusterError, MachineRecord, Op, Seat, ServerInfo, Store, WatchEvent,
+    ChangeInfo, Check, ClusterError, MachineRecord, Op, Revision, Seat, ServerInfo, Store,
+    WatchEvent,
 };
 use mayu::config::ClusterConfig;
 use mayu::machine::{Machine, MachineId};
@@ -32,6 +33,18 @@ async fn store(etcd: &Etcd, name: &str) -> Store {
     Store::connect(&config(etcd.endpoints(), name))
         .await
         .unwrap()
+}
+
+/// A fresh cluster and two servers' stores on it, `rack-a` and `rack-b`; `None` (`test` is
+/// not run) where etcd is missing.
+async fn racks(test: &str) -> Option<(Etcd, Store, Store)> {
+    if missing(test) {
+        return None;
+    }
+    let etcd = Etcd::start();
+    let a = store(&etcd, "rack-a").await;
+    let b = store(&etcd, "rack-b").await;
+    Some((etcd, a, b))
 }
 
 fn machine(id: &str, profile: Option<&str>) -> Machine {
@@ -58,6 +71,49 @@ fn seat(profile: &str, index: u32) -> Seat {
     }
 }
 
+/// `r`'s machine stands at `revision` (0: it is new).
+fn at(r: &MachineRecord, revision: Revision) -> Check {
+    Check::MachineAt {
+        id: r.machine.id.clone(),
+        revision,
+    }
+}
+
+fn put(r: &MachineRecord) -> Op {
+    Op::PutMachine(Box::new(r.clone()))
+}
+
+/// `r`'s machine takes `seat`.
+fn take(r: &MachineRecord, seat: Seat) -> Op {
+    Op::TakeSeat {
+        seat,
+        id: r.machine.id.clone(),
+    }
+}
+
+/// Frees `seat` if `id` holds it.
+async fn free_seat(s: &Store, seat: Seat, id: MachineId) -> Result<Revision, ClusterError> {
+    let held = Check::SeatHeldBy {
+        seat: seat.clone(),
+        id,
+    };
+    s.txn(&[held], &[Op::FreeSeat(seat)]).await
+}
+
+/// Writes `r` as a new machine.
+async fn create(s: &Store, r: &MachineRecord) -> Result<Revision, ClusterError> {
+    s.txn(&[at(r, 0)], &[put(r)]).await
+}
+
+/// Writes `r` as a new machine holding `seat`, if the seat is free.
+async fn create_seated(s: &Store, r: &MachineRecord, seat: Seat) -> Result<Revision, ClusterError> {
+    s.txn(
+        &[at(r, 0), Check::SeatFree(seat.clone())],
+        &[put(r), take(r, seat)],
+    )
+    .await
+}
+
 async fn guarded<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(HANG_GUARD, f)
         .await
@@ -66,34 +122,13 @@ async fn guarded<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_round_trip_and_seats_are_taken_once() {
-    if missing("records_round_trip_and_seats_are_taken_once") {
+    let Some((_etcd, a, b)) = racks("records_round_trip_and_seats_are_taken_once").await else {
         return;
-    }
-    let etcd = Etcd::start();
-    let a = store(&etcd, "rack-a").await;
-    let b = store(&etcd, "rack-b").await;
+    };
 
     // A new machine with a seat: one transaction.
     let r1 = record(machine("sn00001", Some("worker")), "rack-a");
-    let rev = a
-        .txn(
-            &[
-                Check::MachineAt {
-                    id: r1.machine.id.clone(),
-                    revision: 0,
-                },
-                Check::SeatFree(seat("worker", 0)),
-            ],
-            &[
-                Op::PutMachine(Box::new(r1.clone())),
-                Op::TakeSeat {
-                    seat: seat("worker", 0),
-                    id: r1.machine.id.clone(),
-                },
-            ],
-        )
-        .await
-        .unwrap();
+    let rev = create_seated(&a, &r1, seat("worker", 0)).await.unwrap();
 
     let snap = b.load().await.unwrap();
     assert!(snap.revision >= rev);
@@ -108,24 +143,9 @@ async fn records_round_trip_and_seats_are_taken_once() {
     // Written again at a stale revision: a conflict naming the machine, nothing written.
     let mut changed = r1.clone();
     changed.machine.notes = "stale".into();
-    let err = b
-        .txn(
-            &[Check::MachineAt {
-                id: r1.machine.id.clone(),
-                revision: 0,
-            }],
-            &[Op::PutMachine(Box::new(changed.clone()))],
-        )
-        .await
-        .unwrap_err();
+    let err = b.txn(&[at(&r1, 0)], &[put(&changed)]).await.unwrap_err();
     match &err {
-        ClusterError::Conflict { failed, .. } => assert_eq!(
-            failed,
-            &vec![Check::MachineAt {
-                id: r1.machine.id.clone(),
-                revision: 0
-            }]
-        ),
+        ClusterError::Conflict { failed, .. } => assert_eq!(failed, &vec![at(&r1, 0)]),
         other => panic!("not a conflict: {other}"),
     }
     assert!(err.to_string().contains("sn00001"), "{err}");
@@ -135,38 +155,13 @@ async fn records_round_trip_and_seats_are_taken_once() {
     );
 
     // At its revision it goes through.
-    let rev2 = b
-        .txn(
-            &[Check::MachineAt {
-                id: r1.machine.id.clone(),
-                revision: rev,
-            }],
-            &[Op::PutMachine(Box::new(changed.clone()))],
-        )
-        .await
-        .unwrap();
+    let rev2 = b.txn(&[at(&r1, rev)], &[put(&changed)]).await.unwrap();
     assert!(rev2 > rev);
 
     // Two servers race for the same seat with two new machines: exactly one wins.
     let race = |s: Store, id: &'static str| async move {
         let r = record(machine(id, Some("worker")), s.name());
-        s.txn(
-            &[
-                Check::MachineAt {
-                    id: r.machine.id.clone(),
-                    revision: 0,
-                },
-                Check::SeatFree(seat("worker", 1)),
-            ],
-            &[
-                Op::PutMachine(Box::new(r.clone())),
-                Op::TakeSeat {
-                    seat: seat("worker", 1),
-                    id: r.machine.id.clone(),
-                },
-            ],
-        )
-        .await
+        create_seated(&s, &r, seat("worker", 1)).await
     };
     let (ra, rb) = guarded(async {
         tokio::join!(
@@ -195,65 +190,33 @@ async fn records_round_trip_and_seats_are_taken_once() {
     );
 
     // Giving a seat up: compared to hold the machine.
-    let wrong = a
-        .txn(
-            &[Check::SeatHeldBy {
-                seat: seat("worker", 0),
-                id: "sn99999".parse().unwrap(),
-            }],
-            &[Op::FreeSeat(seat("worker", 0))],
-        )
-        .await;
+    let wrong = free_seat(&a, seat("worker", 0), "sn99999".parse().unwrap()).await;
     assert!(
         matches!(wrong, Err(ClusterError::Conflict { .. })),
         "{wrong:?}"
     );
-    a.txn(
-        &[Check::SeatHeldBy {
-            seat: seat("worker", 0),
-            id: r1.machine.id.clone(),
-        }],
-        &[Op::FreeSeat(seat("worker", 0))],
-    )
-    .await
-    .unwrap();
+    free_seat(&a, seat("worker", 0), r1.machine.id.clone())
+        .await
+        .unwrap();
     assert_eq!(a.seats().await.unwrap().0.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_sees_another_servers_writes_in_order() {
-    if missing("a_watch_sees_another_servers_writes_in_order") {
+    let Some((etcd, a, b)) = racks("a_watch_sees_another_servers_writes_in_order").await else {
         return;
-    }
-    let etcd = Etcd::start();
-    let a = store(&etcd, "rack-a").await;
-    let b = store(&etcd, "rack-b").await;
+    };
     let snap = a.load().await.unwrap();
     let mut watch = a.watch(snap.revision + 1).await.unwrap();
 
     let r = record(machine("sn00010", Some("worker")), "rack-b");
     let rev = b
-        .txn(
-            &[Check::MachineAt {
-                id: r.machine.id.clone(),
-                revision: 0,
-            }],
-            &[
-                Op::PutMachine(Box::new(r.clone())),
-                Op::TakeSeat {
-                    seat: seat("worker", 3),
-                    id: r.machine.id.clone(),
-                },
-            ],
-        )
+        .txn(&[at(&r, 0)], &[put(&r), take(&r, seat("worker", 3))])
         .await
         .unwrap();
     let rev2 = b
         .txn(
-            &[Check::MachineAt {
-                id: r.machine.id.clone(),
-                revision: rev,
-            }],
+            &[at(&r, rev)],
             &[
                 Op::DeleteMachine(r.machine.id.clone()),
                 Op::FreeSeat(seat("worker", 3)),
@@ -347,15 +310,7 @@ async fn one_member_down_changes_nothing_all_down_is_unavailable() {
     // Member 0 down: reads, writes and a watch on the others carry on.
     etcd.stop_member(0);
     let r = record(machine("sn00020", None), "rack-a");
-    let rev = guarded(a.txn(
-        &[Check::MachineAt {
-            id: r.machine.id.clone(),
-            revision: 0,
-        }],
-        &[Op::PutMachine(Box::new(r.clone()))],
-    ))
-    .await
-    .unwrap();
+    let rev = guarded(create(&a, &r)).await.unwrap();
     let snap = guarded(a.load()).await.unwrap();
     assert_eq!(snap.machines, vec![(r.clone(), rev)]);
     // The watch may have been on member 0: then it says so and is started again.
@@ -395,15 +350,9 @@ async fn one_member_down_changes_nothing_all_down_is_unavailable() {
     let err = guarded(a.load()).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(err.to_string().contains(&etcd.endpoint(1)), "{err}");
-    let err = guarded(a.txn(
-        &[Check::MachineAt {
-            id: r.machine.id.clone(),
-            revision: rev,
-        }],
-        &[Op::DeleteMachine(r.machine.id.clone())],
-    ))
-    .await
-    .unwrap_err();
+    let err = guarded(a.txn(&[at(&r, rev)], &[Op::DeleteMachine(r.machine.id.clone())]))
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     let err = guarded(a.watch(rev)).await.err().unwrap();
     assert!(err.is_unavailable(), "{err}");
@@ -414,12 +363,9 @@ async fn one_member_down_changes_nothing_all_down_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_lives_under_a_lease() {
-    if missing("a_server_lives_under_a_lease") {
+    let Some((etcd, a, b)) = racks("a_server_lives_under_a_lease").await else {
         return;
-    }
-    let etcd = Etcd::start();
-    let a = store(&etcd, "rack-a").await;
-    let b = store(&etcd, "rack-b").await;
+    };
     let mut watch = b.watch(b.load().await.unwrap().revision + 1).await.unwrap();
     let info = ServerInfo {
         version: "0.1.0".into(),
@@ -538,15 +484,7 @@ async fn tls_with_a_client_certificate() {
     config.tls = Some(client.clone());
     let a = Store::connect(&config).await.unwrap();
     let r = record(machine("sn00030", None), "rack-a");
-    let rev = guarded(a.txn(
-        &[Check::MachineAt {
-            id: r.machine.id.clone(),
-            revision: 0,
-        }],
-        &[Op::PutMachine(Box::new(r.clone()))],
-    ))
-    .await
-    .unwrap();
+    let rev = guarded(create(&a, &r)).await.unwrap();
     assert_eq!(
         guarded(a.load()).await.unwrap().machines,
         vec![(r.clone(), rev)]

@@ -166,33 +166,24 @@ async fn list_and_show_the_power_the_bmc_reported() {
             .collect()
     };
     let fields = ["list", "--fields", "id,ipmiaddr,power"];
-    // Nothing checked yet: no power to show.
-    let text = ok(&ctl_at(&url, &f, r(), &fields).await);
-    assert_eq!(
-        rows(&text),
+    // The table `fields` lists when sn-a1's BMC last reported `a1_power`.
+    let power_table = |a1_power: &'static str| {
         vec![
             vec!["ID", "IPMI", "POWER"],
             vec!["52-54-00-00-00-03", "-", "-"],
-            vec!["sn-a1", "10.1.0.1", "-"],
+            vec!["sn-a1", "10.1.0.1", a1_power],
             vec!["sn-a2", "-", "-"],
-        ],
-        "{text}"
-    );
+        ]
+    };
+    // Nothing checked yet: no power to show.
+    let text = ok(&ctl_at(&url, &f, r(), &fields).await);
+    assert_eq!(rows(&text), power_table("-"), "{text}");
 
     let text = ok(&ctl_at(&url, &f, Tok::Flag(&f.admin), &["power", "status", "sn-a1"]).await);
     assert!(text.starts_with("sn-a1: power on (checked "), "{text}");
 
     let text = ok(&ctl_at(&url, &f, r(), &fields).await);
-    assert_eq!(
-        rows(&text),
-        vec![
-            vec!["ID", "IPMI", "POWER"],
-            vec!["52-54-00-00-00-03", "-", "-"],
-            vec!["sn-a1", "10.1.0.1", "on"],
-            vec!["sn-a2", "-", "-"],
-        ],
-        "{text}"
-    );
+    assert_eq!(rows(&text), power_table("on"), "{text}");
     // POWER is one of the default columns, the last.
     let text = ok(&ctl_at(&url, &f, r(), &["list"]).await);
     let table = rows(&text);

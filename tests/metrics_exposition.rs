@@ -15,6 +15,7 @@ use api_fixture::{register, start};
 use mayu::events::EventKind;
 use mayu::machine::{Phase, Stall};
 use mayu::power::{PowerAction, PowerState, PowerStatus};
+use support::promtool_accepts;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -68,45 +69,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .map(|v| v.parse().unwrap())
 }
 
-fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian `prometheus`) is installed by scripts/install-deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_keeps_its_name_type_and_help_and_promtool_accepts_it() {
     let f = start(false).await;
     // Something in every family, so none is left out for having no series yet.
     let m = register(&f.engine, "52:54:00:00:00:01", Some("SN-A1"));
-    f.engine
-        .assign(m.id.as_str(), "worker", "t", false)
-        .unwrap();
-    f.engine.boot_step(
-        Some(&m.id),
-        Phase::Kernel,
-        "vmlinuz".into(),
-        Some(4096),
-        Some(3),
-    );
+    support::worker_served_a_kernel(&f.engine, &m);
     f.engine.set_service(
         "dnsmasq",
         mayu::lease::ServiceStatus::Running,

@@ -224,3 +224,36 @@ impl Drop for Watchdog {
         self.0.take();
     }
 }
+
+/// `text` passes Prometheus's own linter, `promtool check metrics` (Debian package
+/// `prometheus`, installed by scripts/install-deps.sh); the failure shows promtool's words
+/// and `text`.
+pub fn promtool_accepts(text: &str) {
+    let out = with_stdin(
+        std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+        text.as_bytes(),
+    )
+    .expect("promtool (Debian `prometheus`) is installed by scripts/install-deps.sh");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `m` assigned to the `worker` profile (by `t`) and served a 4096-byte kernel in 3 ms: one
+/// series in the profile and boot-step families of `/metrics`.
+pub fn worker_served_a_kernel(engine: &Engine, m: &mayu::machine::Machine) {
+    engine.assign(m.id.as_str(), "worker", "t", false).unwrap();
+    engine.boot_step(
+        Some(&m.id),
+        mayu::machine::Phase::Kernel,
+        "vmlinuz".into(),
+        Some(4096),
+        Some(3),
+    );
+}
