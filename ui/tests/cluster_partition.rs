@@ -240,8 +240,26 @@ where
     }
 }
 
+/// `url` read as JSON with `token`: `None` while it does not answer so (a future owning its
+/// request, for [`until`]'s checks).
+fn get_json(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+) -> impl std::future::Future<Output = Option<serde_json::Value>> {
+    let request = client.get(url).bearer_auth(token);
+    async move { request.send().await.ok()?.json().await.ok() }
+}
+
 fn script_url(mac: &str, serial: &str) -> String {
     format!("http://{B_ADDR}:4081/ipxe?mac={mac}&serial={serial}&arch=x86_64")
+}
+
+/// The iPXE script B answers the machine `mac` (serial `serial`) with; B must answer 200.
+async fn script(client: &reqwest::Client, mac: &str, serial: &str) -> String {
+    let resp = client.get(script_url(mac, serial)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{mac}'s script");
+    resp.text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -331,13 +349,7 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
 
     // A machine B registers while linked: assigned by rule, seen by A too.
     let known = "52:54:00:d0:00:01";
-    let resp = client
-        .get(script_url(known, "SN-KNOWN"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let first = resp.text().await.unwrap();
+    let first = script(&client, known, "SN-KNOWN").await;
     assert!(first.contains("kernel"), "a profile's script: {first}");
     let known_id = until("A to see B's machine", &b, || {
         let e = engine_a.clone();
@@ -349,13 +361,7 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
     net.etcd_link(false);
 
     // The machine B knows still boots from it.
-    let resp = client
-        .get(script_url(known, "SN-KNOWN"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let again = resp.text().await.unwrap();
+    let again = script(&client, known, "SN-KNOWN").await;
     assert!(
         again.contains("kernel"),
         "still its profile's script: {again}"
@@ -363,9 +369,7 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
 
     // A new machine is held, not registered anywhere.
     let new = "52:54:00:d0:00:02";
-    let resp = client.get(script_url(new, "SN-NEW")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let held = resp.text().await.unwrap();
+    let held = script(&client, new, "SN-NEW").await;
     assert!(
         held.contains("inventory is unreachable") && held.contains("sleep"),
         "the hold loop: {held}"
@@ -377,21 +381,9 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
 
     // B says so: the cluster service is retrying, and B is not ready.
     until("B's cluster service to show the outage", &b, || {
-        let (c, url, t) = (
-            client.clone(),
-            format!("{api_b}/api/v1/services"),
-            token_b.clone(),
-        );
+        let services = get_json(&client, format!("{api_b}/api/v1/services"), &token_b);
         async move {
-            let s: serde_json::Value = c
-                .get(url)
-                .bearer_auth(t)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let s = services.await?;
             s.as_array()?
                 .iter()
                 .find(|s| s["name"] == "cluster" && s["status"] == "retrying")
@@ -414,21 +406,13 @@ async fn a_server_cut_off_etcd_serves_what_it_knows_holds_the_new_and_catches_up
     // The link returns: B catches up by itself.
     net.etcd_link(true);
     until("B to learn A's assignment", &b, || {
-        let (c, url, t) = (
-            client.clone(),
+        let machine = get_json(
+            &client,
             format!("{api_b}/api/v1/machines/{known_id}"),
-            token_b.clone(),
+            &token_b,
         );
         async move {
-            let m: serde_json::Value = c
-                .get(url)
-                .bearer_auth(t)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let m = machine.await?;
             (m["profile"] == "control-plane").then_some(())
         }
     })
