@@ -6,6 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use futures_util::StreamExt;
+
 use crate::cluster::store::{ChangeInfo, Check, ClusterError, MachineRecord, Op, Seat, Store};
 use crate::config::Config;
 use crate::inventory::{Backend, Change, InventoryError, LocalBackend, Write};
@@ -13,6 +15,8 @@ use crate::machine::{Machine, MachineId};
 
 /// The actor of every record `push` writes.
 pub const PUSH_ACTOR: &str = "mayu inventory push";
+/// How many of a push's transactions are in flight at once.
+const PUSH_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -133,6 +137,7 @@ pub async fn push_dir(store: &Store, dir: &Path, config: &Config) -> Result<Repo
             .insert(seat.index);
     }
     let what = format!("pushed from {}'s folder", store.name());
+    let mut planned = Vec::new();
     for m in machines {
         if let Some(r) = there.get(&m.id) {
             if stored(&r.machine) == stored(&m) {
@@ -185,7 +190,18 @@ pub async fn push_dir(store: &Store, dir: &Path, config: &Config) -> Result<Repo
                 change: ChangeInfo::now(PUSH_ACTOR, what.clone(), store.name()),
             })),
         );
-        match store.txn(&checks, &ops).await {
+        planned.push((id, checks, ops));
+    }
+    // One transaction per machine (a conflict fails that machine alone), several in flight:
+    // seats were picked above, so they never race each other.
+    let mut answers = futures_util::stream::iter(planned)
+        .map(|(id, checks, ops)| async move {
+            let answer = store.txn(&checks, &ops).await;
+            (id, answer)
+        })
+        .buffer_unordered(PUSH_IN_FLIGHT);
+    while let Some((id, answer)) = answers.next().await {
+        match answer {
             Ok(_) => report.copied.push(id),
             Err(ClusterError::Conflict { failed, .. }) => report.conflicts.push(Conflict {
                 id,
@@ -201,6 +217,8 @@ pub async fn push_dir(store: &Store, dir: &Path, config: &Config) -> Result<Repo
             Err(e) => return Err(e.into()),
         }
     }
+    report.copied.sort();
+    report.conflicts.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(report)
 }
 
