@@ -29,8 +29,9 @@ if ! command -v protoc >/dev/null 2>&1; then
   echo "build-deb.sh: protoc not found (the etcd client's build needs it); install protobuf-compiler (scripts/install-deps.sh)" >&2
   exit 1
 fi
-cargo build --release --locked -p mayu-console --features etcd --bin mayu
-cargo build --release --locked -p mayu --features etcd --bin mayuctl
+# One build for both binaries: the library and its dependencies are compiled once.
+cargo build --release --locked -p mayu-console -p mayu --features mayu-console/etcd,mayu/etcd \
+  --bin mayu --bin mayuctl
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 # ui/Cargo.toml's assets name this path (ignored by git).
