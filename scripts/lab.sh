@@ -99,8 +99,10 @@ mayu_bin() {
     local target="${CARGO_TARGET_DIR:-$REPO/target}"
     if [[ ${NO_BUILD:-0} != 1 ]]; then
         command -v cargo >/dev/null || die "cargo not found; set MAYU_BIN to a built mayu binary"
-        say "building mayu (cargo build -p mayu-console --bin mayu)"
-        (cd "$REPO" && cargo build -q -p mayu-console --bin mayu) >&2 || die "cargo build failed"
+        # The features scripts/test.sh builds with, so the lab and the tests share one build.
+        say "building mayu (cargo build -p mayu-console --features etcd --bin mayu)"
+        (cd "$REPO" && cargo build -q -p mayu-console --features etcd --bin mayu) >&2 ||
+            die "cargo build failed"
     fi
     [[ -x $target/debug/mayu ]] || die "$target/debug/mayu not found; build it or set MAYU_BIN"
     echo "$target/debug/mayu"
@@ -110,7 +112,8 @@ mayuctl_bin() {
     local target="${CARGO_TARGET_DIR:-$REPO/target}"
     if [[ -n ${MAYUCTL_BIN:-} ]]; then echo "$MAYUCTL_BIN"; return; fi
     if [[ ! -x $target/debug/mayuctl ]]; then
-        (cd "$REPO" && cargo build -q -p mayu --bin mayuctl) >&2 || die "cargo build mayuctl failed"
+        (cd "$REPO" && cargo build -q -p mayu --features etcd --bin mayuctl) >&2 ||
+            die "cargo build mayuctl failed"
     fi
     echo "$target/debug/mayuctl"
 }

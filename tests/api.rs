@@ -627,37 +627,8 @@ async fn metrics_count_boots_restarts_reloads_requests_and_states() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
-    promtool_accepts(&text);
+    support::promtool_accepts(&text);
     f.stop().await;
-}
-
-/// The exposition passes Prometheus's own linter (`promtool check metrics`, Debian package
-/// `prometheus`); required in CI.
-fn promtool_accepts(text: &str) {
-    let out = support::with_stdin(
-        std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-        text.as_bytes(),
-    );
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "promtool is required in CI: {e}"
-            );
-            eprintln!("promtool not installed ({e}); skipping its check");
-            return;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

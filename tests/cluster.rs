@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mayu::events::EventKind;
+use mayu::inventory::machine_key::MachineKey;
 use support::etcd::Etcd;
 use support::{Lab, Running};
 
@@ -318,7 +319,8 @@ async fn two_servers_share_one_inventory_with_exact_quotas() {
 }
 
 /// A server (re)started while etcd is unreachable serves what its mirror holds, holds new
-/// machines, and loads etcd once it answers.
+/// machines, and loads etcd once it answers; a new server started then joins the cluster's
+/// machine key once etcd answers. A machine key in etcd no server can use stops a start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
     const NAME: &str = "a_server_started_without_etcd_serves_its_mirror_and_catches_up";
@@ -355,8 +357,24 @@ async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
     let body = script(&client, &a, 2).await;
     assert!(body.contains("inventory is unreachable"), "held: {body}");
     assert!(a.engine.find(&mac(2)).is_none());
+    // A new server that never reached etcd: it starts on a key of its own.
+    let lab_b = lab(&endpoints, "rack-b");
+    let b = Running::start(&lab_b).await;
+    let own_key = MachineKey::open(&lab_b.path().join("inventory")).unwrap();
 
     etcd.start_members(&[0, 1, 2]);
+    // Once etcd answers, B joins the cluster's key: its tokens are A's, and one its own key
+    // gave stays valid.
+    until("B's token for A's machine to be A's", || {
+        b.engine.get(&known.id).map(|m| m.token) == a.engine.get(&known.id).map(|m| m.token)
+    })
+    .await;
+    let on_b = b.engine.get(&known.id).unwrap();
+    assert!(b
+        .engine
+        .accepts_token(&on_b, &own_key.token(known.id.as_str())));
+    assert!(!b.engine.accepts_token(&on_b, "0000"));
+    b.stop().await;
     // The new machine asks again (its hold loop) until etcd takes it.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -371,4 +389,16 @@ async fn a_server_started_without_etcd_serves_its_mirror_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     a.stop().await;
+
+    // A key in etcd no server can use stops a start (its tokens would differ), and says why.
+    etcd.etcdctl(&["put", "/mayu-test/machine-key", "not-a-key"]);
+    let lab_c = lab(&endpoints, "rack-c");
+    let err = mayu::Engine::open(lab_c.config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("/mayu-test/machine-key") && err.contains("not a machine key"),
+        "{err}"
+    );
 }

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -147,6 +148,48 @@ pub struct EtcdBackend {
     mirrored: watch::Sender<u64>,
     /// what this server says of itself under `servers/<name>`, while it runs.
     info: ServerInfo,
+    key: KeyJoin,
+}
+
+/// Joining the cluster's machine key (`<prefix>/machine-key`): at the start, or once etcd
+/// answers when it did not then.
+#[derive(Clone)]
+struct KeyJoin {
+    store: Store,
+    dir: std::path::PathBuf,
+    joined: Arc<AtomicBool>,
+    /// the engine's, told when the folder's key was replaced after the start.
+    rekey: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl KeyJoin {
+    /// Joins unless joined already; whether the folder's key changed.
+    async fn join(&self) -> Result<bool, InventoryError> {
+        if self.joined.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let changed = super::key::join(&self.store, &self.dir).await?;
+        self.joined.store(true, Ordering::Release);
+        if changed {
+            tracing::warn!(
+                "this inventory's machine key is now the cluster's; tokens of the old one stay valid"
+            );
+        }
+        Ok(changed)
+    }
+
+    /// [`KeyJoin::join`] after the start: a changed key goes to the engine.
+    async fn join_late(&self) {
+        match self.join().await {
+            Ok(true) => {
+                if let Some(rekey) = self.rekey.get() {
+                    rekey();
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cluster machine key not joined; retried"),
+        }
+    }
 }
 
 /// The link is down: why, in the operator's words.
@@ -164,11 +207,6 @@ fn link_down(link: &watch::Sender<StoreLink>, why: &str) {
 impl EtcdBackend {
     /// Connects to `config.cluster`'s etcd and opens this server's folder as the mirror.
     pub fn open(config: &Config) -> Result<EtcdBackend, InventoryError> {
-        let Some(cluster) = config.cluster.clone() else {
-            return Err(InventoryError::Unavailable(
-                "no cluster section in the configuration".into(),
-            ));
-        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("etcd")
@@ -179,22 +217,45 @@ impl EtcdBackend {
                 source,
             })?;
         let rt = Arc::new(rt);
+        Self::open_on(rt.clone(), config).inspect_err(|_| {
+            // Dropping a runtime blocks, which panics on an async caller's thread (mayu opens
+            // its engine inside its own runtime): let it go in the background instead.
+            if let Ok(rt) = Arc::try_unwrap(rt) {
+                rt.shutdown_background();
+            }
+        })
+    }
+
+    fn open_on(
+        rt: Arc<tokio::runtime::Runtime>,
+        config: &Config,
+    ) -> Result<EtcdBackend, InventoryError> {
+        let Some(cluster) = config.cluster.clone() else {
+            return Err(InventoryError::Unavailable(
+                "no cluster section in the configuration".into(),
+            ));
+        };
         let store = run(&rt, async move { Store::connect(&cluster).await })
             .map_err(|e| InventoryError::Unavailable(e.to_string()))?;
         let mirror = LocalBackend::open(&config.inventory, config.audit.git, &config.audit.author)?;
-        // Tokens alike on every server. Unreachable: the folder's key, which is the cluster's
-        // once this server has joined.
-        let (joining, dir) = (store.clone(), config.inventory.clone());
-        match run(&rt, async move {
-            super::key::join(&joining, &dir)
-                .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))
-        }) {
-            Ok(true) => tracing::warn!(
-                "this inventory's machine key is now the cluster's; tokens of the old one stay valid"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cluster machine key not read; using this folder's"),
+        // Tokens alike on every server. Unreachable: the folder's key (the cluster's once this
+        // server has joined) until etcd answers ([`KeyJoin`]). A key etcd holds but this server
+        // cannot use stops the start: tokens would differ from the other servers'.
+        let key = KeyJoin {
+            store: store.clone(),
+            dir: config.inventory.clone(),
+            joined: Arc::new(AtomicBool::new(false)),
+            rekey: Arc::new(OnceLock::new()),
+        };
+        let joining = key.clone();
+        let unread = match run(&rt, async move { Ok(joining.join().await) }) {
+            Ok(Ok(_)) => None,
+            Ok(Err(e @ InventoryError::Shared(_))) => return Err(e),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = unread {
+            tracing::warn!(error = %e, "cluster machine key not read; this folder's is used until etcd answers");
         }
         let name = store.name().to_string();
         let offset = name
@@ -227,6 +288,7 @@ impl EtcdBackend {
                 api: config.http.api.to_string(),
                 started: time::OffsetDateTime::now_utc(),
             },
+            key,
         })
     }
 
@@ -677,7 +739,12 @@ impl Backend for EtcdBackend {
             self.store.clone(),
             self.link.clone(),
             self.info.clone(),
+            self.key.clone(),
         ));
+    }
+
+    fn follow_key(&self, rekey: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.key.rekey.set(rekey);
     }
 }
 
@@ -965,8 +1032,14 @@ fn mirror_thread(
 /// Registers this server under `servers/<name>` (kept alive while it runs) and asks the
 /// cluster for its members, leader and live servers every [`STATUS_EVERY`]: the link's detail
 /// ("3 of 3 endpoints answer, 3 members, leader m2, servers site-a, site-b; this server
-/// site-a"), or down with the reason.
-async fn report_status(store: Store, link: watch::Sender<StoreLink>, info: ServerInfo) {
+/// site-a"), or down with the reason. Joins the cluster's machine key once etcd answers, if
+/// that was not done at the start.
+async fn report_status(
+    store: Store,
+    link: watch::Sender<StoreLink>,
+    info: ServerInfo,
+    key: KeyJoin,
+) {
     let mut every = tokio::time::interval(STATUS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Held for as long as this task runs (the backend's runtime): dropped, the key expires.
@@ -992,6 +1065,7 @@ async fn report_status(store: Store, link: watch::Sender<StoreLink>, info: Serve
             link_down(&link, &why);
             continue;
         }
+        key.join_late().await;
         let answering = status.endpoints.iter().filter(|e| e.health.is_ok()).count();
         let members = store.members().await.unwrap_or_default();
         let leader = status

@@ -24,12 +24,13 @@ pub async fn join(store: &Store, dir: &Path) -> Result<bool, InventoryError> {
         .await
         .map_err(|e| match e {
             ClusterError::Unavailable(why) => InventoryError::Unavailable(why),
-            other => InventoryError::Conflict(other.to_string()),
+            other => InventoryError::Shared(other.to_string()),
         })?;
     let shared = machine_key::parse(stored.trim()).map_err(|why| {
-        InventoryError::Conflict(format!(
-            "etcd key {}: not a machine key: {why}",
-            store.keys().machine_key()
+        let key = store.keys().machine_key();
+        InventoryError::Shared(format!(
+            "etcd key {key}: not a machine key ({why}); put a running server's \
+             inventory/.machine-key there (64 hex digits): etcdctl put {key} \"$(cat .machine-key)\""
         ))
     })?;
     MachineKey::adopt(dir, shared, had_one).map_err(io)

@@ -168,7 +168,7 @@ impl Engine {
                 id: known.to_string(),
             });
         }
-        let mut m = Machine::new(id.clone(), self.inner.key.token(id.as_str()), now);
+        let mut m = Machine::new(id.clone(), self.inner.key.get().token(id.as_str()), now);
         m.macs.push(mac);
         m.hostname = e.hostname;
         m.rack = e.rack;

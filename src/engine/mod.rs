@@ -274,7 +274,7 @@ impl Index {
 
 struct Inner {
     /// derives each machine's token (never stored in its file).
-    key: crate::inventory::machine_key::MachineKey,
+    key: crate::inventory::machine_key::CurrentKey,
     leases: Mutex<Vec<Lease>>,
     services: Mutex<BTreeMap<String, ServiceState>>,
     config: Config,
@@ -345,6 +345,7 @@ impl Engine {
         let backend: Arc<dyn Backend> = Arc::from(backend);
         let index = Arc::new(Mutex::new(index));
         let bus = Bus::new();
+        let key = crate::inventory::machine_key::CurrentKey::new(key);
         let writer = persist::Writer::start(persist::Shared {
             backend: backend.clone(),
             index: index.clone(),
@@ -368,6 +369,13 @@ impl Engine {
                 writer,
             }),
         };
+        // A cluster's key joined late (etcd answered only after the start) takes over.
+        let weak = Arc::downgrade(&engine.inner);
+        engine.inner.backend.follow_key(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                Engine { inner }.rekey();
+            }
+        }));
         // Other servers' changes (a shared backend's watch) land like local ones.
         let weak = Arc::downgrade(&engine.inner);
         engine.inner.backend.follow(Box::new(move |r| {
@@ -380,6 +388,33 @@ impl Engine {
 
     /// A change another server made (from a shared backend's watch): into the index and onto
     /// the bus as if made here, unless this server already holds that revision or a later one.
+    /// Takes up the inventory folder's key as it is now (the cluster's, joined after the start):
+    /// every machine's token is derived from it from here on. Tokens of the folder's own key
+    /// stay accepted (it is kept as the previous key).
+    fn rekey(&self) {
+        let key = match crate::inventory::machine_key::MachineKey::open(
+            &self.inner.config.inventory,
+        ) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(error = %e, "the cluster's machine key was joined but cannot be read; tokens keep the old key");
+                return;
+            }
+        };
+        self.inner.key.replace(key.clone());
+        let mut idx = self.index();
+        let ids: Vec<MachineId> = idx.machines.keys().cloned().collect();
+        for id in ids {
+            if let Some(mut m) = idx.machines.get(&id).cloned() {
+                m.token = key.token(id.as_str());
+                // a new revision: what was rendered with the old token is rendered afresh
+                idx.put(m);
+            }
+        }
+        drop(idx);
+        tracing::warn!("this server now derives machine tokens from the cluster's key");
+    }
+
     pub fn apply_remote(&self, r: crate::inventory::Remote) {
         let mut idx = self.index();
         if idx.base.get(&r.id).is_some_and(|b| *b >= r.revision) {
@@ -389,7 +424,7 @@ impl Engine {
         let actor = r.change.actor;
         match r.machine {
             Some(mut m) => {
-                adopt_token(&self.inner.key, &mut m);
+                adopt_token(&self.inner.key.get(), &mut m);
                 let created = !idx.machines.contains_key(&m.id);
                 idx.put(m.clone());
                 self.adopt_steps(&mut idx, &m);
@@ -440,7 +475,12 @@ impl Engine {
     /// Whether `presented` is machine `m`'s token: its own, one an older mayu gave it, or one
     /// from this inventory's key before it joined a cluster.
     pub fn accepts_token(&self, m: &Machine, presented: &str) -> bool {
-        m.accepts_token(presented) || self.inner.key.previous_accepts(m.id.as_str(), presented)
+        m.accepts_token(presented)
+            || self
+                .inner
+                .key
+                .get()
+                .previous_accepts(m.id.as_str(), presented)
     }
 
     /// Finds a machine by id or by any of its MACs.
@@ -600,7 +640,11 @@ impl Engine {
         let created = existing.is_none();
         let mut m = match existing {
             Some(e) => e.clone(),
-            None => Machine::new(derived.clone(), self.inner.key.token(derived.as_str()), now),
+            None => Machine::new(
+                derived.clone(),
+                self.inner.key.get().token(derived.as_str()),
+                now,
+            ),
         };
         let mut what = Vec::new();
         if created {
@@ -1217,7 +1261,7 @@ impl Engine {
 
     /// Adds or replaces a whole machine record (imports).
     pub fn import(&self, mut m: Machine, actor: &str, what: &str) -> Result<(), EngineError> {
-        m.token = self.inner.key.token(m.id.as_str());
+        m.token = self.inner.key.get().token(m.id.as_str());
         let mut idx = self.index();
         idx.put(m.clone());
         self.adopt_steps(&mut idx, &m);

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::{EngineError, Index};
 use crate::events::{Bus, EventKind};
-use crate::inventory::machine_key::MachineKey;
+use crate::inventory::machine_key::CurrentKey;
 use crate::inventory::{Backend, InventoryError, Write};
 use crate::machine::{Machine, MachineId};
 
@@ -87,7 +87,7 @@ pub(super) struct Shared {
     pub backend: Arc<dyn Backend>,
     pub index: Arc<Mutex<Index>>,
     pub bus: Bus,
-    pub key: MachineKey,
+    pub key: CurrentKey,
 }
 
 struct State {
@@ -234,7 +234,7 @@ fn put_back(state: &State, shared: &Shared, failed: Vec<(Queued, InventoryError)
             .unwrap_or_default();
         match read {
             Ok(Some(mut m)) => {
-                super::adopt_token(&shared.key, &mut m);
+                super::adopt_token(&shared.key.get(), &mut m);
                 idx.put(m.clone());
                 if rev > 0 {
                     idx.base.insert(id.clone(), rev);

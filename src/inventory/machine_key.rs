@@ -22,6 +22,26 @@ pub struct MachineKey {
     previous: Option<[u8; 32]>,
 }
 
+/// The key an engine derives tokens with now: replaced when a server joins its cluster's key
+/// after it started.
+#[derive(Clone, Debug)]
+pub struct CurrentKey(std::sync::Arc<std::sync::RwLock<MachineKey>>);
+
+impl CurrentKey {
+    pub fn new(key: MachineKey) -> CurrentKey {
+        CurrentKey(std::sync::Arc::new(std::sync::RwLock::new(key)))
+    }
+
+    /// A copy of the key now (no lock is held after this returns).
+    pub fn get(&self) -> MachineKey {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, key: MachineKey) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}
+
 impl std::fmt::Debug for MachineKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MachineKey(..)")

@@ -41,6 +41,9 @@ pub enum InventoryError {
     /// The shared store cannot be reached: nothing was written.
     #[error("the shared inventory is unreachable: {0}")]
     Unavailable(String),
+    /// The shared store holds something this server cannot use (not a passing outage).
+    #[error("the shared inventory: {0}")]
+    Shared(String),
 }
 
 impl InventoryError {
@@ -75,6 +78,7 @@ impl InventoryError {
             InventoryError::NoAudit => InventoryError::NoAudit,
             InventoryError::Conflict(why) => InventoryError::Conflict(why.clone()),
             InventoryError::Unavailable(why) => InventoryError::Unavailable(why.clone()),
+            InventoryError::Shared(why) => InventoryError::Shared(why.clone()),
             other => InventoryError::Io {
                 path: PathBuf::new(),
                 source: std::io::Error::other(other.to_string()),
@@ -172,6 +176,12 @@ pub trait Backend: Send + Sync {
     /// none). Called once, after [`Backend::load`].
     fn follow(&self, sink: Box<dyn Fn(Remote) + Send + Sync>) {
         let _ = sink;
+    }
+    /// Calls `rekey` when the folder's machine key is replaced while the server runs (a
+    /// shared backend that could join its cluster's key only once the store answered).
+    /// Called once, before [`Backend::follow`].
+    fn follow_key(&self, rekey: Box<dyn Fn() + Send + Sync>) {
+        let _ = rekey;
     }
 }
 
