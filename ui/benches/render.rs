@@ -4,33 +4,15 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use mayu::engine::Snapshot;
 use mayu::events::{Event, EventKind};
-use mayu::machine::{Machine, MachineId, Phase};
+use mayu::machine::{MachineId, Phase};
 use mayu_console::action::Action;
-use mayu_console::app::{update, App};
+use mayu_console::app::update;
 use mayu_console::fixtures::{self, NOW};
 use mayu_console::screenshots::render;
 
 fn main() {
-    let machines: Vec<Machine> = (0..10_000)
-        .map(|i| {
-            let id: MachineId = format!("m{i:05}")
-                .parse()
-                .unwrap_or_else(|_| unreachable!());
-            Machine::new(id, String::new(), NOW)
-        })
-        .collect();
-    let mut app = App::new(
-        fixtures::setup(),
-        Snapshot {
-            machines,
-            profiles: Vec::new(),
-            waiting: 10_000,
-            ignored: Vec::new(),
-            timelines: Default::default(),
-        },
-    );
+    let mut app = fixtures::crowd(10_000).unwrap_or_else(|_| unreachable!());
     for (w, h) in [(80, 24), (200, 60)] {
         let rounds = 200u32;
         let start = Instant::now();

@@ -398,6 +398,23 @@ fn history() -> Vec<HistoryEntry> {
     ]
 }
 
+/// `count` new machines `m00000`, `m00001`, … (a rack-scale table), all waiting.
+pub fn crowd(count: u32) -> Result<App, IdError> {
+    let machines = (0..count)
+        .map(|i| Ok(Machine::new(id(&format!("m{i:05}"))?, String::new(), NOW)))
+        .collect::<Result<Vec<_>, IdError>>()?;
+    Ok(App::new(
+        setup(),
+        Snapshot {
+            machines,
+            profiles: Vec::new(),
+            waiting: count,
+            ignored: Vec::new(),
+            timelines: Default::default(),
+        },
+    ))
+}
+
 /// The busy session: a dozen machines, one new, one stalled, a full profile.
 pub fn session() -> Result<App, IdError> {
     let machines = SPECS.iter().map(machine).collect::<Result<Vec<_>, _>>()?;

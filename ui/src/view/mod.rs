@@ -326,22 +326,7 @@ mod big {
     /// Ten thousand machines render a screenful; the table shows the selection's neighbours.
     #[test]
     fn ten_thousand_machines_render_the_visible_rows() {
-        let machines = (0..10_000)
-            .map(|i| {
-                let id: MachineId = format!("m{i:05}").parse().unwrap();
-                Machine::new(id, String::new(), NOW)
-            })
-            .collect();
-        let mut app = App::new(
-            fixtures::setup(),
-            Snapshot {
-                machines,
-                profiles: Vec::new(),
-                waiting: 10_000,
-                ignored: Vec::new(),
-                timelines: Default::default(),
-            },
-        );
+        let mut app = fixtures::crowd(10_000).unwrap();
         app.select(&"m09000".parse().unwrap());
         let area = Rect::new(0, 0, 80, 24);
         let mut buf = Buffer::empty(area);
