@@ -160,6 +160,8 @@ struct KeyJoin {
     joined: Arc<AtomicBool>,
     /// the engine's, told when the folder's key was replaced after the start.
     rekey: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
+    /// the last failure logged (each is logged once, not every status round).
+    failed: Arc<Mutex<String>>,
 }
 
 impl KeyJoin {
@@ -187,7 +189,14 @@ impl KeyJoin {
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "cluster machine key not joined; retried"),
+            Err(e) => {
+                let e = e.to_string();
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                if *failed != e {
+                    tracing::error!(error = %e, "cluster machine key not joined; retried");
+                    *failed = e;
+                }
+            }
         }
     }
 }
@@ -246,6 +255,7 @@ impl EtcdBackend {
             dir: config.inventory.clone(),
             joined: Arc::new(AtomicBool::new(false)),
             rekey: Arc::new(OnceLock::new()),
+            failed: Arc::default(),
         };
         let joining = key.clone();
         let unread = match run(&rt, async move { Ok(joining.join().await) }) {
