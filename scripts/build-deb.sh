@@ -2,12 +2,12 @@
 # Builds the Debian package: target/debian/mayu_<version>-<revision>_amd64.deb (cargo-deb, from
 # [package.metadata.deb] in ui/Cargo.toml and packaging/debian/). Prints the package's path last.
 #   1. release builds of `mayu` (with the etcd inventory, cargo feature `etcd`: needs `protoc`,
-#      Debian protobuf-compiler) and `mayuctl` (over the same engine build);
+#      Debian protobuf-compiler and libprotobuf-dev) and `mayuctl` (over the same engine build);
 #   2. bash/zsh/fish completions and man pages from the binaries' own clap definitions (hidden
 #      subcommands `completions SHELL` and `man --out-dir DIR`) into packaging/debian/generated/;
 #   3. cargo deb --no-build.
 # Needs cargo-deb (`cargo install cargo-deb --locked`), dpkg-dev (dpkg-shlibdeps, for the
-# `$auto` dependencies) and protobuf-compiler; scripts/install-deps.sh installs the Debian ones.
+# `$auto` dependencies), protobuf-compiler and libprotobuf-dev; scripts/install-deps.sh installs the Debian ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -23,8 +23,10 @@
 #                 (the `etcd` binary) on loopback ports the OS picks and check it with `etcdctl`;
 #                 where systemd runs, etcd-server also starts a system etcd on 127.0.0.1:2379/2380,
 #                 which the tests never use
-#   protobuf-compiler   `protoc`: the etcd client (cargo feature `etcd`, on in CI, scripts/test.sh
-#                 and the Debian package) generates its gRPC code with it at build time
+#   protobuf-compiler, libprotobuf-dev   `protoc`: the etcd client (cargo feature `etcd`, on in CI,
+#                 scripts/test.sh and the Debian package) generates its gRPC code with it at build
+#                 time; libprotobuf-dev has the google/protobuf/*.proto files it imports (only a
+#                 Recommends of protobuf-compiler, which --no-install-recommends leaves out)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -76,7 +78,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
   extlinux syslinux-common wrk nginx-light openipmi ipmitool dpkg-dev lintian systemd man-db \
-  etcd-server etcd-client protobuf-compiler
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else

@@ -31,9 +31,10 @@ if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ]; then
   fi
 fi
 command -v cargo >/dev/null 2>&1 || skip "cargo not found; install Rust (https://rustup.rs) first"
-# protoc (protobuf-compiler): the package's mayu is built with the etcd inventory.
-if [ -z "${MAYU_DEB:-}" ] && ! command -v protoc >/dev/null 2>&1; then
-  apt-get install -y -q --no-install-recommends protobuf-compiler
+# protoc (protobuf-compiler, and libprotobuf-dev for the google/protobuf/*.proto it imports):
+# the package's mayu is built with the etcd inventory.
+if [ -z "${MAYU_DEB:-}" ] && ! [ -f /usr/include/google/protobuf/descriptor.proto ]; then
+  apt-get install -y -q --no-install-recommends protobuf-compiler libprotobuf-dev
 fi
 for tool in dpkg-deb dpkg-shlibdeps lintian systemd-analyze apt-get setpriv ip python3; do
   command -v "$tool" >/dev/null 2>&1 || skip "$tool not found; run scripts/install-deps.sh"
