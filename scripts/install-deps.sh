@@ -27,6 +27,8 @@
 #                 scripts/test.sh and the Debian package) generates its gRPC code with it at build
 #                 time; libprotobuf-dev has the google/protobuf/*.proto files it imports (only a
 #                 Recommends of protobuf-compiler, which --no-install-recommends leaves out)
+#   g++           libstdc++ for scripts/fuzz-smoke.sh: cargo-fuzz's libFuzzer is C++ (Debian's
+#                 cloud image has it through build-essential; a bare system with gcc alone does not)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
@@ -78,7 +80,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
   git ca-certificates gpgv gnupg cloud-init prometheus dnsmasq-base ipxe busybox-static cpio tftp-hpa iproute2 tmux ipxe-qemu ovmf kmod \
   extlinux syslinux-common wrk nginx-light openipmi ipmitool dpkg-dev lintian systemd man-db \
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev g++
 if [ "$codename" = bookworm ]; then
   apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 else
