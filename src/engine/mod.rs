@@ -386,8 +386,6 @@ impl Engine {
         Ok(engine)
     }
 
-    /// A change another server made (from a shared backend's watch): into the index and onto
-    /// the bus as if made here, unless this server already holds that revision or a later one.
     /// Takes up the inventory folder's key as it is now (the cluster's, joined after the start):
     /// every machine's token is derived from it from here on. Tokens of the folder's own key
     /// stay accepted (it is kept as the previous key).
@@ -415,6 +413,8 @@ impl Engine {
         tracing::warn!("this server now derives machine tokens from the cluster's key");
     }
 
+    /// A change another server made (from a shared backend's watch): into the index and onto
+    /// the bus as if made here, unless this server already holds that revision or a later one.
     pub fn apply_remote(&self, r: crate::inventory::Remote) {
         let mut idx = self.index();
         if idx.base.get(&r.id).is_some_and(|b| *b >= r.revision) {
